@@ -1,0 +1,367 @@
+"""Typed configs, YAML recipes, ``--set`` overrides and strict validation.
+
+Every config section is a ``@dataclass(kw_only=True)`` whose ``__post_init__``
+checks ranges and raises ``ValueError`` naming the field. :func:`from_dict`
+builds such a dataclass from plain data and rejects unknown keys (suggesting
+the closest valid one) and wrong types, so a bad recipe fails before any work
+starts. This module imports nothing from the rest of genforge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "TrainConfig",
+    "SampleConfig",
+    "RunConfig",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "parse_override",
+    "load_yaml",
+    "dump_yaml",
+    "resolve_run_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config is invalid: unknown key, wrong type or out-of-range value."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Which dataset to train on and how to present it.
+
+    ``name`` is a registered dataset (``genforge datasets``) or
+    ``imagefolder:PATH``. ``image_size``/``channels`` of ``None`` keep the
+    dataset's native values (an image folder of mixed sizes needs ``image_size``).
+    """
+
+    name: str = "digits"
+    data_dir: str | None = None  # read the dataset's files from here instead of the cache
+    image_size: int | None = None  # square side in pixels; resize + center-crop
+    channels: int | None = None  # 1 (grayscale), 3 (RGB) or 4 (RGBA); None = native
+    test_fraction: float = 0.1  # held-out share for datasets without an official split
+    split_seed: int = 0  # seed of that split (independent of the training seed)
+    hflip: bool = False  # random horizontal flips during training
+    max_train: int | None = None  # use only the first N shuffled training images
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "name must not be empty")
+        _require(self.image_size is None or 4 <= self.image_size <= 1024,
+                 f"image_size must be in [4, 1024], got {self.image_size}")
+        _require(self.channels in (None, 1, 3, 4), f"channels must be 1, 3 or 4, got {self.channels}")
+        _require(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        _require(self.max_train is None or self.max_train > 0, f"max_train must be positive, got {self.max_train}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The one trainer's settings (see ``genforge.training.trainer``).
+
+    Steps count updates of the *last* parameter group (the generator for a GAN,
+    the only group otherwise); ``group_steps`` repeats earlier groups, e.g.
+    ``{discriminator: 2}`` takes two discriminator steps per generator step.
+    """
+
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 2e-4
+    group_lr: dict[str, float] = field(default_factory=dict)  # per-group lr override
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = 0.1  # final lr / peak lr for cosine and linear decay
+    grad_clip: float = 0.0  # max global grad norm per group; 0 disables
+    group_steps: dict[str, int] = field(default_factory=dict)
+    ema_decay: float = 0.999  # 0 disables the weight average used for sampling
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed"] = "fp32"
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
+    log_every: int = 50
+    sample_every: int = 500  # sample grid every N steps; 0 = only at the end
+    checkpoint_every: int = 500  # 0 = only at the end
+    keep_checkpoints: int = 2
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # YAML gives lists
+        _require(self.max_steps > 0, f"max_steps must be positive, got {self.max_steps}")
+        _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        _require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        for group, lr in self.group_lr.items():
+            _require(lr > 0, f"group_lr.{group} must be positive, got {lr}")
+        _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                 f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _require(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        for group, n in self.group_steps.items():
+            _require(n >= 1, f"group_steps.{group} must be >= 1, got {n}")
+        _require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _require(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
+        _require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
+        _require(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
+        _require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _require(self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}")
+        dev = self.device
+        _require(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"),
+                 f"device must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+
+
+@dataclass(kw_only=True)
+class SampleConfig:
+    """Defaults for sample grids written during and after training."""
+
+    n: int = 64
+    seed: int = 0
+    nrow: int = 0  # images per grid row; 0 = square-ish
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.n <= 100_000, f"n must be in [1, 100000], got {self.n}")
+        _require(self.nrow >= 0, f"nrow must be >= 0, got {self.nrow}")
+        _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """A whole recipe: one dataclass per section. ``model`` is the family's config."""
+
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# --------------------------------------------------------------------------- strict building
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the (lightly coerced) value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0] if errors else ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}{hint}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        kt, vt = args or (Any, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+    raise TypeError(f"{key}: unsupported config annotation {tp!r}")
+
+
+def _unknown_key(key: str, valid: list[str], prefix: str) -> ConfigError:
+    where = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {where!r}{hint} (valid keys: {', '.join(sorted(valid))})")
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, *, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, strictly.
+
+    Raises:
+        ConfigError: an unknown key (with the closest valid key), a value of the
+            wrong type, or a value rejected by ``cls.__post_init__``; the message
+            names the dotted key, e.g. ``train.lr``.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown_key(key, list(fields), prefix)
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}" if prefix else key)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"invalid value: {where}{e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (possibly nested) → plain YAML-safe data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------- YAML and overrides
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping is a ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` → ``(["train", "lr"], 0.001)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of nested ``data`` with each ``a.b.c=value`` applied."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+_SECTIONS = {"description": str, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+def resolve_run_config(raw: dict[str, Any], model_config_class: Callable[[str], type]) -> RunConfig:
+    """Validate a whole recipe (after overrides) into a :class:`RunConfig`.
+
+    Args:
+        raw: mapping with ``data``, ``model``, ``train``, ``sample`` sections.
+        model_config_class: maps ``model.family`` to that family's config class
+            (``genforge.models.config_class``); passed in so this module stays
+            free of internal imports.
+    """
+    valid = [*_SECTIONS, "model", "genforge_version"]
+    for key in raw:
+        if key not in valid:
+            raise _unknown_key(key, valid, "")
+    model_raw = dict(raw.get("model") or {})
+    family = model_raw.get("family")
+    if not family:
+        raise ConfigError("model.family is required (e.g. gan or vae)")
+    model_cls = model_config_class(family)
+    kwargs: dict[str, Any] = {}
+    for key, tp in _SECTIONS.items():
+        if key in raw:
+            kwargs[key] = _coerce(raw[key], tp, key)
+    return RunConfig(model=from_dict(model_cls, model_raw, prefix="model"), **kwargs)

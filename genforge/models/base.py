@@ -1,0 +1,169 @@
+"""The protocol every model family implements, and save/load without pickle.
+
+A family is a ``GenerativeModel`` subclass built from its config dataclass. The
+model computes losses; the trainer owns ``backward``, clipping, precision and
+optimizer steps. Image batches are ``{"x": uint8 [B, C, H, W], "y": int64 [B]}``
+(``y`` only for labelled data); each family maps uint8 pixels to its own scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from genforge import __version__
+from genforge.config import to_dict
+from genforge.io import atomic_path, atomic_write_text
+
+Batch = dict[str, Tensor]
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Fields every family config has. ``family`` is the registry key."""
+
+    family: str
+
+
+@dataclass(kw_only=True)
+class ImageModelConfig(ModelConfig):
+    """Image shape and conditioning; zeros are filled in from the dataset by the trainer."""
+
+    channels: int = 0  # 1, 3 or 4; 0 = take from the data
+    image_size: int = 0  # square side in pixels; 0 = take from the data
+    num_classes: int = 0  # number of labels in the data (filled in when conditional)
+    conditional: bool = False  # class-conditional generation
+
+    def __post_init__(self) -> None:
+        if self.channels not in (0, 1, 3, 4):
+            raise ValueError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.image_size != 0 and not 4 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [4, 1024], got {self.image_size}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    def check_complete(self) -> None:
+        """Raise if the shape was never filled in (a model cannot be built without it)."""
+        if self.channels == 0 or self.image_size == 0:
+            raise ValueError("model.channels and model.image_size must be set (the trainer fills them from the data)")
+        if self.conditional and self.num_classes < 2:
+            raise ValueError("model.conditional needs a labelled dataset with at least 2 classes")
+
+
+def images_to_unit(x: Tensor) -> Tensor:
+    """uint8 [B, C, H, W] in [0, 255] → float32 in [0, 1]."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"image batches must be uint8 [B, C, H, W], got {x.dtype}")
+    return x.float().div_(255.0)
+
+
+def check_image_batch(x: Tensor, channels: int, image_size: int) -> None:
+    """Raise a ``ValueError`` naming the expected and actual shapes."""
+    if x.ndim != 4 or x.shape[1] != channels or x.shape[2] != image_size or x.shape[3] != image_size:
+        raise ValueError(
+            f"expected images of shape [B, {channels}, {image_size}, {image_size}], got {list(x.shape)}"
+        )
+
+
+def labels_for(n: int, condition: Any, num_classes: int, device: torch.device,
+               generator: torch.Generator | None) -> Tensor | None:
+    """Turn a ``sample(condition=...)`` argument into int64 labels [n].
+
+    ``condition`` may be None (random labels for a conditional model), an int
+    (all the same class) or a sequence/tensor of n labels.
+    """
+    if num_classes == 0:
+        if condition is not None:
+            raise ValueError("this model is unconditional: condition must be None")
+        return None
+    if condition is None:
+        return torch.randint(num_classes, (n,), generator=generator, device="cpu").to(device)
+    y = torch.as_tensor(condition, dtype=torch.long)
+    if y.ndim == 0:
+        y = y.expand(n)
+    if y.shape != (n,):
+        raise ValueError(f"condition must be an int or {n} labels, got shape {list(y.shape)}")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes - 1}], got {y.tolist()[:8]}")
+    return y.to(device)
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every family; see DESIGN.md for the protocol.
+
+    Subclasses set ``config_class`` and ``family`` and implement
+    :meth:`losses` and :meth:`sample`; they override :meth:`param_groups`
+    when several optimizers train disjoint parameter sets, and
+    :meth:`log_likelihood` when the family has one.
+    """
+
+    config_class: ClassVar[type[ModelConfig]]
+    family: ClassVar[str]
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    # ---- training
+    def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """Scalar losses keyed by parameter group.
+
+        Args:
+            batch: ``{"x": uint8 [B, C, H, W], "y": int64 [B]}`` for images.
+            groups: compute only these groups' losses (the trainer asks for one
+                group at a time); ``None`` computes all.
+        """
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters trained by each loss, in update order; default one group ``loss``."""
+        return {"loss": [p for p in self.parameters() if p.requires_grad]}
+
+    # ---- generation and likelihood
+    @torch.no_grad()
+    def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
+               **options: Any) -> Tensor:
+        """Generate ``n`` samples (images: float32 [n, C, H, W] in [0, 1])."""
+        raise NotImplementedError
+
+    def log_likelihood(self, batch: Batch) -> Tensor:
+        """Per-example log-likelihood in nats, float [B]."""
+        raise NotImplementedError(f"the {self.family} family has no tractable likelihood")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- save / load
+    def save_pretrained(self, directory: str | Path, *, run_config: dict[str, Any] | None = None) -> None:
+        """Write ``config.yaml`` and ``model.safetensors`` into ``directory``.
+
+        ``run_config`` (the resolved recipe) is stored beside the model section;
+        without it only ``model`` and ``genforge_version`` are written. Both
+        files are written to temporaries first and renamed, so an existing
+        model is never left half-overwritten.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = dict(run_config or {})
+        data["model"] = to_dict(self.config)
+        data["genforge_version"] = __version__
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_model(self, str(tmp), metadata={"family": self.family, "genforge_version": __version__})
+        atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load safetensors weights strictly (every key present, no extras)."""
+        missing, unexpected = load_model(self, str(path), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path} does not match this {self.family} model: "
+                             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
