@@ -1,0 +1,44 @@
+"""Shared fixtures: seeded RNGs, synthetic image batches, the optional real-data folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real data sets (MNIST IDX files, Tiny Shakespeare) live beside the checkout when
+# present; GENFORGE_TEST_DATA points elsewhere. Tests that need them skip otherwise.
+SHARED_DATA = Path(os.environ.get("GENFORGE_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore_dtype():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """Folder with the four official MNIST IDX gz files; skips the test when absent."""
+    d = SHARED_DATA / "mnist"
+    if not (d / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {d}")
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
