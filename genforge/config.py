@@ -365,3 +365,30 @@ def resolve_run_config(raw: dict[str, Any], model_config_class: Callable[[str], 
         if key in raw:
             kwargs[key] = _coerce(raw[key], tp, key)
     return RunConfig(model=from_dict(model_cls, model_raw, prefix="model"), **kwargs)
+
+
+# --------------------------------------------------------------------------- recipes
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "digits-dcgan"
+
+
+def list_recipes() -> dict[str, str]:
+    """Shipped recipe names → one-line descriptions."""
+    out = {}
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        desc = str(load_yaml(path).get("description", "")).strip()
+        out[path.stem] = desc.splitlines()[0] if desc else ""
+    return out
+
+
+def recipe_path(name: str) -> Path:
+    """The YAML file of a shipped recipe; an unknown name suggests the closest one."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown recipe {name!r}{hint} (available: {', '.join(names)}; "
+                      f"or pass --config FILE for your own)")

@@ -1,0 +1,161 @@
+"""The ``genforge`` command: parse, build, call. No math lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  genforge train                                  default recipe, offline data, a few minutes on a CPU
+  genforge train mnist-dcgan --data-dir ./mnist   named recipe reading the IDX files from a folder
+  genforge train mnist-vae --set train.max_steps=2000 --set model.latent_dim=32
+  genforge train --out runs/x --resume            continue a run from its last checkpoint
+  genforge sample runs/x --n 64 --label 3 -o threes.png
+  genforge recipes show mnist-dcgan
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a recipe into a run directory",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a model. Without a recipe, trains the default recipe on an offline "
+                                   "dataset. The run directory gets config.yaml, model.safetensors, "
+                                   "metrics.jsonl, tb/, samples/ and checkpoints/.",
+                       epilog="config sections: data, model, train, sample (see `genforge recipes show NAME`)")
+    p.add_argument("recipe", nargs="?", help="shipped recipe name (`genforge recipes`); default: digits-dcgan")
+    p.add_argument("--config", metavar="FILE", help="your own recipe YAML instead of a shipped one")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=500 (repeatable)")
+    p.add_argument("--data-dir", metavar="DIR", help="read the dataset's files from DIR (offline) instead of "
+                                                      "downloading them into the cache")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<recipe>-<timestamp>); "
+                                                     "an existing non-empty one is never overwritten")
+    p.add_argument("--resume", action="store_true", help="continue --out RUN_DIR from its newest checkpoint "
+                                                         "(model, optimizer, schedule, EMA, RNG, data order)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate a PNG grid from a trained run",
+                       description="Generate images from RUN_DIR's sampling weights (the EMA weights when "
+                                   "training used them). The PNG carries model, seed and label as text metadata.")
+    p.add_argument("run_dir", help="a run directory written by `genforge train`")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--label", type=int, help="class label for a conditional model (default: one class per column)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same images")
+    p.add_argument("-o", "--out", metavar="PNG", help="output file (default RUN_DIR/samples/sample-seed<S>.png)")
+    p.add_argument("--nrow", type=int, default=0, help="images per row (default: square-ish)")
+    p.add_argument("--batch-size", type=int, default=256, help="images generated per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_recipes(sub) -> None:
+    p = sub.add_parser("recipes", help="list shipped recipes or show one",
+                       description="`genforge recipes` lists recipes; `genforge recipes show NAME` prints one.")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="recipe to show")
+    p.set_defaults(func=cmd_recipes)
+
+
+def _add_datasets(sub) -> None:
+    p = sub.add_parser("datasets", help="list datasets and whether they are cached",
+                       description="Built-in datasets plus imagefolder:PATH for your own images. Downloads go "
+                                   "to $GENFORGE_CACHE (or the platform cache folder) and are checksummed.")
+    p.set_defaults(func=cmd_datasets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genforge import __version__
+
+    parser = argparse.ArgumentParser(prog="genforge", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Train, sample and inspect generative models.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"genforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from genforge.training.run import train
+
+    outcome = train(args.recipe, config_file=args.config, overrides=args.overrides, data_dir=args.data_dir,
+                    out=args.out, resume=args.resume, progress=False if args.no_progress else None)
+    d, r = outcome.run_dir, outcome.result
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in r.last_losses.items() if "/" not in k)
+    print(f"\ntrained {r.step} steps in {r.elapsed_s:.0f} s ({r.stopped}); last losses: {losses}")
+    print(f"run directory : {d}")
+    print(f"samples       : {d / 'samples.png'}")
+    print(f"metrics       : {d / 'metrics.jsonl'}  (TensorBoard: tensorboard --logdir {d / 'tb'})")
+    print(f"checkpoint    : {r.checkpoint}")
+    print(f"next          : genforge sample {d} --n 64 --seed 1")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from genforge.sampling.images import sample_grid_from_run
+
+    path = sample_grid_from_run(args.run_dir, n=args.n, label=args.label, seed=args.seed, out=args.out,
+                                nrow=args.nrow, batch_size=args.batch_size, device=args.device)
+    print(path)
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from genforge.config import DEFAULT_RECIPE, list_recipes, recipe_path
+
+    if args.action == "show":
+        if not args.name:
+            raise ValueError("usage: genforge recipes show NAME")
+        print(recipe_path(args.name).read_text(encoding="utf-8"), end="")
+        return 0
+    recipes = list_recipes()
+    width = max(map(len, recipes))
+    for name, desc in recipes.items():
+        mark = " (default)" if name == DEFAULT_RECIPE else ""
+        print(f"{name:<{width}}  {desc}{mark}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from genforge.data import list_datasets
+
+    rows = list_datasets()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {'cached ' if r['cached'] else '       '}  {r['description']}")
+    print(f"{'imagefolder:PATH':<{width}}           your own PNG/JPEG/BMP/WebP images (sub-folders = classes)")
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input: reported as one line, no traceback."""
+    from genforge.config import ConfigError
+    from genforge.data import DataError
+    from genforge.training.run import RunDirError
+    from genforge.training.trainer import TrainingError
+
+    return (ConfigError, DataError, RunDirError, TrainingError, FileNotFoundError, ValueError)
+
+
+COMMANDS = {"train": _add_train, "sample": _add_sample, "recipes": _add_recipes, "datasets": _add_datasets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"genforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

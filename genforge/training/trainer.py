@@ -1,0 +1,242 @@
+"""The one training loop every family runs through.
+
+The model returns losses keyed by parameter group; the trainer owns one
+optimizer per group, backward (restricted to the group's parameters so
+gradients cannot leak between groups), gradient clipping, precision, the
+learning-rate schedule, the weight EMA, logging, periodic samples and
+checkpoints. A step updates every group once in ``param_groups()`` order, each
+group ``train.group_steps[group]`` times (e.g. several discriminator updates per
+generator update), each update on a fresh batch.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from genforge.config import TrainConfig
+from genforge.models.base import GenerativeModel
+from genforge.training.checkpoint import (latest_checkpoint, load_state, rng_state, save_checkpoint,
+                                          set_rng_state)
+from genforge.training.ema import EMA
+from genforge.training.logger import MetricsLogger
+from genforge.training.optim import build_optimizer, lr_factor, set_lr
+from genforge.training.precision import resolve_device, resolve_precision
+
+SampleHook = Callable[[GenerativeModel, int], None]  # (model to sample from, step)
+SaveHook = Callable[[GenerativeModel], None]  # writes the sampling model into the run dir
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, nothing to resume, …)."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: str  # "max_steps" | "max_minutes" | "interrupted"
+    elapsed_s: float
+    last_losses: dict[str, float]
+    checkpoint: Path | None
+
+
+class Trainer:
+    """Runs ``model`` on ``batches`` according to ``cfg``, writing into ``run_dir``.
+
+    Args:
+        model: a GenerativeModel (moved to the resolved device).
+        cfg: the ``train`` section.
+        batches: infinite iterator of batches with ``state_dict``/``load_state_dict``
+            (``genforge.data.BatchStream``), so resume replays the same data order.
+        run_dir: where metrics, samples and checkpoints go.
+        on_sample: called with the sampling model (EMA when on) every
+            ``sample_every`` steps and at the end.
+        on_save: called with the sampling model whenever a checkpoint is
+            written, to refresh the run's ``model.safetensors``.
+    """
+
+    def __init__(self, model: GenerativeModel, cfg: TrainConfig, batches: Iterator[dict[str, Tensor]],
+                 run_dir: Path, *, on_sample: SampleHook | None = None, on_save: SaveHook | None = None,
+                 examples_per_batch: int | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.batches = batches
+        self.on_sample = on_sample
+        self.on_save = on_save
+        self.examples_per_batch = examples_per_batch or cfg.batch_size
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.precision = resolve_precision(resolve_device(cfg.device), cfg.precision)
+        self.device = self.precision.device
+        self.model = model.to(self.device).train()
+        self.groups = model.param_groups()
+        unknown = set(cfg.group_lr) | set(cfg.group_steps)
+        unknown -= set(self.groups)
+        if unknown:
+            raise TrainingError(f"train.group_lr/group_steps name unknown parameter groups {sorted(unknown)}; "
+                                f"this model has {list(self.groups)}")
+        self.peak_lr = {g: cfg.group_lr.get(g, cfg.lr) for g in self.groups}
+        self.optimizers = {g: build_optimizer(p, self.peak_lr[g], cfg) for g, p in self.groups.items()}
+        self.scalers = {g: torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
+                        for g in self.groups}
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step = 0
+        self.elapsed_before = 0.0  # wall seconds spent by earlier (resumed-from) processes
+        self._stop_signal: str | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def sampling_model(self) -> GenerativeModel:
+        return self.ema.shadow if self.ema is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t0),
+            "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
+            "scalers": {g: s.state_dict() for g, s in self.scalers.items()},
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "rng": rng_state(),
+            "data": self.batches.state_dict(),
+        }
+
+    def resume(self) -> Path:
+        """Restore everything from the newest checkpoint; raises if there is none."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise TrainingError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}; nothing to resume")
+        self.model.load_weights(ckpt / "model.safetensors")
+        if self.ema is not None:
+            ema_file = ckpt / "ema.safetensors"
+            self.ema.shadow.load_weights(ema_file if ema_file.is_file() else ckpt / "model.safetensors")
+        state = load_state(ckpt)
+        self.step = state["step"]
+        self.elapsed_before = state["elapsed_s"]
+        for g, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][g])
+        for g, s in self.scalers.items():
+            s.load_state_dict(state["scalers"][g])
+        if self.ema is not None:
+            self.ema.updates = state["ema_updates"]
+        set_rng_state(state["rng"])
+        self.batches.load_state_dict(state["data"])
+        return ckpt
+
+    def save(self) -> Path:
+        ema_model = self.ema.shadow if self.ema is not None else None
+        path = save_checkpoint(self.run_dir, self.step, self.model, ema_model, self.state_dict(),
+                               self.cfg.keep_checkpoints)
+        if self.on_save is not None:
+            self.on_save(self.sampling_model)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def _update(self, group: str) -> dict[str, float]:
+        """One optimizer update of ``group`` on a fresh batch; returns logged scalars."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
+        with self.precision.autocast():
+            out = self.model.losses(batch, groups=(group,))
+        loss = out[group].float()
+        value = loss.item()
+        if not math.isfinite(value):
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+            raise TrainingError(
+                f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
+                f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
+        params = self.groups[group]
+        opt, scaler = self.optimizers[group], self.scalers[group]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward(inputs=params)
+        logged = {group: value}
+        if self.cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            logged[f"grad_norm/{group}"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        scaler.step(opt)
+        scaler.update()
+        for k, v in out.items():
+            if k not in self.groups:
+                logged[k] = float(v)
+        return logged
+
+    def _handle_signal(self, signum, frame) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``max_steps`` (or ``max_minutes``, or SIGINT/SIGTERM), then checkpoint."""
+        cfg = self.cfg
+        resumed_from = self.resume() if resume else None
+        self._t0 = time.perf_counter()
+        logger = MetricsLogger(self.run_dir)
+        old_handlers = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, self._handle_signal)
+        except ValueError:  # not the main thread: no graceful stop, nothing else changes
+            old_handlers = {}
+        order = [(g, cfg.group_steps.get(g, 1)) for g in self.groups]
+        batches_per_step = sum(n for _, n in order)
+        window: dict[str, list[float]] = {}
+        window_t, window_steps = time.perf_counter(), 0
+        last: dict[str, float] = {}
+        stopped = "max_steps"
+        ckpt: Path | None = None
+        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not cfg.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                   desc=self.run_dir.name)
+        if resumed_from is not None:
+            bar.write(f"resumed from {resumed_from} (step {self.step})")
+        try:
+            while self.step < cfg.max_steps:
+                factor = lr_factor(self.step, cfg)
+                for g, opt in self.optimizers.items():
+                    set_lr(opt, self.peak_lr[g] * factor)
+                for group, repeats in order:
+                    for _ in range(repeats):
+                        for k, v in self._update(group).items():
+                            window.setdefault(k, []).append(v)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    dt = time.perf_counter() - window_t
+                    last = {k: sum(v) / len(v) for k, v in window.items()}
+                    record = dict(last, lr=self.peak_lr[order[-1][0]] * factor,
+                                  steps_per_s=window_steps / dt,
+                                  images_per_s=window_steps * batches_per_step * self.examples_per_batch / dt,
+                                  elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
+                    logger.log(self.step, record)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if "/" not in k}, refresh=False)
+                    window, window_t, window_steps = {}, time.perf_counter(), 0
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.on_sample is not None:
+                    self.on_sample(self.sampling_model, self.step)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                    ckpt = self.save()
+                if self._stop_signal is not None:
+                    stopped = "interrupted"
+                    break
+                if cfg.max_minutes and time.perf_counter() - self._t0 > cfg.max_minutes * 60:
+                    stopped = "max_minutes"
+                    break
+            ckpt = self.save()
+            if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
+                self.on_sample(self.sampling_model, self.step)
+        finally:
+            bar.close()
+            logger.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        elapsed = self.elapsed_before + time.perf_counter() - self._t0
+        return TrainResult(self.step, stopped, elapsed, last, ckpt)
