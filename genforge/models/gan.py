@@ -1,0 +1,228 @@
+"""DCGAN (Radford et al. 2016), unconditional or class-conditional.
+
+Generator: z (+ one-hot label) → Linear → base×base → ConvTranspose(4, 2, 1)
++ BatchNorm + ReLU stages → ConvTranspose to C channels → tanh. Conditional
+generators also use class-conditional BatchNorm in every stage.
+
+Discriminator: Conv(4, 2, 1) + LeakyReLU(0.2) stages (BatchNorm, spectral
+normalization or no normalization after the first) → Linear → one logit.
+Conditional discriminators add the projection term of Miyato & Koyama (2018):
+logit += <embed(y), sum-pooled features>.
+
+Pixels are mapped from uint8 to [-1, 1] (the tanh range). Shape legend:
+B batch, C channels, S image side, Z ``z_dim``, K classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genforge.models.base import (
+    Batch,
+    GenerativeModel,
+    ImageModelConfig,
+    check_image_batch,
+    images_to_unit,
+    labels_for,
+)
+from genforge.models.layers import (
+    ConvDecoder,
+    ConvEncoder,
+    ResolutionPlan,
+    dcgan_init_,
+    plan_resolution,
+    spectral_norm_,
+)
+
+GROUPS = ("discriminator", "generator")  # update order
+
+
+@dataclass(kw_only=True)
+class GANConfig(ImageModelConfig):
+    """DCGAN hyper-parameters; the shape fields come from :class:`ImageModelConfig`."""
+
+    family: str = "gan"
+    z_dim: int = 100  # latent size
+    g_width: int = 64  # generator channels at its highest hidden resolution (S/2), ×2 per stage down
+    d_width: int = 64  # discriminator channels after its first conv (S/2), ×2 per stage down
+    max_width: int = 512  # cap on channels at any stage
+    loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
+    d_norm: Literal["batch", "spectral", "none"] = "batch"  # discriminator normalization
+    r1_gamma: float = 0.0  # weight of the R1 penalty γ/2·E‖∇D(x_real)‖² (Mescheder et al. 2018); 0 = off
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.family != "gan":
+            raise ValueError(f"family must be 'gan' for a GANConfig, got {self.family!r}")
+        for name in ("z_dim", "g_width", "d_width", "max_width"):
+            value = getattr(self, name)
+            if not 1 <= value <= 4096:
+                raise ValueError(f"{name} must be in [1, 4096], got {value}")
+        if self.r1_gamma < 0:
+            raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
+
+
+class Generator(nn.Module):
+    """z [B, Z] (+ labels [B]) → images [B, C, S, S] in [-1, 1]."""
+
+    def __init__(self, cfg: GANConfig, plan: ResolutionPlan) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes if cfg.conditional else 0
+        self.net = ConvDecoder(cfg.z_dim + self.num_classes, cfg.channels, plan, cfg.g_width, cfg.max_width,
+                               norm="batch", act=nn.ReLU, num_classes=self.num_classes)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            z = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)  # [B, Z + K]
+        return torch.tanh(self.net(z, y))
+
+
+class Discriminator(nn.Module):
+    """images [B, C, S, S] in [-1, 1] (+ labels [B]) → logits [B]."""
+
+    def __init__(self, cfg: GANConfig, plan: ResolutionPlan) -> None:
+        super().__init__()
+        self.features = ConvEncoder(cfg.channels, plan, cfg.d_width, cfg.max_width, norm=cfg.d_norm,
+                                    act=lambda: nn.LeakyReLU(0.2))
+        f, s = self.features.out_channels, self.features.out_size
+        self.head = nn.Linear(f * s * s, 1)
+        self.embed = nn.Embedding(cfg.num_classes, f) if cfg.conditional else None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x)  # [B, F, s, s]
+        logit = self.head(h.flatten(1)).squeeze(1)  # [B]
+        if self.embed is not None:  # projection discriminator
+            logit = logit + (self.embed(y) * h.sum(dim=(2, 3))).sum(dim=1)
+        return logit
+
+
+class GAN(GenerativeModel):
+    """DCGAN with two parameter groups, ``discriminator`` then ``generator``.
+
+    Losses (``loss="nonsaturating"``, Goodfellow et al. 2014):
+    D: softplus(-D(x)) + softplus(D(G(z))); G: softplus(-D(G(z))).
+    (``loss="hinge"``): D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z)).
+    Conditional models draw fakes with the batch's own labels.
+    """
+
+    config_class: ClassVar[type[GANConfig]] = GANConfig
+    family: ClassVar[str] = "gan"
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__(config)
+        config.check_complete()
+        self.config: GANConfig = config
+        self.plan = plan_resolution(config.image_size)
+        self.num_classes = config.num_classes if config.conditional else 0
+        self.generator = Generator(config, self.plan)
+        self.discriminator = Discriminator(config, self.plan)
+        dcgan_init_(self)
+        if config.d_norm == "spectral":
+            spectral_norm_(self.discriminator)
+
+    # ---- helpers
+    def _real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Batch → (images [B, C, S, S] in [-1, 1], labels [B] or None)."""
+        x = batch["x"]
+        check_image_batch(x, self.config.channels, self.config.image_size)
+        x = images_to_unit(x.to(self.device)) * 2 - 1
+        if not self.num_classes:
+            return x, None
+        if "y" not in batch:
+            raise ValueError("a conditional GAN needs labels: the batch has no 'y'")
+        y = batch["y"].to(self.device, torch.long)
+        if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise ValueError(f"batch 'y' must be {x.shape[0]} labels in [0, {self.num_classes - 1}]")
+        return x, y
+
+    def _d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        if self.config.loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+    def _g_loss(self, fake: Tensor) -> Tensor:
+        if self.config.loss == "hinge":
+            return -fake.mean()
+        return F.softplus(-fake).mean()
+
+    # ---- protocol
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
+            "generator": [p for p in self.generator.parameters() if p.requires_grad],
+        }
+
+    def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """Scalar losses ``discriminator`` and/or ``generator``, plus detached logs.
+
+        The discriminator loss sees ``fake.detach()`` (with ``groups=("discriminator",)``
+        the fakes are drawn under ``no_grad``); z comes from the global RNG.
+
+        Returns:
+            ``{"discriminator", "generator"}`` (those asked for), ``d_real`` and
+            ``d_fake`` (mean logits on real and fake images; detached), and
+            ``r1`` (the unweighted penalty) when ``r1_gamma`` > 0.
+        """
+        groups = GROUPS if groups is None else tuple(groups)
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown loss groups {sorted(unknown)}; the GAN has {list(GROUPS)}")
+        x, y = self._real(batch)
+        z = torch.randn(x.shape[0], self.config.z_dim, device=x.device)  # [B, Z]
+        want_g = "generator" in groups
+        with torch.set_grad_enabled(want_g and torch.is_grad_enabled()):
+            fake = self.generator(z, y)  # [B, C, S, S]
+        out: dict[str, Tensor] = {}
+        if "discriminator" in groups:
+            r1 = self.config.r1_gamma > 0 and torch.is_grad_enabled()
+            if r1:
+                x = x.detach().requires_grad_(True)
+            d_real = self.discriminator(x, y)
+            d_fake = self.discriminator(fake.detach(), y)
+            loss = self._d_loss(d_real, d_fake)
+            if r1:
+                (grad,) = torch.autograd.grad(d_real.sum(), x, create_graph=True)
+                penalty = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+                loss = loss + 0.5 * self.config.r1_gamma * penalty
+                out["r1"] = penalty.detach()
+            out["discriminator"] = loss
+            out["d_real"] = d_real.mean().detach()
+            out["d_fake"] = d_fake.mean().detach()
+        if want_g:
+            g_fake = self.discriminator(fake, y)
+            out["generator"] = self._g_loss(g_fake)
+            out.setdefault("d_fake", g_fake.mean().detach())
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
+               **options: Any) -> Tensor:
+        """Draw ``n`` images, float32 [n, C, S, S] in [0, 1].
+
+        The generator runs in eval mode (BatchNorm running statistics), so a
+        sample depends only on its own z and label, and sampling never changes
+        the model's buffers; the previous mode is restored afterwards.
+
+        Args:
+            condition: None (random labels when conditional), an int, or n labels.
+            generator: CPU RNG for labels and z; the same seed gives the same images.
+        """
+        if options:
+            raise TypeError(f"unknown sample options for the GAN: {sorted(options)}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        device = self.device
+        y = labels_for(n, condition, self.num_classes, device, generator)
+        z = torch.randn(n, self.config.z_dim, generator=generator).to(device)  # [n, Z]
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            x = self.generator(z, y)
+        finally:
+            self.generator.train(was_training)
+        return ((x.float() + 1) / 2).clamp_(0, 1)
