@@ -123,11 +123,12 @@ def cmd_recipes(args) -> int:
 def cmd_datasets(args) -> int:
     from genforge.data import list_datasets
 
-    rows = list_datasets()
-    width = max(len(r["name"]) for r in rows)
+    rows = [(r["name"], "x".join(map(str, r["shape"])), "cached" if r["cached"] else "", r["description"])
+            for r in list_datasets()]
+    rows.append(("imagefolder:PATH", "any", "", "your own PNG/JPEG/BMP/WebP images (sub-folders = classes)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        print(f"{r['name']:<{width}}  {'cached ' if r['cached'] else '       '}  {r['description']}")
-    print(f"{'imagefolder:PATH':<{width}}           your own PNG/JPEG/BMP/WebP images (sub-folders = classes)")
+        print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths)) + "  " + r[3])
     return 0
 
 

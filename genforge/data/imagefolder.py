@@ -1,0 +1,176 @@
+"""``imagefolder:PATH``: a user's own PNG/JPEG/BMP/WebP images.
+
+Layout: images in immediate sub-folders of PATH are labelled by sub-folder
+(sorted names → labels 0, 1, …; files are found recursively inside each);
+images directly in PATH are unlabelled. Each image is decoded with Pillow
+(any mode: 1, L, LA, P, RGB, RGBA, CMYK, 16-bit …), converted to the target
+channels, resized (shorter side → ``image_size``, antialiased) and centre-cropped
+to a square, then everything is held in memory as uint8.
+
+Channels: ``data.channels`` when set. Otherwise native: 3 if any image is in
+colour (RGB, palette, CMYK, …), else 1. Transparency is kept only when
+``channels=4`` is asked for; otherwise images are composited over black.
+
+Unreadable files are skipped and reported in one warning (path + reason each).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from genforge.config import DataConfig
+
+from .errors import DataError
+from .imagedata import ImageData
+from .transforms import convert_channels, resize_center_crop, split_indices
+
+__all__ = ["load_imagefolder", "IMAGE_EXTENSIONS", "PREFIX"]
+
+PREFIX = "imagefolder"
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+@dataclass
+class _Entry:
+    path: Path
+    label: int | None
+    mode: str = ""
+    size: tuple[int, int] = (0, 0)  # (width, height) as Pillow reports
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _scan(root: Path) -> tuple[list[_Entry], list[str]]:
+    """Image files under ``root`` and the class names (``[]`` when unlabelled)."""
+    top = sorted(p for p in root.iterdir() if _is_image(p))
+    class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    per_class = [(d.name, sorted(p for p in d.rglob("*") if _is_image(p))) for d in class_dirs]
+    per_class = [(name, files) for name, files in per_class if files]
+    if not per_class:
+        return [_Entry(p, None) for p in top], []
+    if top:
+        warnings.warn(f"{root}: ignoring {len(top)} image(s) directly in the folder (e.g. {top[0].name}) because "
+                      f"its sub-folders hold images and name the classes; move them into a class sub-folder",
+                      stacklevel=3)
+    classes = [name for name, _ in per_class]
+    return [_Entry(p, k) for k, (_, files) in enumerate(per_class) for p in files], classes
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info
+
+
+def _decode(entry: _Entry, channels: int, size: int | None) -> torch.Tensor:
+    """One file → uint8 ``[channels, S, S]``."""
+    with Image.open(entry.path) as im:
+        if size is not None and im.format == "JPEG":
+            im.draft("RGB" if im.mode not in _GRAY_MODES else "L", (size, size))  # fast DCT-domain downscale
+        im = ImageOps.exif_transpose(im)  # camera rotation
+        if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grayscale → 8-bit
+            a = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray(np.clip(a / 257.0 if a.max() > 255 else a, 0, 255).round().astype(np.uint8))
+        gray = im.mode in _GRAY_MODES
+        mode = ("LA" if gray else "RGBA") if _has_alpha(im) else ("L" if gray else "RGB")
+        if mode == "LA":
+            mode = "RGBA"  # one alpha path for all: LA → RGBA keeps gray values
+        a = np.asarray(im.convert(mode), dtype=np.uint8)
+    t = torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1).unsqueeze(0)
+    t = convert_channels(t, channels)
+    if size is not None:
+        t = resize_center_crop(t, size)
+    return t[0]
+
+
+def _header(entry: _Entry) -> None:
+    """Fill mode and size from the file header (no pixel decoding)."""
+    with Image.open(entry.path) as im:
+        entry.mode, entry.size = im.mode, im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            entry.size = entry.size[::-1]  # EXIF rotation by 90° swaps width and height
+
+
+def resolve_root(cfg: DataConfig) -> Path:
+    """The folder of ``imagefolder:PATH`` (or ``imagefolder`` with ``data_dir=PATH``)."""
+    path = cfg.name.split(":", 1)[1] if ":" in cfg.name else ""
+    if path and cfg.data_dir is not None:
+        raise DataError(f"data name {cfg.name!r} already names a folder; drop --data-dir {cfg.data_dir} "
+                        f"(or use name 'imagefolder' with --data-dir)")
+    path = path or cfg.data_dir or ""
+    if not path:
+        raise DataError("imagefolder needs a folder: use imagefolder:PATH (e.g. --data imagefolder:./images)")
+    return Path(path).expanduser()
+
+
+def load_imagefolder(cfg: DataConfig) -> ImageData:
+    """Load the images of ``imagefolder:PATH`` into memory and split them.
+
+    Uses ``cfg.image_size`` (resize + centre-crop; when None all images must
+    already be one square size), ``cfg.channels`` (None = native, see module
+    docstring), ``cfg.test_fraction`` and ``cfg.split_seed`` (stratified by class).
+
+    Returns:
+        ImageData with uint8 ``[N, C, S, S]`` images; labels from sub-folders or None.
+
+    Raises:
+        DataError: folder missing or without any readable image; mixed or
+            non-square sizes with ``image_size`` unset; fewer than 2 images.
+    """
+    root = resolve_root(cfg)
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist; check the path in {cfg.name!r}")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; imagefolder:PATH needs a folder of images "
+                        f"(or of class sub-folders of images)")
+    entries, classes = _scan(root)
+    exts = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    if not entries:
+        raise DataError(f"image folder {root} holds no {exts} images (directly or in class sub-folders)")
+
+    skipped: list[str] = []
+    ok: list[_Entry] = []
+    for e in entries:  # pass 1: headers only, to choose size and channels before decoding
+        try:
+            _header(e)
+            ok.append(e)
+        except Exception as err:  # Pillow raises many types for bad files
+            skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
+
+    size = cfg.image_size
+    if size is None and ok:
+        sizes = {e.size for e in ok}
+        first = ok[0]
+        if len(sizes) > 1 or first.size[0] != first.size[1]:
+            other = next((e for e in ok if e.size != first.size), first)
+            raise DataError(f"images in {root} are not all one square size (e.g. {first.size[0]}x{first.size[1]} "
+                            f"{first.path.name}, {other.size[0]}x{other.size[1]} {other.path.name}); set "
+                            f"data.image_size (e.g. --set data.image_size=64) to resize and centre-crop them")
+    channels = cfg.channels or (3 if any(e.mode not in _GRAY_MODES for e in ok) else 1)
+
+    images, labels = [], []
+    for e in ok:  # pass 2: decode
+        try:
+            images.append(_decode(e, channels, size))
+            labels.append(e.label)
+        except Exception as err:
+            skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root}:\n" + "\n".join(skipped), stacklevel=2)
+    if not images:
+        raise DataError(f"image folder {root} holds no readable image ({len(entries)} file(s) failed to decode)")
+    if size is None and len({tuple(t.shape) for t in images}) > 1:  # headers lied (rare): still refuse a mix
+        raise DataError(f"images in {root} decode to different sizes; set data.image_size to resize them")
+
+    x = torch.stack(images)  # [N, C, S, S]
+    y = torch.tensor(labels, dtype=torch.int64) if classes else None
+    train, test = split_indices(len(x), cfg.test_fraction, cfg.split_seed, labels=y, what=f"image folder {root}")
+    return ImageData(name=cfg.name, train_x=x[train].contiguous(), train_y=None if y is None else y[train],
+                     test_x=x[test].contiguous(), test_y=None if y is None else y[test], classes=classes)

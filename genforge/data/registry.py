@@ -1,0 +1,209 @@
+"""The dataset registry and :func:`load_images`, the one entry point for image data.
+
+``DATASETS`` maps each built-in name to a :class:`DatasetInfo`; user folders
+are ``imagefolder:PATH``. :func:`load_images` dispatches on ``data.name``,
+then applies the options every dataset shares (size, channels, ``max_train``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from genforge.config import DataConfig
+
+from .cache import default_cache_dir
+from .digits import load_digits
+from .download import RemoteFile
+from .errors import DataError
+from .imagedata import ImageData
+from .imagefolder import PREFIX as IMAGEFOLDER
+from .imagefolder import load_imagefolder
+from .mnist import cached_files, load_idx_dataset
+from .transforms import convert_channels, resize_center_crop, shuffled_subset
+
+__all__ = ["DatasetInfo", "DATASETS", "load_images", "list_datasets"]
+
+Loader = Callable[[DataConfig, "DatasetInfo", Path, bool], ImageData]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A built-in dataset.
+
+    Attributes:
+        name: registry key (``data.name``) and cache sub-folder.
+        description: one line for ``genforge datasets``.
+        labelled: whether examples carry class labels.
+        image_size: native square side in pixels.
+        channels: native channels (1, 3 or 4).
+        classes: label names in label order.
+        files: what gets downloaded (with checksums); empty for bundled data.
+        mirrors: base URLs tried in order for every file.
+        bundled: ships with an installed dependency (never downloaded).
+        loader: ``(cfg, info, cache_dir, download) -> ImageData`` at native size.
+    """
+
+    name: str
+    description: str
+    labelled: bool
+    image_size: int
+    channels: int
+    classes: tuple[str, ...]
+    loader: Loader = field(repr=False)
+    files: tuple[RemoteFile, ...] = ()
+    mirrors: tuple[str, ...] = ()
+    bundled: bool = False
+
+    def is_cached(self, cache_dir: Path) -> bool:
+        """True when loading needs no download (bundled, or every file is in the cache)."""
+        if self.bundled:
+            return importlib.util.find_spec("sklearn") is not None
+        return len(cached_files(self, cache_dir)) == len(self.files)
+
+
+def _digits(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool) -> ImageData:
+    return load_digits(cfg)
+
+
+# Checksums of the .gz files; sha256 is what gets verified, md5 is kept for reference.
+# MNIST: md5s as published (torchvision), sha256s of the real files. Fashion-MNIST: md5s as
+# published by Zalando/torchvision, sha256s as published by two independent loaders whose
+# MNIST sha256s match the real files.
+_MNIST_FILES = (
+    RemoteFile("train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+               sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    RemoteFile("train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432",
+               sha256="3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    RemoteFile("t10k-images-idx3-ubyte.gz", md5="9fb629c4189551a2d022fa330f9573f3",
+               sha256="8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    RemoteFile("t10k-labels-idx1-ubyte.gz", md5="ec29112dd5afa0611ce80d1b7f02629c",
+               sha256="f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+)
+_FASHION_FILES = (
+    RemoteFile("train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+               sha256="08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc"),
+    RemoteFile("train-labels-idx1-ubyte.gz", md5="25c81989df183df01b3e8a0aad5dffbe",
+               sha256="b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc"),
+    RemoteFile("t10k-images-idx3-ubyte.gz", md5="bef4ecab320f06d8554ea6380940ec79",
+               sha256="78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229"),
+    RemoteFile("t10k-labels-idx1-ubyte.gz", md5="bb300cfdad3c16e7a12a480ee83cd310",
+               sha256="42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf"),
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="digits",
+            description="8x8 handwritten digits bundled with scikit-learn (1797 images, offline)",
+            labelled=True, image_size=8, channels=1, classes=tuple(str(d) for d in range(10)),
+            loader=_digits, bundled=True,
+        ),
+        DatasetInfo(
+            name="mnist",
+            description="MNIST handwritten digits, 28x28 gray (60k train / 10k test)",
+            labelled=True, image_size=28, channels=1, classes=tuple(str(d) for d in range(10)),
+            loader=load_idx_dataset, files=_MNIST_FILES,
+            mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                     "http://yann.lecun.com/exdb/mnist/",
+                     "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        ),
+        DatasetInfo(
+            name="fashion-mnist",
+            description="Fashion-MNIST clothing images, 28x28 gray (60k train / 10k test)",
+            labelled=True, image_size=28, channels=1,
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            loader=load_idx_dataset, files=_FASHION_FILES,
+            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                     "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
+        ),
+    )
+}
+
+
+def _unknown(name: str) -> DataError:
+    names = sorted(DATASETS)
+    close = difflib.get_close_matches(name.lower(), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return DataError(f"unknown dataset {name!r}{hint} (available: {', '.join(names)}, "
+                     f"or imagefolder:PATH for a folder of your own images; see `genforge datasets`)")
+
+
+def _finish(data: ImageData, cfg: DataConfig) -> ImageData:
+    """Apply ``max_train``, ``image_size`` and ``channels`` to natively loaded data.
+
+    The subset is taken first and channel conversion runs on whichever side of
+    the resize has fewer channels (alpha is composited before resampling).
+    """
+    train_x, test_x, train_y = data.train_x, data.test_x, data.train_y
+    if cfg.max_train is not None and cfg.max_train < train_x.shape[0]:
+        keep = shuffled_subset(train_x.shape[0], cfg.max_train, cfg.split_seed)
+        train_x = train_x.index_select(0, keep)
+        train_y = None if train_y is None else train_y.index_select(0, keep)
+    c, h, w = train_x.shape[1:]
+    convert = cfg.channels is not None and cfg.channels != c
+    if convert and cfg.channels < c:
+        train_x, test_x = (convert_channels(t, cfg.channels) for t in (train_x, test_x))
+    if cfg.image_size is not None and (h, w) != (cfg.image_size, cfg.image_size):
+        train_x, test_x = (resize_center_crop(t, cfg.image_size) for t in (train_x, test_x))
+    elif h != w:
+        raise DataError(f"dataset {data.name!r} has {h}x{w} images; set data.image_size to make them square")
+    if convert and cfg.channels > c:
+        train_x, test_x = (convert_channels(t, cfg.channels) for t in (train_x, test_x))
+    return replace(data, train_x=train_x.contiguous(), test_x=test_x.contiguous(), train_y=train_y)
+
+
+def load_images(cfg: DataConfig, *, cache_dir: Path | None = None, download: bool = True) -> ImageData:
+    """Load the image dataset described by ``cfg`` into memory.
+
+    Args:
+        cfg: ``data`` section: ``name`` (a key of :data:`DATASETS` or
+            ``imagefolder:PATH``), ``data_dir`` (read the dataset's files from this
+            folder instead of the cache), ``image_size`` (shorter side resized
+            to it, antialiased, then centre-cropped square), ``channels`` (1/3/4;
+            gray↔RGB↔RGBA, alpha composited over black when dropped),
+            ``test_fraction``/``split_seed`` (split of datasets without an
+            official one), ``max_train`` (first N training images after a
+            shuffle seeded by ``split_seed``).
+        cache_dir: download cache root; default :func:`default_cache_dir`.
+        download: fetch missing files from the mirrors; False makes a missing
+            file a DataError.
+
+    Returns:
+        ImageData with uint8 ``[N, C, S, S]`` train and ``[M, C, S, S]`` test images.
+
+    Raises:
+        DataError: unknown name, missing/corrupt files, failed downloads, a
+            folder without readable images …; the message says what to do.
+    """
+    name = cfg.name
+    if name == IMAGEFOLDER or name.startswith(IMAGEFOLDER + ":"):
+        data = load_imagefolder(cfg)
+    else:
+        info = DATASETS.get(name)
+        if info is None:
+            raise _unknown(name)
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        data = info.loader(cfg, info, root, download)
+    return _finish(data, cfg)
+
+
+def list_datasets(cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One row per built-in dataset, for ``genforge datasets``.
+
+    Returns:
+        dicts with ``name``, ``description``, ``shape`` (``(C, H, W)`` native),
+        ``labelled`` (bool), ``num_classes``, ``cached`` (bool: loading needs no download).
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return [
+        {"name": info.name, "description": info.description,
+         "shape": (info.channels, info.image_size, info.image_size), "labelled": info.labelled,
+         "num_classes": len(info.classes), "cached": info.is_cached(root)}
+        for info in DATASETS.values()
+    ]
