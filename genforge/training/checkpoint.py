@@ -28,6 +28,13 @@ CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch (all devices), Python's ``random`` and NumPy's global RNG."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG the training loop may touch, as tensors and plain values."""
     py = random.getstate()

@@ -28,7 +28,7 @@ from genforge.data import BatchStream, ImageData, load_images
 from genforge.models import GenerativeModel, build, config_class
 from genforge.models.base import CONFIG_FILE
 from genforge.sampling.images import generate_images, save_grid
-from genforge.training.checkpoint import latest_checkpoint
+from genforge.training.checkpoint import latest_checkpoint, seed_everything
 from genforge.training.trainer import Trainer, TrainingError, TrainResult
 
 
@@ -153,6 +153,7 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
 
     data = load_images(cfg.data, cache_dir=Path(cache_dir) if cache_dir else None)
     cfg = fit_model_to_data(cfg, data)
+    seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
     model = build(cfg.model)
     batches = BatchStream(data.train_x, data.train_y, cfg.train.batch_size, seed=cfg.train.seed,
                           hflip=cfg.data.hflip)

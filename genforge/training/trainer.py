@@ -194,7 +194,7 @@ class Trainer:
                    disable=not cfg.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                    desc=self.run_dir.name)
         if resumed_from is not None:
-            bar.write(f"resumed from {resumed_from} (step {self.step})")
+            tqdm.write(f"resumed from {resumed_from} (step {self.step})", file=sys.stderr)
         try:
             while self.step < cfg.max_steps:
                 factor = lr_factor(self.step, cfg)
