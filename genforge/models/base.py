@@ -162,8 +162,11 @@ class GenerativeModel(nn.Module):
         atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def load_weights(self, path: str | Path) -> None:
-        """Load safetensors weights strictly (every key present, no extras)."""
-        missing, unexpected = load_model(self, str(path), strict=False)
+        """Load safetensors weights strictly (every key present, no extras, same shapes)."""
+        try:
+            missing, unexpected = load_model(self, str(path), strict=False)
+        except RuntimeError as e:  # torch reports shape mismatches as RuntimeError
+            raise ValueError(f"{path} does not match this {self.family} model: {e}") from None
         if missing or unexpected:
             raise ValueError(f"{path} does not match this {self.family} model: "
                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")

@@ -48,8 +48,8 @@ class GANConfig(ImageModelConfig):
 
     family: str = "gan"
     z_dim: int = 100  # latent size
-    g_width: int = 64  # generator channels at its highest hidden resolution (S/2), ×2 per stage down
-    d_width: int = 64  # discriminator channels after its first conv (S/2), ×2 per stage down
+    g_width: int = 32  # generator channels at its highest hidden resolution (S/2), ×2 per stage down
+    d_width: int = 32  # discriminator channels after its first conv (S/2), ×2 per stage down
     max_width: int = 512  # cap on channels at any stage
     loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # discriminator normalization
@@ -63,7 +63,7 @@ class GANConfig(ImageModelConfig):
             value = getattr(self, name)
             if not 1 <= value <= 4096:
                 raise ValueError(f"{name} must be in [1, 4096], got {value}")
-        if self.r1_gamma < 0:
+        if not self.r1_gamma >= 0:  # also rejects NaN
             raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
 
 
@@ -92,6 +92,8 @@ class Discriminator(nn.Module):
         f, s = self.features.out_channels, self.features.out_size
         self.head = nn.Linear(f * s * s, 1)
         self.embed = nn.Embedding(cfg.num_classes, f) if cfg.conditional else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.features(x)  # [B, F, s, s]
@@ -141,11 +143,13 @@ class GAN(GenerativeModel):
         return x, y
 
     def _d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        real, fake = real.float(), fake.float()  # losses are reduced in fp32 under autocast
         if self.config.loss == "hinge":
             return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         return F.softplus(-real).mean() + F.softplus(fake).mean()
 
     def _g_loss(self, fake: Tensor) -> Tensor:
+        fake = fake.float()
         if self.config.loss == "hinge":
             return -fake.mean()
         return F.softplus(-fake).mean()
@@ -162,6 +166,8 @@ class GAN(GenerativeModel):
 
         The discriminator loss sees ``fake.detach()`` (with ``groups=("discriminator",)``
         the fakes are drawn under ``no_grad``); z comes from the global RNG.
+        The generator runs in its current mode, so in training its BatchNorm
+        running statistics move during a discriminator step; its parameters do not.
 
         Returns:
             ``{"discriminator", "generator"}`` (those asked for), ``d_real`` and
@@ -185,18 +191,20 @@ class GAN(GenerativeModel):
             d_real = self.discriminator(x, y)
             d_fake = self.discriminator(fake.detach(), y)
             loss = self._d_loss(d_real, d_fake)
+            penalty = None
             if r1:
-                (grad,) = torch.autograd.grad(d_real.sum(), x, create_graph=True)
-                penalty = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+                (grad,) = torch.autograd.grad(d_real.sum(), x, create_graph=True)  # [B, C, S, S]
+                penalty = grad.float().pow(2).sum(dim=(1, 2, 3)).mean()
                 loss = loss + 0.5 * self.config.r1_gamma * penalty
-                out["r1"] = penalty.detach()
             out["discriminator"] = loss
-            out["d_real"] = d_real.mean().detach()
-            out["d_fake"] = d_fake.mean().detach()
+            out["d_real"] = d_real.float().mean().detach()
+            out["d_fake"] = d_fake.float().mean().detach()
+            if penalty is not None:
+                out["r1"] = penalty.detach()
         if want_g:
             g_fake = self.discriminator(fake, y)
             out["generator"] = self._g_loss(g_fake)
-            out.setdefault("d_fake", g_fake.mean().detach())
+            out.setdefault("d_fake", g_fake.float().mean().detach())
         return out
 
     @torch.no_grad()

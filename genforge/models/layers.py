@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

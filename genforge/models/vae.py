@@ -1,0 +1,250 @@
+"""Convolutional VAE (Kingma & Welling 2014), unconditional or class-conditional.
+
+Encoder q(z | x, y): Conv(4, 2, 1) + GroupNorm + SiLU stages → Linear → (μ, log σ²).
+Decoder p(x | z, y): Linear → base×base → ConvTranspose(4, 2, 1) + GroupNorm +
+SiLU stages → ConvTranspose to C channels. GroupNorm (not BatchNorm) keeps every
+example independent of the rest of its batch, so likelihoods are per-example
+and identical in train and eval mode. Conditional models feed the one-hot label
+to the encoder as extra constant input planes and concatenate it to z.
+
+Likelihoods, with targets x = uint8 / 255 in [0, 1]:
+
+- ``bernoulli``: the decoder gives logits; log p(x|z) = −BCE-with-logits(logits, x)
+  summed over pixels. Grey levels are used as soft targets, without binarizing
+  (the standard practice for MNIST-like data, and not the continuous Bernoulli).
+  This is an exact log-probability for binary images and, for grey values, the
+  usual unnormalized score; every value is ≤ 0 nats.
+- ``gaussian``: the decoder gives the mean; a learned per-channel log σ (clamped
+  to [ln(1/255), 1]) sets the variance. log p(x|z) is the Gaussian *density* of
+  x on the [0, 1] scale in nats, so it can be positive. Subtracting D·ln 255
+  (D = C·S·S) gives the density per grey level on the 0..255 scale; without
+  dequantization it is not a bound on the discrete 8-bit likelihood.
+
+Shape legend: B batch, C channels, S image side, L ``latent_dim``, K classes
+or importance samples (said where used).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genforge.models.base import (
+    Batch,
+    GenerativeModel,
+    ImageModelConfig,
+    check_image_batch,
+    images_to_unit,
+    labels_for,
+)
+from genforge.models.layers import ConvDecoder, ConvEncoder, one_hot_maps, plan_resolution
+
+LOG_SIGMA_MIN = math.log(1 / 255)  # one 8-bit grey level
+LOG_SIGMA_MAX = 1.0
+LOGVAR_LIMIT = 30.0  # encoder log σ² is clamped to ±this for numerical safety
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(kw_only=True)
+class VAEConfig(ImageModelConfig):
+    """VAE hyper-parameters; the shape fields come from :class:`ImageModelConfig`."""
+
+    family: str = "vae"
+    latent_dim: int = 16  # L
+    width: int = 32  # encoder channels after its first conv (S/2), ×2 per stage down; decoder mirrors
+    max_width: int = 256  # cap on channels at any stage
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    beta: float = 1.0  # weight of the KL term in the training loss (β-VAE); likelihoods ignore it
+    iw_samples: int = 64  # importance samples K of log_likelihood (Burda et al. 2016)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.family != "vae":
+            raise ValueError(f"family must be 'vae' for a VAEConfig, got {self.family!r}")
+        for name in ("latent_dim", "width", "max_width"):
+            value = getattr(self, name)
+            if not 1 <= value <= 4096:
+                raise ValueError(f"{name} must be in [1, 4096], got {value}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if not 1 <= self.iw_samples <= 100_000:
+            raise ValueError(f"iw_samples must be in [1, 100000], got {self.iw_samples}")
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) in nats, summed over the last dim: [..., L] → [...]."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def _std_normal_logpdf(z: Tensor) -> Tensor:
+    """log N(z; 0, I), [..., L] → [...]."""
+    return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
+
+
+class VAE(GenerativeModel):
+    """Convolutional VAE with one parameter group ``loss`` (negative ELBO, β on the KL)."""
+
+    config_class: ClassVar[type[VAEConfig]] = VAEConfig
+    family: ClassVar[str] = "vae"
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        config.check_complete()
+        self.config: VAEConfig = config
+        self.plan = plan_resolution(config.image_size)
+        self.num_classes = k = config.num_classes if config.conditional else 0
+        c, latent = config.channels, config.latent_dim
+        self.encoder = ConvEncoder(c + k, self.plan, config.width, config.max_width, norm="group", act=nn.SiLU)
+        f, s = self.encoder.out_channels, self.encoder.out_size
+        self.to_posterior = nn.Linear(f * s * s, 2 * latent)
+        self.decoder = ConvDecoder(latent + k, c, self.plan, config.width, config.max_width,
+                                   norm="group", act=nn.SiLU)
+        if config.likelihood == "gaussian":
+            self.log_sigma = nn.Parameter(torch.full((c,), -2.0))  # per channel; σ ≈ 0.14 at init
+
+    # ---- building blocks
+    def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Batch → (targets [B, C, S, S] in [0, 1], labels [B] or None)."""
+        x = batch["x"]
+        check_image_batch(x, self.config.channels, self.config.image_size)
+        x = images_to_unit(x.to(self.device))
+        return x, self._labels(batch.get("y"), x.shape[0])
+
+    def _labels(self, y: Tensor | None, n: int) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        if y is None:
+            raise ValueError("a conditional VAE needs labels: the batch has no 'y'")
+        y = torch.as_tensor(y).to(self.device, torch.long)
+        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise ValueError(f"batch 'y' must be {n} labels in [0, {self.num_classes - 1}]")
+        return y
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x [B, C, S, S] in [0, 1] (+ labels [B]) → (μ [B, L], log σ² [B, L])."""
+        h = x * 2 - 1
+        if self.num_classes:
+            h = torch.cat([h, one_hot_maps(y, self.num_classes, h.shape[-1]).to(h.dtype)], dim=1)
+        mu, logvar = self.to_posterior(self.encoder(h).flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """z [N, L] (+ labels [N]) → decoder output [N, C, S, S]: logits (Bernoulli) or mean (Gaussian)."""
+        if self.num_classes:
+            z = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+        return self.decoder(z)
+
+    def _log_sigma(self) -> Tensor:
+        return self.log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)[:, None, None]  # [C, 1, 1]
+
+    def log_px(self, out: Tensor, x: Tensor) -> Tensor:
+        """log p(x | z) in nats summed over pixels: decoder output and targets [N, C, S, S] → [N]."""
+        if self.config.likelihood == "bernoulli":
+            lp = -F.binary_cross_entropy_with_logits(out.float(), x, reduction="none")
+        else:
+            log_sigma = self._log_sigma()
+            lp = -0.5 * ((x - out.float()) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * _LOG_2PI
+        return lp.flatten(1).sum(dim=1)
+
+    def _mean(self, out: Tensor) -> Tensor:
+        """Decoder output → mean image in [0, 1]."""
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out.clamp(0, 1)
+
+    @staticmethod
+    def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        if generator is None:
+            return torch.randn(shape, device=device)
+        return torch.randn(shape, generator=generator).to(device)
+
+    # ---- protocol
+    def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """Negative ELBO with one reparameterized sample (noise from the global RNG).
+
+        Returns:
+            ``loss``: mean over the batch of recon + β·kl (nats per example);
+            ``recon``: mean −log p(x|z) and ``kl``: mean analytic KL(q(z|x) ‖ N(0, I)),
+            both in nats per example and detached.
+        """
+        if groups is not None and set(groups) - {"loss"}:
+            raise ValueError(f"unknown loss groups {sorted(set(groups) - {'loss'})}; the VAE has ['loss']")
+        x, y = self._inputs(batch)
+        mu, logvar = self.encode(x, y)  # [B, L] each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = -self.log_px(self.decode(z, y), x)  # [B]
+        kl = gaussian_kl(mu.float(), logvar.float())  # [B]
+        loss = (recon + self.config.beta * kl).mean()
+        return {"loss": loss, "recon": recon.mean().detach(), "kl": kl.mean().detach()}
+
+    @torch.no_grad()
+    def log_likelihood(self, batch: Batch, *, k: int | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """Importance-weighted lower bound on log p(x | y) (Burda et al. 2016), nats [B].
+
+        log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x), via logsumexp.
+        K = 1 is a one-sample estimate of the ELBO (β = 1); the bound tightens
+        as K grows. See the module docstring for the units of each likelihood.
+
+        Args:
+            k: number of importance samples (default ``config.iw_samples``).
+            generator: CPU RNG for the samples (default: the global RNG).
+        """
+        k = self.config.iw_samples if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        x, y = self._inputs(batch)
+        b = x.shape[0]
+        mu, logvar = self.encode(x, y)  # [B, L]
+        std = torch.exp(0.5 * logvar)
+        chunk = max(1, min(k, 4096 // b))  # samples decoded per pass: ≤ ~4096 images at a time
+        log_w = []
+        for start in range(0, k, chunk):
+            m = min(chunk, k - start)
+            eps = self._noise((m, b, self.config.latent_dim), generator, x.device)  # [m, B, L]
+            z = mu + std * eps
+            yy = None if y is None else y.repeat(m)
+            out = self.decode(z.reshape(m * b, -1), yy)  # [m·B, C, S, S]
+            lpx = self.log_px(out, x.repeat(m, 1, 1, 1)).view(m, b)
+            lqz = (-0.5 * (eps.pow(2) + _LOG_2PI) - 0.5 * logvar).sum(dim=-1)  # log q(z|x), [m, B]
+            log_w.append(lpx + _std_normal_logpdf(z) - lqz)
+        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)  # [B]
+
+    @torch.no_grad()
+    def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
+               noise: bool = False, **options: Any) -> Tensor:
+        """Decode ``n`` draws z ~ N(0, I): float32 [n, C, S, S] in [0, 1].
+
+        Args:
+            condition: None (random labels when conditional), an int, or n labels.
+            generator: CPU RNG for labels, z and pixel noise.
+            noise: False gives the decoder mean (Bernoulli probabilities or the
+                clamped Gaussian mean); True draws pixels from p(x | z).
+        """
+        if options:
+            raise TypeError(f"unknown sample options for the VAE: {sorted(options)}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        device = self.device
+        y = labels_for(n, condition, self.num_classes, device, generator)
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)  # [n, L]
+        out = self.decode(z, y).float()
+        if not noise:
+            return self._mean(out)
+        if self.config.likelihood == "bernoulli":
+            u = torch.rand(out.shape, generator=generator).to(device)
+            return (u < torch.sigmoid(out)).float()
+        eps = torch.randn(out.shape, generator=generator).to(device)
+        return (out + torch.exp(self._log_sigma()) * eps).clamp_(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Decoder mean at the posterior mean: uint8 [B, C, S, S] (+ labels) → float32 [B, C, S, S] in [0, 1]."""
+        check_image_batch(x, self.config.channels, self.config.image_size)
+        x = images_to_unit(x.to(self.device))
+        y = self._labels(y, x.shape[0])
+        mu, _ = self.encode(x, y)
+        return self._mean(self.decode(mu, y).float())
