@@ -190,7 +190,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        choices = [str(a) for a in args]
+        close = [c for c in choices if c.startswith(str(value))] or difflib.get_close_matches(str(value), choices, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}{hint}")
     if origin in (list, tuple):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from genforge.training.checkpoint import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS, EVERY = 600, 100
+STEPS, EVERY = 300, 50
 
 
 def train_cmd(recipe: str | None, out: Path, *extra: str) -> list[str]:
