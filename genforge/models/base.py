@@ -74,6 +74,28 @@ def check_image_batch(x: Tensor, channels: int, image_size: int) -> None:
         )
 
 
+def batch_labels(y: Tensor | None, n: int, num_classes: int, device: torch.device, family: str) -> Tensor | None:
+    """Validate a batch's labels: int64 [n] in [0, num_classes) on ``device``; None when unconditional."""
+    if not num_classes:
+        return None
+    if y is None:
+        raise ValueError(f"a conditional {family} needs labels: the batch has no 'y'")
+    y = torch.as_tensor(y).to(device, torch.long)
+    if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"batch 'y' must be {n} labels in [0, {num_classes - 1}]")
+    return y
+
+
+def unpack_image_batch(batch: Batch, config: ImageModelConfig, device: torch.device,
+                       family: str) -> tuple[Tensor, Tensor | None]:
+    """Check an image batch → (images float32 [B, C, S, S] in [0, 1] on ``device``, labels [B] or None)."""
+    x = batch["x"]
+    check_image_batch(x, config.channels, config.image_size)
+    x = images_to_unit(x.to(device))
+    k = config.num_classes if config.conditional else 0
+    return x, batch_labels(batch.get("y"), x.shape[0], k, device, family)
+
+
 def labels_for(n: int, condition: Any, num_classes: int, device: torch.device,
                generator: torch.Generator | None) -> Tensor | None:
     """Turn a ``sample(condition=...)`` argument into int64 labels [n].

@@ -6,8 +6,9 @@ generators also use class-conditional BatchNorm in every stage.
 
 Discriminator: Conv(4, 2, 1) + LeakyReLU(0.2) stages (BatchNorm, spectral
 normalization or no normalization after the first) → Linear → one logit.
-Conditional discriminators add the projection term of Miyato & Koyama (2018):
-logit += <embed(y), sum-pooled features>.
+Conditional discriminators see the label twice: as one-hot input planes
+concatenated to the image (Mirza & Osindero 2014) and through the projection
+term of Miyato & Koyama (2018): logit += <embed(y), sum-pooled features>.
 
 Pixels are mapped from uint8 to [-1, 1] (the tanh range). Shape legend:
 B batch, C channels, S image side, Z ``z_dim``, K classes.
@@ -26,15 +27,15 @@ from genforge.models.base import (
     Batch,
     GenerativeModel,
     ImageModelConfig,
-    check_image_batch,
-    images_to_unit,
     labels_for,
+    unpack_image_batch,
 )
 from genforge.models.layers import (
     ConvDecoder,
     ConvEncoder,
     ResolutionPlan,
     dcgan_init_,
+    one_hot_maps,
     plan_resolution,
     spectral_norm_,
 )
@@ -87,8 +88,11 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: GANConfig, plan: ResolutionPlan) -> None:
         super().__init__()
-        self.features = ConvEncoder(cfg.channels, plan, cfg.d_width, cfg.max_width, norm=cfg.d_norm,
-                                    act=lambda: nn.LeakyReLU(0.2))
+        self.num_classes = cfg.num_classes if cfg.conditional else 0
+        # conditional: one-hot label planes join the image at the input (cGAN, Mirza & Osindero 2014)
+        # besides the projection term; the input path learns label-following in a few hundred steps
+        self.features = ConvEncoder(cfg.channels + self.num_classes, plan, cfg.d_width, cfg.max_width,
+                                    norm=cfg.d_norm, act=lambda: nn.LeakyReLU(0.2))
         f, s = self.features.out_channels, self.features.out_size
         self.head = nn.Linear(f * s * s, 1)
         self.embed = nn.Embedding(cfg.num_classes, f) if cfg.conditional else None
@@ -96,6 +100,8 @@ class Discriminator(nn.Module):
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            x = torch.cat([x, one_hot_maps(y, self.num_classes, x.shape[-1]).to(x.dtype)], dim=1)  # [B, C+K, S, S]
         h = self.features(x)  # [B, F, s, s]
         logit = self.head(h.flatten(1)).squeeze(1)  # [B]
         if self.embed is not None:  # projection discriminator
@@ -130,17 +136,8 @@ class GAN(GenerativeModel):
     # ---- helpers
     def _real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Batch → (images [B, C, S, S] in [-1, 1], labels [B] or None)."""
-        x = batch["x"]
-        check_image_batch(x, self.config.channels, self.config.image_size)
-        x = images_to_unit(x.to(self.device)) * 2 - 1
-        if not self.num_classes:
-            return x, None
-        if "y" not in batch:
-            raise ValueError("a conditional GAN needs labels: the batch has no 'y'")
-        y = batch["y"].to(self.device, torch.long)
-        if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise ValueError(f"batch 'y' must be {x.shape[0]} labels in [0, {self.num_classes - 1}]")
-        return x, y
+        x, y = unpack_image_batch(batch, self.config, self.device, "GAN")
+        return x * 2 - 1, y
 
     def _d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         real, fake = real.float(), fake.float()  # losses are reduced in fp32 under autocast

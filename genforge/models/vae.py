@@ -38,9 +38,8 @@ from genforge.models.base import (
     Batch,
     GenerativeModel,
     ImageModelConfig,
-    check_image_batch,
-    images_to_unit,
     labels_for,
+    unpack_image_batch,
 )
 from genforge.models.layers import ConvDecoder, ConvEncoder, one_hot_maps, plan_resolution
 
@@ -110,20 +109,7 @@ class VAE(GenerativeModel):
     # ---- building blocks
     def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Batch → (targets [B, C, S, S] in [0, 1], labels [B] or None)."""
-        x = batch["x"]
-        check_image_batch(x, self.config.channels, self.config.image_size)
-        x = images_to_unit(x.to(self.device))
-        return x, self._labels(batch.get("y"), x.shape[0])
-
-    def _labels(self, y: Tensor | None, n: int) -> Tensor | None:
-        if not self.num_classes:
-            return None
-        if y is None:
-            raise ValueError("a conditional VAE needs labels: the batch has no 'y'")
-        y = torch.as_tensor(y).to(self.device, torch.long)
-        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise ValueError(f"batch 'y' must be {n} labels in [0, {self.num_classes - 1}]")
-        return y
+        return unpack_image_batch(batch, self.config, self.device, "VAE")
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x [B, C, S, S] in [0, 1] (+ labels [B]) → (μ [B, L], log σ² [B, L])."""
@@ -243,8 +229,6 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decoder mean at the posterior mean: uint8 [B, C, S, S] (+ labels) → float32 [B, C, S, S] in [0, 1]."""
-        check_image_batch(x, self.config.channels, self.config.image_size)
-        x = images_to_unit(x.to(self.device))
-        y = self._labels(y, x.shape[0])
+        x, y = unpack_image_batch({"x": x, "y": y}, self.config, self.device, "VAE")
         mu, _ = self.encode(x, y)
         return self._mean(self.decode(mu, y).float())

@@ -13,7 +13,9 @@ class EMA:
 
     The effective decay warms up as ``min(decay, (1 + n) / (10 + n))`` over the
     ``n`` updates so far, so early samples are not dominated by the random init.
-    Buffers (e.g. BatchNorm running statistics) are copied, not averaged.
+    Floating-point buffers (e.g. BatchNorm running statistics) are averaged
+    the same way, so EMA weights are paired with matching statistics (as in
+    timm's ModelEmaV2); integer buffers are copied.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -29,4 +31,7 @@ class EMA:
         cur_p = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema_p, cur_p, 1.0 - d)
         for b_ema, b in zip(self.shadow.buffers(), model.buffers()):
-            b_ema.copy_(b)
+            if b.is_floating_point():
+                b_ema.lerp_(b, 1.0 - d)
+            else:
+                b_ema.copy_(b)

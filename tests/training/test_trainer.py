@@ -156,3 +156,16 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     trainer.fit()
     assert math.isfinite(float(model.w.detach().sum()))
     assert model.w.dtype == torch.float32  # parameters stay fp32
+
+
+def test_ema_averages_float_buffers_and_copies_counters():
+    model = nn.BatchNorm1d(2)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.running_mean.fill_(4.0)
+    model.num_batches_tracked.fill_(7)
+    for _ in range(20):
+        ema.update(model)
+    d = 0.5  # min(0.5, (1+n)/(10+n)) = 0.5 from the 9th update on
+    assert 0 < 4.0 - float(ema.shadow.running_mean[0]) < 4.0 * d ** 11
+    assert int(ema.shadow.num_batches_tracked) == 7
