@@ -6,13 +6,14 @@ images/s every ``--window`` steps and we report the median over windows after
 the first (warm-up). A GAN step is one discriminator and one generator update,
 each on its own batch, so it consumes 2 batches.
 
-    python bench/train_throughput.py [--steps 300] [--threads 0]
+    python bench/train_throughput.py [--steps 300] [--threads 0] [--precision fp32 bf16-mixed]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -56,18 +57,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16-mixed"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16-mixed"], choices=["fp32", "bf16-mixed"],
+                    help="precisions to compare in this one run")
     ap.add_argument("--recipes", nargs="+", default=["mnist-dcgan", "mnist-vae"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     require_idle()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision {args.precision}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for recipe in args.recipes:
         recipe_path(recipe)
-        r = bench(recipe, args.steps, args.window, args.precision)
-        print(f"{r['recipe']:<12} batch {r['batch']:>3}  {r['params'] / 1e6:.2f} M params  "
-              f"images/s {summary(r['rates'])}  steps/s {summary(r['steps_per_s'])}", flush=True)
+        medians = {}
+        for precision in args.precision:
+            r = bench(recipe, args.steps, args.window, precision)
+            medians[precision] = statistics.median(r["rates"])
+            print(f"{r['recipe']:<12} {precision:<10} batch {r['batch']:>3}  {r['params'] / 1e6:.2f} M params  "
+                  f"images/s {summary(r['rates'])}  steps/s {summary(r['steps_per_s'])}", flush=True)
+        if "fp32" in medians and len(medians) > 1:
+            ratios = ", ".join(f"{p} {m / medians['fp32']:.2f}x" for p, m in medians.items() if p != "fp32")
+            print(f"{recipe:<12} speed vs fp32: {ratios}", flush=True)
 
 
 if __name__ == "__main__":

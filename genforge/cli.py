@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 EPILOG = """examples:
   genforge train                                  default recipe, offline data, a few minutes on a CPU
