@@ -104,6 +104,18 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict
     return path
 
 
+def grid_condition(model: GenerativeModel, n: int) -> tuple[Any, int]:
+    """Labels for an ``n``-image grid of ``model`` and the row length.
+
+    A conditional model gets one class per column (labels ``i % K``, rows of
+    ``K``); an unconditional one gets ``(None, 0)`` (no labels, square grid).
+    """
+    k = getattr(model.config, "num_classes", 0)
+    if k:
+        return [i % k for i in range(n)], k
+    return None, 0
+
+
 def sample_grid_from_run(run_dir: str | Path, *, n: int = 64, label: int | None = None, seed: int = 0,
                          out: str | Path | None = None, nrow: int = 0, batch_size: int = 256,
                          device: str = "cpu") -> Path:
@@ -123,7 +135,8 @@ def sample_grid_from_run(run_dir: str | Path, *, n: int = 64, label: int | None 
         raise ValueError(f"--label must be in [0, {num_classes - 1}], got {label}")
     condition: Any = label
     if label is None and num_classes:
-        condition, nrow = [i % num_classes for i in range(n)], nrow or num_classes
+        condition, columns = grid_condition(model, n)
+        nrow = nrow or columns
     images = generate_images(model, n, condition=condition, seed=seed, batch_size=batch_size)
     if out is None:
         out = run_dir / "samples" / (f"sample-seed{seed}" + (f"-label{label}" if label is not None else "") + ".png")

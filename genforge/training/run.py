@@ -27,7 +27,7 @@ from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overr
 from genforge.data import BatchStream, ImageData, load_images
 from genforge.models import GenerativeModel, build, config_class
 from genforge.models.base import CONFIG_FILE
-from genforge.sampling.images import generate_images, save_grid
+from genforge.sampling.images import generate_images, grid_condition, save_grid
 from genforge.training.checkpoint import latest_checkpoint, seed_everything
 from genforge.training.trainer import Trainer, TrainingError, TrainResult
 
@@ -58,10 +58,15 @@ def load_recipe(recipe: str | None = None, *, config_file: str | Path | None = N
     else:
         name = recipe or DEFAULT_RECIPE
         path = recipe_path(name)
-    raw = apply_overrides(load_yaml(path), list(overrides))
+    return _apply_cli(load_yaml(path), overrides, data_dir), name
+
+
+def _apply_cli(raw: dict[str, Any], overrides: Sequence[str], data_dir: str | Path | None) -> dict[str, Any]:
+    """``--set`` overrides, then ``--data-dir`` (which wins over ``data.data_dir``)."""
+    raw = apply_overrides(raw, list(overrides))
     if data_dir is not None:
         raw.setdefault("data", {})["data_dir"] = str(data_dir)
-    return raw, name
+    return raw
 
 
 def resolve(raw: dict[str, Any]) -> RunConfig:
@@ -103,14 +108,6 @@ def _new_run_dir(out: str | Path | None, name: str) -> Path:
     return run_dir
 
 
-def _grid_condition(model: GenerativeModel, n: int) -> tuple[Any, int]:
-    """Labels for a sample grid (one class per column when conditional) and the row length."""
-    k = getattr(model.config, "num_classes", 0)
-    if k:
-        return [i % k for i in range(n)], k
-    return None, 0
-
-
 def train(recipe: str | None = None, *, config_file: str | Path | None = None, overrides: Sequence[str] = (),
           data_dir: str | Path | None = None, out: str | Path | None = None, resume: bool = False,
           cache_dir: str | Path | None = None, progress: bool | None = None) -> TrainOutcome:
@@ -139,9 +136,7 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
             raise TrainingError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}; nothing to resume")
         raw = load_yaml(run_dir / CONFIG_FILE)
         raw.pop("genforge_version", None)
-        raw = apply_overrides(raw, list(overrides))
-        if data_dir is not None:
-            raw.setdefault("data", {})["data_dir"] = str(data_dir)
+        raw = _apply_cli(raw, overrides, data_dir)
         name = run_dir.name
     else:
         raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
@@ -166,7 +161,7 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         sampling_model.save_pretrained(run_dir, run_config=resolved)
 
     def write_grid(sampling_model: GenerativeModel, path: Path, step: int) -> None:
-        condition, nrow = _grid_condition(sampling_model, cfg.sample.n)
+        condition, nrow = grid_condition(sampling_model, cfg.sample.n)
         images = generate_images(sampling_model, cfg.sample.n, condition=condition, seed=cfg.sample.seed,
                                  batch_size=cfg.sample.batch_size)
         save_grid(images, path, nrow=cfg.sample.nrow or nrow,
