@@ -64,9 +64,13 @@ class DataConfig:
     split_seed: int = 0  # seed of that split (independent of the training seed)
     hflip: bool = False  # random horizontal flips during training
     max_train: int | None = None  # use only the first N shuffled training images
+    # text datasets (text:PATH, tinyshakespeare): test_fraction is the validation tail of the corpus
+    tokenizer: Literal["char", "byte", "bpe"] = "char"
+    vocab_size: int = 2048  # BPE vocabulary size (char/byte derive theirs from the data)
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "name must not be empty")
+        _require(64 <= self.vocab_size <= 1_000_000, f"vocab_size must be in [64, 1000000], got {self.vocab_size}")
         _require(self.image_size is None or 4 <= self.image_size <= 1024,
                  f"image_size must be in [4, 1024], got {self.image_size}")
         _require(self.channels in (None, 1, 3, 4), f"channels must be 1, 3 or 4, got {self.channels}")
@@ -95,6 +99,7 @@ class TrainConfig:
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     min_lr_ratio: float = 0.1  # final lr / peak lr for cosine and linear decay
     grad_clip: float = 0.0  # max global grad norm per group; 0 disables
+    grad_accum: int = 1  # micro-batches of batch_size accumulated per optimizer update
     group_steps: dict[str, int] = field(default_factory=dict)
     ema_decay: float = 0.999  # 0 disables the weight average used for sampling
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -105,6 +110,8 @@ class TrainConfig:
     checkpoint_every: int = 500  # 0 = only at the end
     keep_checkpoints: int = 2
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    eval_every: int = 0  # evaluate every N steps (text: full validation loss; images: proxy FID); 0 = at the end only
+    eval_samples: int = 2000  # images: generated samples for the proxy FID
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -120,6 +127,7 @@ class TrainConfig:
         _require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _require(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        _require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
         for group, n in self.group_steps.items():
             _require(n >= 1, f"group_steps.{group} must be >= 1, got {n}")
         _require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
@@ -129,6 +137,8 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         _require(self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}")
+        _require(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
+        _require(self.eval_samples >= 2, f"eval_samples must be >= 2, got {self.eval_samples}")
         dev = self.device
         _require(dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:"),
                  f"device must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")

@@ -16,9 +16,10 @@ ALLOWED = {
     "models": BASE,
     "metrics": BASE,
     "sampling": BASE | {"models", "data"},
-    "training": BASE | {"models", "data", "metrics", "sampling"},
+    "evaluation": BASE | {"models", "data", "metrics", "sampling"},
+    "training": BASE | {"models", "data", "metrics", "sampling", "evaluation"},
     "serve": BASE | {"models", "data", "metrics", "sampling"},
-    "cli": BASE | {"models", "data", "metrics", "sampling", "training", "serve"},
+    "cli": BASE | {"models", "data", "metrics", "sampling", "evaluation", "training", "serve"},
 }
 
 
