@@ -13,9 +13,10 @@ import yaml
 from genforge.config import ConfigError, from_dict
 from genforge.models.base import CONFIG_FILE, WEIGHTS_FILE, GenerativeModel, ModelConfig
 from genforge.models.gan import GAN
+from genforge.models.gpt import GPT
 from genforge.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE}
+FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load"]
 

@@ -1,0 +1,344 @@
+"""GPT: a decoder-only transformer language model (Radford et al. 2019), nanoGPT-compatible.
+
+Pre-LayerNorm blocks: x + Attn(LN(x)), x + MLP(LN(x)); causal self-attention via
+``scaled_dot_product_attention``; GELU MLP of width 4·C; learned absolute
+position embeddings; the output head shares the token-embedding matrix (tied).
+Initialisation follows GPT-2: N(0, 0.02) for linear and embedding weights,
+N(0, 0.02/√(2·L)) for each block's residual output projections, zero biases.
+
+Batches are ``{"x": int64 [B, T+1]}`` token windows; the model predicts
+``x[:, 1:]`` from ``x[:, :-1]`` (the shift happens here, not in the data).
+
+Generation keeps a key/value cache so each new token costs one position.
+Learned positions cannot slide, so when a sequence outgrows ``block_size``
+the context is cut to its last ``block_size - block_size // 4`` tokens and
+re-encoded: every step then sees between 3/4 of a window and a full window of
+context (a long prompt starts as its last ``block_size`` tokens). :meth:`GPT.generate` with ``use_cache=False`` follows
+the very same windows, recomputing them from scratch at every step, so cached
+and uncached decoding give identical tokens (tested).
+
+Shape legend: B batch, T time (positions), C ``n_embd``, H ``n_head``,
+D = C / H head size, V ``vocab_size``, L ``n_layer``, P prompt length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genforge.models.base import Batch, GenerativeModel, ModelConfig
+
+
+@dataclass(kw_only=True)
+class GPTConfig(ModelConfig):
+    """GPT hyper-parameters (nanoGPT names). ``vocab_size`` 0 is filled from the tokenizer."""
+
+    family: str = "gpt"
+    vocab_size: int = 0  # V; 0 = take from the data's tokenizer
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = True  # biases in linear layers and LayerNorms (GPT-2 has them)
+
+    def __post_init__(self) -> None:
+        if self.family != "gpt":
+            raise ValueError(f"family must be 'gpt' for a GPTConfig, got {self.family!r}")
+        if self.vocab_size < 0 or self.vocab_size > 1_000_000:
+            raise ValueError(f"vocab_size must be in [1, 1000000] (0 = from the data), got {self.vocab_size}")
+        for name, hi in (("block_size", 65536), ("n_layer", 512), ("n_head", 512), ("n_embd", 65536)):
+            value = getattr(self, name)
+            if not 1 <= value <= hi:
+                raise ValueError(f"{name} must be in [1, {hi}], got {value}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def check_complete(self) -> None:
+        if self.vocab_size < 1:
+            raise ValueError("model.vocab_size must be set (the trainer fills it from the tokenizer)")
+
+
+class KVCache:
+    """Pre-allocated keys and values of every layer: ``k, v`` float [L, B, H, block_size, D].
+
+    ``length`` positions are filled; :meth:`GPT._forward` appends to it.
+    """
+
+    def __init__(self, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        hd = config.n_embd // config.n_head
+        shape = (config.n_layer, batch, config.n_head, config.block_size, hd)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        """x [B, T, C] → [B, T, C]. With ``cache``, x holds the positions after ``cache.length``."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is None:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            start, end = cache.length, cache.length + T
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, H, end, D)
+            if T == 1:  # one new query attends to every cached position
+                y = F.scaled_dot_product_attention(q, k, v)
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # a chunk after a prefix: query i sees keys ≤ start + i
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Mask all but the ``top_k`` largest logits and the smallest nucleus of mass ``top_p``: [B, V] → [B, V]."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already ≥ top_p
+        drop[:, 0] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+class GPT(GenerativeModel):
+    """Decoder-only transformer over token ids; see the module docstring."""
+
+    config_class: ClassVar[type[GPTConfig]] = GPTConfig
+    family: ClassVar[str] = "gpt"
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        config.check_complete()
+        self.config: GPTConfig = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied input/output embeddings
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # residual projections, scaled by depth (GPT-2)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the position embeddings (nanoGPT's convention)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, context: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), nanoGPT/PaLM: 6N + 12·L·H·D·T."""
+        cfg = self.config
+        t = context or cfg.block_size
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * t
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Hidden states after the final LayerNorm: idx int64 [B, T] → float [B, T, C].
+
+        With ``cache``, ``idx`` continues the cached positions (which it extends).
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size={self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Logits of the next token at every position: int64 [B, T] → float [B, T, V]."""
+        return self.lm_head(self._forward(idx))
+
+    def _split(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        x = batch["x"]
+        if x.ndim != 2 or x.shape[1] < 2:
+            raise ValueError(f"a gpt batch 'x' must be token ids [B, T+1] with T >= 1, got {list(x.shape)}")
+        if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"a gpt batch 'x' must hold integer token ids, got {x.dtype}")
+        x = x.to(self.device, torch.long)
+        return x[:, :-1], x[:, 1:]  # inputs (B, T), targets (B, T)
+
+    def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """``{"loss": mean next-token cross-entropy in nats}`` over every position of the batch."""
+        if groups is not None and set(groups) - {"loss"}:
+            raise ValueError(f"unknown loss groups {sorted(set(groups) - {'loss'})}; the gpt has ['loss']")
+        idx, targets = self._split(batch)
+        logits = self(idx)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        return {"loss": loss}
+
+    def token_nll(self, batch: Batch) -> Tensor:
+        """Per-token negative log-likelihood in nats: ``{"x": [B, T+1]}`` → float32 [B, T]."""
+        idx, targets = self._split(batch)
+        logits = self(idx).float()
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+
+    def log_likelihood(self, batch: Batch) -> Tensor:
+        """Exact log p(x_1..x_T | x_0) in nats per sequence, float [B] (x_0 is given, not scored)."""
+        return -self.token_nll(batch).sum(dim=1)
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None,
+                        generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[Tensor]:
+        """Yield the next token of every sequence, one step at a time.
+
+        Args:
+            prompt: int64 [B, P] token ids, P ≥ 1 (a batch shares the prompt length).
+            max_new_tokens: number of steps.
+            temperature: divides the logits; 0 means greedy (argmax).
+            top_k: keep only the k most likely tokens (None = all).
+            top_p: keep the smallest set of tokens whose probability reaches p (None = all).
+            generator: the only randomness used (drawn on the CPU), so output is seeded.
+            use_cache: False recomputes each window from scratch (a reference for tests).
+
+        Yields:
+            int64 [B]: the sampled token of each sequence at this step.
+        """
+        if prompt.ndim != 2 or prompt.shape[1] < 1:
+            raise ValueError(f"prompt must be token ids [B, P] with P >= 1, got {list(prompt.shape)}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if int(prompt.max()) >= self.config.vocab_size or int(prompt.min()) < 0:
+            raise ValueError(f"prompt token ids must be in [0, {self.config.vocab_size - 1}]")
+        seq = prompt.to(self.device, torch.long)
+        B = seq.shape[0]
+        ids = torch.empty(B, seq.shape[1] + max_new_tokens, dtype=torch.long, device=self.device)
+        ids[:, :seq.shape[1]] = seq
+        length = seq.shape[1]
+        cache = KVCache(self.config, B, self.device, next(self.parameters()).dtype) if use_cache else None
+        bs = self.config.block_size
+        keep = bs - max(1, bs // 4)  # context kept after a slide
+        start = max(0, length - bs)  # the context is ids[start:length], at most bs tokens
+        encoded = False  # whether the cache holds ids[start:length - 1]
+        was_training = self.training
+        self.eval()  # no dropout while generating; the mode is restored when the stream ends
+        try:
+            yield from self._decode(ids, length, max_new_tokens, cache, start, encoded, bs, keep,
+                                    temperature, top_k, top_p, generator)
+        finally:
+            self.train(was_training)
+
+    def _decode(self, ids, length, max_new_tokens, cache, start, encoded, bs, keep, temperature, top_k, top_p,
+                generator) -> Iterator[Tensor]:
+        B = ids.shape[0]
+        for _ in range(max_new_tokens):
+            if length - start > bs:  # slide: keep the last `keep` tokens, re-encode them
+                start, encoded = length - keep, False
+            if cache is None:
+                h = self._forward(ids[:, start:length])[:, -1]  # (B, C)
+            elif not encoded:  # first step or after a slide: encode the whole window
+                cache.length = 0
+                h = self._forward(ids[:, start:length], cache)[:, -1]
+                encoded = True
+            else:  # one new position
+                h = self._forward(ids[:, length - 1:length], cache)[:, -1]
+            logits = self.lm_head(h).float()  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1)
+            else:
+                probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).view(B).to(self.device)
+            ids[:, length] = nxt
+            length += 1
+            yield nxt
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor:
+        """Prompt int64 [B, P] → prompt and continuation int64 [B, P + max_new_tokens]."""
+        steps = list(self.generate_stream(prompt, max_new_tokens, **options))
+        new = torch.stack(steps, dim=1) if steps else prompt.new_empty(prompt.shape[0], 0)
+        return torch.cat([prompt.to(new.device, torch.long), new], dim=1)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
+               max_new_tokens: int = 256, **options: Any) -> Tensor:
+        """``n`` continuations of the prompt ``condition`` (token ids [P] or [n, P]; None = token 0).
+
+        Returns:
+            int64 [n, P + max_new_tokens] (the prompt included). Options as :meth:`generate_stream`.
+        """
+        if condition is None:
+            prompt = torch.zeros(n, 1, dtype=torch.long)
+        else:
+            prompt = torch.as_tensor(condition, dtype=torch.long)
+            if prompt.ndim == 1:
+                prompt = prompt.unsqueeze(0).expand(n, -1)
+            if prompt.ndim != 2 or prompt.shape[0] != n:
+                raise ValueError(f"condition must be token ids [P] or [{n}, P], got {list(prompt.shape)}")
+        return self.generate(prompt, max_new_tokens, generator=generator, **options)
