@@ -37,17 +37,27 @@ def _add_train(sub) -> None:
 
 
 def _add_sample(sub) -> None:
-    p = sub.add_parser("sample", help="generate a PNG grid from a trained run",
-                       description="Generate images from RUN_DIR's sampling weights (the EMA weights when "
-                                   "training used them). The PNG carries model, seed and label as text metadata.")
+    p = sub.add_parser("sample", help="generate images (a PNG grid) or text from a trained run",
+                       description="Generate from RUN_DIR's sampling weights (the EMA weights when training used "
+                                   "them). Image runs write a PNG grid that carries model, seed and label as text "
+                                   "metadata; text runs stream the continuation of --prompt to the terminal.")
     p.add_argument("run_dir", help="a run directory written by `genforge train`")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", type=int, help="number of images (default 64) or text samples (default 1)")
     p.add_argument("--label", type=int, help="class label for a conditional model (default: one class per column)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same images")
     p.add_argument("-o", "--out", metavar="PNG", help="output file (default RUN_DIR/samples/sample-seed<S>.png)")
     p.add_argument("--nrow", type=int, default=0, help="images per row (default: square-ish)")
     p.add_argument("--batch-size", type=int, default=256, help="images generated per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    t = p.add_argument_group("text runs")
+    t.add_argument("--prompt", help="text to continue (default: a newline)")
+    t.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample (default 500)")
+    t.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more random (default 0.8)")
+    t.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
+    t.add_argument("--top-p", type=float, help="sample only within the smallest set of tokens of probability p")
+    t.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end a sample before this text (repeatable), e.g. --stop $'\\n\\n'")
+    t.add_argument("--best", action="store_true", help="use the weights with the best validation loss (best/)")
     p.set_defaults(func=cmd_sample)
 
 
@@ -87,19 +97,67 @@ def cmd_train(args) -> int:
     losses = ", ".join(f"{k} {v:.4f}" for k, v in r.last_losses.items() if "/" not in k)
     print(f"\ntrained {r.step} steps in {r.elapsed_s:.0f} s ({r.stopped}); last losses: {losses}")
     print(f"run directory : {d}")
-    print(f"samples       : {d / 'samples.png'}")
+    samples = d / "samples.txt" if (d / "samples.txt").is_file() else d / "samples.png"
+    print(f"samples       : {samples}")
+    best = d / "best" / "best.json"
+    if best.is_file():
+        import json
+
+        b = json.loads(best.read_text(encoding="utf-8"))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in b.items() if isinstance(v, float))
+        print(f"best          : {best.parent} (step {b['step']}: {shown})")
     print(f"metrics       : {d / 'metrics.jsonl'}  (TensorBoard: tensorboard --logdir {d / 'tb'})")
     print(f"checkpoint    : {r.checkpoint}")
-    print(f"next          : genforge sample {d} --n 64 --seed 1")
+    hint = "--prompt 'ROMEO:' --max-new-tokens 300" if samples.suffix == ".txt" else "--n 64 --seed 1"
+    print(f"next          : genforge sample {d} {hint}")
     return 0
 
 
 def cmd_sample(args) -> int:
+    from pathlib import Path
+
+    if (Path(args.run_dir) / "tokenizer.json").is_file():
+        return _sample_text(args)
     from genforge.sampling.images import sample_grid_from_run
 
-    path = sample_grid_from_run(args.run_dir, n=args.n, label=args.label, seed=args.seed, out=args.out,
+    path = sample_grid_from_run(args.run_dir, n=args.n or 64, label=args.label, seed=args.seed, out=args.out,
                                 nrow=args.nrow, batch_size=args.batch_size, device=args.device)
     print(path)
+    return 0
+
+
+def _sample_text(args) -> int:
+    from pathlib import Path
+
+    from genforge.sampling.text import generate_text, load_text_model
+
+    run_dir = Path(args.run_dir) / ("best" if args.best else "")
+    model, tokenizer = load_text_model(run_dir, device=args.device)
+    n = args.n or 1
+    stream = n == 1 and args.out is None
+
+    def show(i: int, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if args.prompt is not None:
+        tokenizer.encode(args.prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
+        if stream:
+            sys.stdout.write(args.prompt)
+    texts = generate_text(model, tokenizer, args.prompt, n=n, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
+                          seed=args.seed, on_text=show if stream else None)
+    if stream:
+        sys.stdout.write("\n")
+        return 0
+    body = "\n".join(f"--- sample {i} (seed {args.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n"
+    if args.out:
+        from genforge.io import atomic_write_text
+
+        atomic_write_text(Path(args.out), body)
+        print(args.out)
+    else:
+        sys.stdout.write(body)
     return 0
 
 

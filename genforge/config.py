@@ -152,9 +152,19 @@ class SampleConfig:
     seed: int = 0
     nrow: int = 0  # images per grid row; 0 = square-ish
     batch_size: int = 256
+    # text models
+    prompt: str | None = None  # None = a newline
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
         _require(1 <= self.n <= 100_000, f"n must be in [1, 100000], got {self.n}")
+        _require(self.max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        _require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        _require(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        _require(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _require(self.nrow >= 0, f"nrow must be >= 0, got {self.nrow}")
         _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
 

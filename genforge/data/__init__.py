@@ -1,4 +1,4 @@
-"""Datasets, checksummed downloads and the in-memory batch stream.
+"""Datasets, checksummed downloads, tokenizers and the batch streams.
 
     >>> from genforge.config import DataConfig
     >>> from genforge.data import BatchStream, load_images
@@ -7,10 +7,16 @@
     >>> batches = BatchStream(data.train_x, data.train_y, 64, seed=0)
     >>> next(batches)["x"].shape                                        # uint8 [64, 1, 32, 32]
 
-Modules: ``registry`` (DATASETS, load_images, list_datasets), ``digits``,
-``mnist`` (MNIST-format IDX datasets), ``imagefolder``, ``download``
-(mirrors + checksums), ``idx`` (file format), ``transforms`` (resize, channels,
-splits), ``stream`` (BatchStream), ``cache`` (where downloads go).
+    >>> text = load_text(DataConfig(name="tinyshakespeare"))            # char tokens, cached
+    >>> next(TokenBatches(text.train, 256, 64, seed=0))["x"].shape      # int64 [64, 257]
+
+Modules: ``registry`` (DATASETS, TEXT_DATASETS, load_images, list_datasets),
+``digits``, ``mnist`` (MNIST-format IDX datasets), ``imagefolder``,
+``download`` (mirrors + checksums), ``idx`` (file format), ``transforms``
+(resize, channels, splits), ``stream`` (BatchStream), ``cache`` (where
+downloads go); for text ``text`` (load_text), ``corpus`` (files, UTF-8,
+split), ``tokenizers`` (char/byte/bpe), ``tokencache`` (memory-mapped ids),
+``tokenstream`` (TokenBatches, eval_windows).
 
 Layer rule: imports only ``genforge.config`` and ``genforge.io`` from genforge.
 """
@@ -18,8 +24,11 @@ Layer rule: imports only ``genforge.config`` and ``genforge.io`` from genforge.
 from .cache import default_cache_dir
 from .errors import DataError
 from .imagedata import ImageData
-from .registry import DATASETS, DatasetInfo, list_datasets, load_images
+from .registry import DATASETS, TEXT_DATASETS, DatasetInfo, is_text_dataset, list_datasets, load_images
 from .stream import BatchStream
+from .text import TextData, load_text
+from .tokenizers import Tokenizer, load_tokenizer
+from .tokenstream import TokenBatches, eval_windows
 
 __all__ = [
     "DataError",
@@ -30,4 +39,12 @@ __all__ = [
     "DatasetInfo",
     "list_datasets",
     "default_cache_dir",
+    "TEXT_DATASETS",
+    "is_text_dataset",
+    "TextData",
+    "load_text",
+    "Tokenizer",
+    "load_tokenizer",
+    "TokenBatches",
+    "eval_windows",
 ]

@@ -1,8 +1,10 @@
 """The dataset registry and :func:`load_images`, the one entry point for image data.
 
-``DATASETS`` maps each built-in name to a :class:`DatasetInfo`; user folders
-are ``imagefolder:PATH``. :func:`load_images` dispatches on ``data.name``,
-then applies the options every dataset shares (size, channels, ``max_train``).
+``DATASETS`` maps each built-in image dataset to a :class:`DatasetInfo`; user
+folders are ``imagefolder:PATH``. :func:`load_images` dispatches on
+``data.name``, then applies the options every dataset shares (size, channels,
+``max_train``). Text corpora are listed in ``TEXT_DATASETS`` (user files:
+``text:PATH``) and loaded by :func:`genforge.data.text.load_text`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from .imagefolder import load_imagefolder
 from .mnist import cached_files, load_idx_dataset
 from .transforms import convert_channels, resize_center_crop, shuffled_subset
 
-__all__ = ["DatasetInfo", "DATASETS", "load_images", "list_datasets"]
+__all__ = ["DatasetInfo", "DATASETS", "TextDatasetInfo", "TEXT_DATASETS", "TEXT_PREFIX", "is_text_dataset",
+           "unknown_dataset", "load_images", "list_datasets"]
 
 Loader = Callable[[DataConfig, "DatasetInfo", Path, bool], ImageData]
 
@@ -126,12 +129,57 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def _unknown(name: str) -> DataError:
-    names = sorted(DATASETS)
+TEXT_PREFIX = "text"
+
+
+@dataclass(frozen=True)
+class TextDatasetInfo:
+    """A built-in text corpus: one checksummed file, downloaded or read from ``data_dir``.
+
+    Attributes:
+        name: registry key (``data.name``) and cache sub-folder.
+        description: one line for ``genforge datasets``.
+        file: the file to download (name and sha256); also its name inside ``--data-dir``.
+        mirrors: base URLs tried in order.
+    """
+
+    name: str
+    description: str
+    file: RemoteFile
+    mirrors: tuple[str, ...]
+
+    def is_cached(self, cache_dir: Path) -> bool:
+        """True when the file is already in ``<cache_dir>/<name>/`` (unverified)."""
+        return (cache_dir / self.name / self.file.name).is_file()
+
+
+TEXT_DATASETS: dict[str, TextDatasetInfo] = {
+    info.name: info
+    for info in (
+        TextDatasetInfo(
+            name="tinyshakespeare",
+            description="Tiny Shakespeare (char-rnn), 1.1 MB of plays; 90/10 contiguous train/val split",
+            file=RemoteFile("input.txt",
+                            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
+            mirrors=("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/",),
+        ),
+    )
+}
+
+
+def is_text_dataset(name: str) -> bool:
+    """True for a built-in text corpus (``tinyshakespeare``) and for ``text:PATH``."""
+    return name in TEXT_DATASETS or name.startswith(TEXT_PREFIX + ":")
+
+
+def unknown_dataset(name: str) -> DataError:
+    """The error for a name that is no dataset, suggesting the closest built-in one."""
+    names = sorted([*DATASETS, *TEXT_DATASETS])
     close = difflib.get_close_matches(name.lower(), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return DataError(f"unknown dataset {name!r}{hint} (available: {', '.join(names)}, "
-                     f"or imagefolder:PATH for a folder of your own images; see `genforge datasets`)")
+                     f"or imagefolder:PATH for a folder of your own images, or text:PATH for your own text "
+                     f"files; see `genforge datasets`)")
 
 
 def _finish(data: ImageData, cfg: DataConfig) -> ImageData:
@@ -182,28 +230,37 @@ def load_images(cfg: DataConfig, *, cache_dir: Path | None = None, download: boo
             folder without readable images …; the message says what to do.
     """
     name = cfg.name
+    if is_text_dataset(name):
+        raise DataError(f"dataset {name!r} is text, not images; train a text model on it (e.g. a gpt recipe)")
     if name == IMAGEFOLDER or name.startswith(IMAGEFOLDER + ":"):
         data = load_imagefolder(cfg)
     else:
         info = DATASETS.get(name)
         if info is None:
-            raise _unknown(name)
+            raise unknown_dataset(name)
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         data = info.loader(cfg, info, root, download)
     return _finish(data, cfg)
 
 
 def list_datasets(cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One row per built-in dataset, for ``genforge datasets``.
+    """One row per built-in dataset, images first, for ``genforge datasets``.
 
     Returns:
-        dicts with ``name``, ``description``, ``shape`` (``(C, H, W)`` native),
-        ``labelled`` (bool), ``num_classes``, ``cached`` (bool: loading needs no download).
+        dicts with ``name``, ``kind`` (``"image"`` or ``"text"``), ``description``,
+        ``shape`` (``(C, H, W)`` native; ``()`` for text), ``labelled`` (bool),
+        ``num_classes`` (0 for text), ``cached`` (bool: loading needs no download).
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return [
-        {"name": info.name, "description": info.description,
+    images = [
+        {"name": info.name, "kind": "image", "description": info.description,
          "shape": (info.channels, info.image_size, info.image_size), "labelled": info.labelled,
          "num_classes": len(info.classes), "cached": info.is_cached(root)}
         for info in DATASETS.values()
     ]
+    texts = [
+        {"name": info.name, "kind": "text", "description": info.description, "shape": (), "labelled": False,
+         "num_classes": 0, "cached": info.is_cached(root)}
+        for info in TEXT_DATASETS.values()
+    ]
+    return images + texts

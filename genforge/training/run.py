@@ -17,6 +17,7 @@ Run directory layout::
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,17 @@ from typing import Any, Sequence
 
 from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overrides, load_yaml, recipe_path,
                              resolve_run_config, to_dict)
-from genforge.data import BatchStream, ImageData, load_images
+from genforge.data import BatchStream, ImageData, TextData, TokenBatches, is_text_dataset, load_images, load_text
+from genforge.evaluation.text import heldout_nll
+from genforge.io import atomic_write_text
 from genforge.models import GenerativeModel, build, config_class
 from genforge.models.base import CONFIG_FILE
 from genforge.sampling.images import generate_images, grid_condition, save_grid
+from genforge.sampling.text import generate_text
 from genforge.training.checkpoint import latest_checkpoint, seed_everything
 from genforge.training.trainer import Trainer, TrainingError, TrainResult
+
+BEST_DIR = "best"  # text runs: the model with the lowest validation loss so far
 
 
 class RunDirError(RuntimeError):
@@ -92,6 +98,18 @@ def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
     return dataclasses.replace(cfg, model=model)
 
 
+def fit_model_to_text(cfg: RunConfig, data: TextData) -> RunConfig:
+    """Fill a language model's ``vocab_size`` from the tokenizer, checking an explicit value."""
+    m = cfg.model
+    if not hasattr(m, "vocab_size"):
+        raise ConfigError(f"dataset {data.name!r} is text but model.family={m.family!r} models images; "
+                          f"use a text family (gpt)")
+    if m.vocab_size and m.vocab_size != data.vocab_size:
+        raise ConfigError(f"model.vocab_size={m.vocab_size} but the {data.tokenizer.kind} tokenizer has "
+                          f"{data.vocab_size} tokens; leave model.vocab_size at 0 to take it from the data")
+    return dataclasses.replace(cfg, model=dataclasses.replace(m, vocab_size=data.vocab_size))
+
+
 def _new_run_dir(out: str | Path | None, name: str) -> Path:
     if out is not None:
         run_dir = Path(out)
@@ -146,7 +164,17 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     if not resume:
         run_dir = _new_run_dir(out, name)
 
-    data = load_images(cfg.data, cache_dir=Path(cache_dir) if cache_dir else None)
+    cache = Path(cache_dir) if cache_dir else None
+    if is_text_dataset(cfg.data.name):
+        return _train_text(cfg, run_dir, resume, cache)
+    if getattr(cfg.model, "vocab_size", None) is not None:
+        raise ConfigError(f"model.family={cfg.model.family!r} needs text data (tinyshakespeare or text:PATH), "
+                          f"got data.name={cfg.data.name!r}")
+    return _train_images(cfg, run_dir, resume, cache)
+
+
+def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None) -> TrainOutcome:
+    data = load_images(cfg.data, cache_dir=cache)
     cfg = fit_model_to_data(cfg, data)
     seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
     model = build(cfg.model)
@@ -176,4 +204,54 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save)
     result = trainer.fit(resume=resume)
     write_grid(trainer.sampling_model, run_dir / "samples.png", result.step)
+    return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)
+
+
+def _train_text(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None) -> TrainOutcome:
+    """A language model on a text corpus: full validation loss at each evaluation, best model kept."""
+    data = load_text(cfg.data, cache_dir=cache)
+    cfg = fit_model_to_text(cfg, data)
+    seed_everything(cfg.train.seed)
+    model = build(cfg.model)
+    block = cfg.model.block_size
+    batches = TokenBatches(data.train, block, cfg.train.batch_size, seed=cfg.train.seed)
+    tokenizer = data.tokenizer
+    val_chars = data.val_chars - len(tokenizer.decode([int(data.val[0])]))  # the first token is never a target
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(cfg)
+
+    def on_save(sampling_model: GenerativeModel) -> None:
+        sampling_model.save_pretrained(run_dir, run_config=resolved)
+        tokenizer.save(run_dir)
+
+    def evaluate(sampling_model: GenerativeModel, step: int) -> dict[str, float]:
+        return heldout_nll(sampling_model, data.val, block_size=block,
+                           batch_size=max(64, cfg.train.batch_size), chars=val_chars)
+
+    def on_best(sampling_model: GenerativeModel, step: int, metrics: dict[str, float]) -> None:
+        best = run_dir / BEST_DIR
+        sampling_model.save_pretrained(best, run_config=resolved)
+        tokenizer.save(best)
+        atomic_write_text(best / "best.json", json.dumps({"step": step, **metrics}, indent=1) + "\n")
+
+    def write_text(sampling_model: GenerativeModel, path: Path, step: int) -> None:
+        s = cfg.sample
+        texts = generate_text(sampling_model, tokenizer, s.prompt, n=s.n, max_new_tokens=s.max_new_tokens,
+                              temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)
+        header = f"# {run_dir.name} step {step}, seed {s.seed}, temperature {s.temperature}"
+        body = "\n".join(f"--- sample {i} ---\n{t}\n" for i, t in enumerate(texts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, f"{header}\n{body}")
+
+    def on_sample(sampling_model: GenerativeModel, step: int) -> None:
+        write_text(sampling_model, run_dir / "samples" / f"step-{step:08d}.txt", step)
+
+    if not resume:
+        on_save(model)
+    trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save,
+                      evaluate=evaluate, best_metric="val/loss", on_best=on_best,
+                      examples_per_batch=cfg.train.batch_size * block, unit="tokens")
+    result = trainer.fit(resume=resume)
+    write_text(trainer.sampling_model, run_dir / "samples.txt", result.step)
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)

@@ -34,6 +34,8 @@ from genforge.training.precision import resolve_device, resolve_precision
 
 SampleHook = Callable[[GenerativeModel, int], None]  # (model to sample from, step)
 SaveHook = Callable[[GenerativeModel], None]  # writes the sampling model into the run dir
+EvalHook = Callable[[GenerativeModel, int], dict[str, float]]  # (sampling model, step) → metrics
+BestHook = Callable[[GenerativeModel, int, dict[str, float]], None]  # a new best evaluation
 
 
 class TrainingError(RuntimeError):
@@ -62,17 +64,31 @@ class Trainer:
             ``sample_every`` steps and at the end.
         on_save: called with the sampling model whenever a checkpoint is
             written, to refresh the run's ``model.safetensors``.
+        evaluate: called with the sampling model every ``eval_every`` steps and
+            at the end; its numbers are logged (``metrics.jsonl``, TensorBoard
+            ``eval/``) and, when ``best_metric`` is among them, the lowest so far
+            triggers ``on_best``.
+        best_metric: the key of ``evaluate``'s result to minimise (e.g. ``val/loss``).
+        on_best: called with (sampling model, step, metrics) on a new best.
+        examples_per_batch / unit: throughput accounting, e.g. B·T ``tokens``
+            per batch for text (default: ``batch_size`` ``images``).
     """
 
     def __init__(self, model: GenerativeModel, cfg: TrainConfig, batches: Iterator[dict[str, Tensor]],
                  run_dir: Path, *, on_sample: SampleHook | None = None, on_save: SaveHook | None = None,
-                 examples_per_batch: int | None = None) -> None:
+                 evaluate: EvalHook | None = None, best_metric: str | None = None, on_best: BestHook | None = None,
+                 examples_per_batch: int | None = None, unit: str = "images") -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.batches = batches
         self.on_sample = on_sample
         self.on_save = on_save
+        self.evaluate = evaluate
+        self.best_metric = best_metric
+        self.on_best = on_best
+        self.best_value = math.inf
         self.examples_per_batch = examples_per_batch or cfg.batch_size
+        self.unit = unit
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.precision = resolve_precision(resolve_device(cfg.device), cfg.precision)
@@ -105,6 +121,7 @@ class Trainer:
             "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
             "scalers": {g: s.state_dict() for g, s in self.scalers.items()},
             "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "best_value": self.best_value,
             "rng": rng_state(),
             "data": self.batches.state_dict(),
         }
@@ -127,6 +144,7 @@ class Trainer:
             s.load_state_dict(state["scalers"][g])
         if self.ema is not None:
             self.ema.updates = state["ema_updates"]
+        self.best_value = state.get("best_value", math.inf)
         set_rng_state(state["rng"])
         self.batches.load_state_dict(state["data"])
         return ckpt
@@ -141,32 +159,59 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _update(self, group: str) -> dict[str, float]:
-        """One optimizer update of ``group`` on a fresh batch; returns logged scalars."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
-        with self.precision.autocast():
-            out = self.model.losses(batch, groups=(group,))
-        loss = out[group].float()
-        value = loss.item()
-        if not math.isfinite(value):
-            last = latest_checkpoint(self.run_dir)
-            kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
-            raise TrainingError(
-                f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
-                f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
+        """One optimizer update of ``group`` over ``grad_accum`` fresh batches; returns logged scalars."""
         params = self.groups[group]
         opt, scaler = self.optimizers[group], self.scalers[group]
+        accum = self.cfg.grad_accum
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward(inputs=params)
-        logged = {group: value}
+        logged: dict[str, float] = {}
+        for _ in range(accum):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
+            with self.precision.autocast():
+                out = self.model.losses(batch, groups=(group,))
+            loss = out[group].float()
+            value = loss.item()
+            if not math.isfinite(value):
+                last = latest_checkpoint(self.run_dir)
+                kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+                raise TrainingError(
+                    f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
+                    f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
+            scaler.scale(loss / accum if accum > 1 else loss).backward(inputs=params)
+            logged[group] = logged.get(group, 0.0) + value / accum
+            for k, v in out.items():
+                if k not in self.groups:
+                    logged[k] = logged.get(k, 0.0) + float(v) / accum
         if self.cfg.grad_clip > 0:
             scaler.unscale_(opt)
             logged[f"grad_norm/{group}"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         scaler.step(opt)
         scaler.update()
-        for k, v in out.items():
-            if k not in self.groups:
-                logged[k] = float(v)
         return logged
+
+    def run_evaluation(self, logger: MetricsLogger) -> dict[str, float]:
+        """Evaluate the sampling model, log the numbers, and report a new best."""
+        if self.evaluate is None:
+            return {}
+        model = self.sampling_model
+        was_training = model.training
+        model.eval()
+        t = time.perf_counter()
+        try:
+            metrics = self.evaluate(model, self.step)
+        finally:
+            model.train(was_training)
+        record = dict(metrics, eval_s=time.perf_counter() - t,
+                      elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
+        logger.log(self.step, record, prefix="eval")
+        value = metrics.get(self.best_metric) if self.best_metric else None
+        if value is not None and value < self.best_value:
+            self.best_value = value
+            if self.on_best is not None:
+                self.on_best(model, self.step, metrics)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        tqdm.write(f"step {self.step}: {shown}", file=sys.stderr)
+        return metrics
 
     def _handle_signal(self, signum, frame) -> None:
         self._stop_signal = signal.Signals(signum).name
@@ -213,13 +258,17 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     dt = time.perf_counter() - window_t
                     last = {k: sum(v) / len(v) for k, v in window.items()}
+                    per_step = batches_per_step * cfg.grad_accum * self.examples_per_batch
                     record = dict(last, lr=self.peak_lr[order[-1][0]] * factor,
                                   steps_per_s=window_steps / dt,
-                                  images_per_s=window_steps * batches_per_step * self.examples_per_batch / dt,
+                                  **{f"{self.unit}_per_s": window_steps * per_step / dt},
                                   elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
                     logger.log(self.step, record)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if "/" not in k}, refresh=False)
                     window, window_t, window_steps = {}, time.perf_counter(), 0
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                    self.run_evaluation(logger)
+                    window_t = time.perf_counter()  # evaluation time is not training throughput
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.on_sample is not None:
                     self.on_sample(self.sampling_model, self.step)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
@@ -230,6 +279,7 @@ class Trainer:
                 if cfg.max_minutes and time.perf_counter() - self._t0 > cfg.max_minutes * 60:
                     stopped = "max_minutes"
                     break
+            self.run_evaluation(logger)
             ckpt = self.save()
             if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
                 self.on_sample(self.sampling_model, self.step)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genforge.config import DataConfig
-from genforge.data import DATASETS, DataError, ImageData, default_cache_dir, list_datasets, load_images
+from genforge.data import DATASETS, TEXT_DATASETS, DataError, ImageData, default_cache_dir, list_datasets, load_images
 from genforge.data import cache as cache_module
 
 
@@ -19,9 +19,10 @@ def test_unknown_name_suggests_the_closest():
 
 def test_list_datasets(tmp_path):
     rows = {r["name"]: r for r in list_datasets(tmp_path)}
-    assert set(rows) == set(DATASETS) >= {"digits", "mnist", "fashion-mnist"}
-    assert rows["mnist"] == {"name": "mnist", "description": DATASETS["mnist"].description,
+    assert set(rows) == set(DATASETS) | set(TEXT_DATASETS) >= {"digits", "mnist", "fashion-mnist", "tinyshakespeare"}
+    assert rows["mnist"] == {"name": "mnist", "description": DATASETS["mnist"].description, "kind": "image",
                              "shape": (1, 28, 28), "labelled": True, "num_classes": 10, "cached": False}
+    assert rows["tinyshakespeare"]["kind"] == "text" and not rows["tinyshakespeare"]["cached"]
     assert rows["digits"]["cached"]  # bundled with scikit-learn
 
 
