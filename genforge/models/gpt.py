@@ -285,38 +285,32 @@ class GPT(GenerativeModel):
         bs = self.config.block_size
         keep = bs - max(1, bs // 4)  # context kept after a slide
         start = max(0, length - bs)  # the context is ids[start:length], at most bs tokens
-        encoded = False  # whether the cache holds ids[start:length - 1]
+        encoded = False  # whether the cache holds the window up to the newest token
         was_training = self.training
         self.eval()  # no dropout while generating; the mode is restored when the stream ends
         try:
-            yield from self._decode(ids, length, max_new_tokens, cache, start, encoded, bs, keep,
-                                    temperature, top_k, top_p, generator)
+            for _ in range(max_new_tokens):
+                if length - start > bs:  # slide: keep the last `keep` tokens, re-encode them
+                    start, encoded = length - keep, False
+                if cache is None:
+                    h = self._forward(ids[:, start:length])[:, -1]  # (B, C)
+                elif not encoded:  # first step or after a slide: encode the whole window
+                    cache.length = 0
+                    h = self._forward(ids[:, start:length], cache)[:, -1]
+                    encoded = True
+                else:  # one new position
+                    h = self._forward(ids[:, length - 1:length], cache)[:, -1]
+                logits = self.lm_head(h).float()  # (B, V)
+                if temperature == 0:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
+                    nxt = torch.multinomial(probs.cpu(), 1, generator=generator).view(B).to(self.device)
+                ids[:, length] = nxt
+                length += 1
+                yield nxt
         finally:
             self.train(was_training)
-
-    def _decode(self, ids, length, max_new_tokens, cache, start, encoded, bs, keep, temperature, top_k, top_p,
-                generator) -> Iterator[Tensor]:
-        B = ids.shape[0]
-        for _ in range(max_new_tokens):
-            if length - start > bs:  # slide: keep the last `keep` tokens, re-encode them
-                start, encoded = length - keep, False
-            if cache is None:
-                h = self._forward(ids[:, start:length])[:, -1]  # (B, C)
-            elif not encoded:  # first step or after a slide: encode the whole window
-                cache.length = 0
-                h = self._forward(ids[:, start:length], cache)[:, -1]
-                encoded = True
-            else:  # one new position
-                h = self._forward(ids[:, length - 1:length], cache)[:, -1]
-            logits = self.lm_head(h).float()  # (B, V)
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1)
-            else:
-                probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).view(B).to(self.device)
-            ids[:, length] = nxt
-            length += 1
-            yield nxt
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor:
