@@ -1,0 +1,94 @@
+"""Time to quality of the shakespeare-char recipe: wall seconds from process start to val loss ≤ target.
+
+Each repeat launches ``genforge train RECIPE`` as a fresh process (a fresh
+token cache too, so tokenizing is counted) and reads its ``metrics.jsonl``:
+the validation loss is computed over the whole validation split at every
+``train.eval_every`` and at the end. Reported per run: seconds from launch to
+the first evaluation at or below ``--target`` (nats/char), the total wall time
+of the process, and the final validation loss. ``--baseline`` also runs
+nanoGPT's CPU Shakespeare configuration (4×4×128, context 64, batch 12,
+2000 iterations, lr 1e-3, cosine, dropout 0) through genforge once, for a
+ratio measured in the same session.
+
+    python bench/gpt_time_to_quality.py [--repeats 3] [--target 1.88] [--baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import require_idle  # noqa: E402
+
+SHAKESPEARE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare"
+NANOGPT_CPU = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=64", "model.dropout=0.0",
+               "train.batch_size=12", "train.max_steps=2000", "train.lr=1e-3", "train.warmup_steps=100",
+               "train.schedule=cosine", "train.min_lr_ratio=0.1", "train.betas=[0.9,0.99]",
+               "train.weight_decay=0.1", "train.grad_accum=1", "train.eval_every=250", "train.precision=fp32"]
+
+
+def run_once(recipe: str, data_dir: Path, overrides: list[str], target: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        env = dict(os.environ, GENFORGE_CACHE=str(Path(tmp) / "cache"))
+        cmd = [sys.executable, "-m", "genforge.cli", "train", recipe, "--data-dir", str(data_dir), "--out", str(out),
+               "--no-progress", *[a for o in overrides for a in ("--set", o)]]
+        t0 = time.time()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"training failed:\n{proc.stderr[-2000:]}")
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val/loss" in r]
+    hit = next((r for r in evals if r["val/loss"] <= target), None)
+    return {"wall_s": wall, "to_target_s": hit["time"] - t0 if hit else None,
+            "to_target_step": hit["step"] if hit else None, "final_val": evals[-1]["val/loss"],
+            "final_bpc": evals[-1]["val/bpc"], "steps": evals[-1]["step"],
+            "curve": [(r["step"], round(r["time"] - t0, 1), round(r["val/loss"], 4)) for r in evals]}
+
+
+def report(name: str, runs: list[dict], target: float) -> None:
+    for i, r in enumerate(runs):
+        hit = f"{r['to_target_s']:.1f} s (step {r['to_target_step']})" if r["to_target_s"] else "never"
+        print(f"{name} run {i + 1}: val ≤ {target} after {hit}; process {r['wall_s']:.1f} s; final val loss "
+              f"{r['final_val']:.4f} nats/char ({r['final_bpc']:.3f} bpc) at step {r['steps']}")
+        print(f"    (step, s, val loss): {r['curve']}")
+    hits = [r["to_target_s"] for r in runs if r["to_target_s"]]
+    walls = [r["wall_s"] for r in runs]
+    if hits:
+        print(f"{name}: median time to val ≤ {target}: {statistics.median(hits):.1f} s "
+              f"(min {min(hits):.1f}, max {max(hits):.1f}, {len(hits)}/{len(runs)} runs reached it); "
+              f"median process wall {statistics.median(walls):.1f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="shakespeare-char")
+    ap.add_argument("--data-dir", type=Path, default=SHAKESPEARE_DIR)
+    ap.add_argument("--target", type=float, default=1.88)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", action="store_true", help="also run nanoGPT's CPU configuration once")
+    args = ap.parse_args()
+    if not (args.data_dir / "input.txt").is_file():
+        raise SystemExit(f"{args.data_dir / 'input.txt'} not found: pass --data-dir with Tiny Shakespeare")
+    require_idle()
+    runs = [run_once(args.recipe, args.data_dir, [], args.target) for _ in range(args.repeats)]
+    report(args.recipe, runs, args.target)
+    if args.baseline:
+        base = run_once(args.recipe, args.data_dir, NANOGPT_CPU, args.target)
+        report("nanoGPT CPU config via genforge", [base], args.target)
+        hits = [r["to_target_s"] for r in runs if r["to_target_s"]]
+        if hits and base["to_target_s"]:
+            print(f"time-to-target ratio: {base['to_target_s'] / statistics.median(hits):.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()
