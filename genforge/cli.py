@@ -11,6 +11,10 @@ EPILOG = """examples:
   genforge train mnist-vae --set train.max_steps=2000 --set model.latent_dim=32
   genforge train --out runs/x --resume            continue a run from its last checkpoint
   genforge sample runs/x --n 64 --label 3 -o threes.png
+  genforge eval runs/x --n 10000                  FID/KID/PR/DC/IS/modes vs the test split, protocol recorded
+  genforge eval --samples gen.npz --dataset mnist --data-dir ./mnist   score images made by another tool
+  genforge compare runs/*                         leaderboard.md + leaderboard.html across runs
+  genforge evaluators build mnist --data-dir ./mnist   train the classifier whose features the metrics use
   genforge recipes show mnist-dcgan
 """
 
@@ -76,11 +80,82 @@ def _add_datasets(sub) -> None:
     p.set_defaults(func=cmd_datasets)
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run (or a file of samples) and write eval.json / eval.md",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Evaluate RUN_DIR against its dataset and write eval.json (every number with "
+                                   "its protocol: extractor and weights sha256, N, reference split and subsample "
+                                   "seed, seed, version) and eval.md into it, printing a table. Image runs: FID, "
+                                   "KID, precision/recall, density/coverage, classifier IS, mode coverage, and "
+                                   "reconstruction / likelihood for VAEs. Text runs: loss, perplexity and bits per "
+                                   "character on the whole validation split, distinct-n and self-BLEU of samples, "
+                                   "BLEU of continuations of held-out prompts.",
+                       epilog="image metrics: fid,kid,pr,dc,is,modes,recon,nll   text metrics: ppl,distinct,"
+                              "self_bleu,bleu\n--samples accepts .npy/.npz of uint8 (or float in [0, 1]) images "
+                              "[N,H,W], [N,H,W,C] or [N,C,H,W], or a folder of image files")
+    p.add_argument("run_dir", nargs="?", help="run directory written by `genforge train`")
+    p.add_argument("--samples", metavar="FILE", help="evaluate these images instead of a run (.npy, .npz or a "
+                                                     "folder of images); needs --dataset")
+    p.add_argument("--dataset", metavar="NAME", help="reference dataset for --samples (mnist, digits, "
+                                                     "imagefolder:PATH …)")
+    p.add_argument("--data-dir", metavar="DIR", help="read the dataset's files from DIR")
+    p.add_argument("--out", metavar="DIR", help="--samples only: output folder (default <stem>-eval beside FILE)")
+    p.add_argument("--metrics", type=_csv, metavar="LIST", help="comma-separated metrics (default: all that apply)")
+    p.add_argument("--n", type=int, help="generated and reference samples (default: images 10000, or all of "
+                                         "--samples; text 100 samples)")
+    p.add_argument("--reference", choices=["test", "train"], default="test", help="reference split (default test)")
+    p.add_argument("--features", choices=["evaluator", "inception"], default="evaluator",
+                   help="feature space: the dataset's evaluator classifier (default) or FID Inception-v3")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
+    p.add_argument("--reference-seed", type=int, default=0, help="seed of the reference subsample (default 0)")
+    p.add_argument("--batch-size", type=int, help="images (default 500) or text windows (default 64) per pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (default 1000)")
+    p.add_argument("--allow-small", action="store_true", help="compute FID with N below the feature dimension "
+                                                              "(warned; not comparable) instead of refusing")
+    p.add_argument("--inception-weights", metavar="FILE", help="Inception weights file for --features inception")
+    t = p.add_argument_group("text runs")
+    t.add_argument("--max-new-tokens", type=int, default=256, help="tokens per sample (default 256)")
+    t.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    t.add_argument("--prompts", type=int, default=100, help="held-out prompts for BLEU (default 100)")
+    t.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt (default 64)")
+    t.add_argument("--continuation-tokens", type=int, default=64, help="continuation length (default 64)")
+    p.add_argument("--no-progress", action="store_true", help="no stage lines on stderr")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="leaderboard (markdown + self-contained HTML) across runs",
+                       description="Read each run's eval.json, metrics.jsonl and samples, and write "
+                                   "leaderboard.md and leaderboard.html (plots and sample grids embedded). A metric "
+                                   "ranks only runs measured under the same protocol; the others are flagged with "
+                                   "the reason.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or --samples eval folders)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent)")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_evaluators(sub) -> None:
+    p = sub.add_parser("evaluators", help="list or build the classifiers whose features the image metrics use",
+                       description="`genforge evaluators` lists shipped and cached evaluator classifiers; "
+                                   "`genforge evaluators build NAME [--data-dir DIR]` trains one for a built-in "
+                                   "labelled dataset into the cache.")
+    p.add_argument("action", nargs="?", choices=["list", "build"], default="list")
+    p.add_argument("name", nargs="?", help="dataset to build an evaluator for (digits, mnist, fashion-mnist)")
+    p.add_argument("--data-dir", metavar="DIR", help="read the dataset's files from DIR")
+    p.set_defaults(func=cmd_evaluators)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from genforge import __version__
 
     parser = argparse.ArgumentParser(prog="genforge", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Train, sample and inspect generative models.", epilog=EPILOG)
+                                     description="Train, sample, evaluate and compare generative models.",
+                                     epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"genforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS.values():
@@ -189,17 +264,78 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from genforge.evaluation.runeval import evaluate_run, evaluate_samples, format_table
+
+    common = dict(metrics=args.metrics, n=args.n, device=args.device, progress=not args.no_progress,
+                  reference=args.reference, features=args.features, seed=args.seed,
+                  reference_seed=args.reference_seed, batch_size=args.batch_size,
+                  kid_subset_size=args.kid_subset_size, allow_small=args.allow_small,
+                  inception_weights=args.inception_weights)
+    if args.samples:
+        if args.run_dir:
+            raise ValueError("give either RUN_DIR or --samples FILE, not both")
+        if not args.dataset:
+            raise ValueError("--samples needs --dataset NAME: the data the samples are compared with")
+        out = evaluate_samples(args.samples, dataset=args.dataset, data_dir=args.data_dir, out=args.out, **common)
+    else:
+        if not args.run_dir:
+            raise ValueError("give a RUN_DIR, or --samples FILE --dataset NAME")
+        for flag in ("dataset", "out"):
+            if getattr(args, flag):
+                raise ValueError(f"--{flag} applies to --samples only (a run's results go into RUN_DIR)")
+        text = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, prompts=args.prompts,
+                    prompt_tokens=args.prompt_tokens, continuation_tokens=args.continuation_tokens)
+        out = evaluate_run(args.run_dir, data_dir=args.data_dir, **common, **text)
+    print(format_table(out.record))
+    print(f"\nwrote {out.json_path} and {out.md_path} ({out.record['timings']['total']:.1f} s)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from genforge.evaluation.compare import compare_runs, format_summary
+
+    out = compare_runs(args.run_dirs, out=args.out)
+    print(format_summary(out.leaderboard))
+    print(f"\nwrote {out.md_path} and {out.html_path}")
+    return 0
+
+
+def cmd_evaluators(args) -> int:
+    from genforge.evaluation.evaluators import build_evaluator, list_evaluators
+
+    if args.action == "build":
+        if not args.name:
+            raise ValueError("usage: genforge evaluators build NAME [--data-dir DIR]")
+        info = build_evaluator(args.name, data_dir=args.data_dir)
+        print(f"{info.id}  test accuracy {info.test_accuracy:.4%}  sha256 {info.sha256}  {info.path}")
+        return 0
+    rows = [(e.get("id", ""), e.get("dataset", ""), e.get("source", ""),
+             f"{e.get('test_accuracy', float('nan')):.2%}", f"{e.get('feature_dim', '')}-d",
+             str(e.get("sha256", ""))[:16]) for e in list_evaluators()]
+    if not rows:
+        print("no evaluators shipped or cached; build one with `genforge evaluators build NAME --data-dir DIR`")
+        return 0
+    rows.insert(0, ("id", "dataset", "source", "test acc", "features", "sha256"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: reported as one line, no traceback."""
     from genforge.config import ConfigError
     from genforge.data import DataError
+    from genforge.evaluation.evaluators import EvaluatorError
     from genforge.training.run import RunDirError
     from genforge.training.trainer import TrainingError
 
-    return (ConfigError, DataError, RunDirError, TrainingError, FileNotFoundError, ValueError)
+    return (ConfigError, DataError, EvaluatorError, RunDirError, TrainingError, FileNotFoundError, ValueError)
 
 
-COMMANDS = {"train": _add_train, "sample": _add_sample, "recipes": _add_recipes, "datasets": _add_datasets}
+COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "compare": _add_compare,
+            "evaluators": _add_evaluators, "recipes": _add_recipes, "datasets": _add_datasets}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overrides, load_yaml, recipe_path,
                              resolve_run_config, to_dict)
 from genforge.data import BatchStream, ImageData, TextData, TokenBatches, is_text_dataset, load_images, load_text
+from genforge.evaluation.images import proxy_fid_hook
 from genforge.evaluation.text import heldout_nll
 from genforge.io import atomic_write_text
 from genforge.models import GenerativeModel, build, config_class
@@ -199,9 +200,14 @@ def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | Non
     def on_sample(sampling_model: GenerativeModel, step: int) -> None:
         write_grid(sampling_model, run_dir / "samples" / f"step-{step:08d}.png", step)
 
+    evaluate = None
+    if cfg.train.eval_every > 0:  # proxy FID vs cached test-split statistics; None (warned) without an evaluator
+        evaluate = proxy_fid_hook(data, cfg.data, n=cfg.train.eval_samples, seed=cfg.sample.seed,
+                                  batch_size=cfg.sample.batch_size, cache_dir=cache)
+
     if not resume:
         on_save(model)  # config.yaml + initial weights: the run is loadable from the start
-    trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save)
+    trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save, evaluate=evaluate)
     result = trainer.fit(resume=resume)
     write_grid(trainer.sampling_model, run_dir / "samples.png", result.step)
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)

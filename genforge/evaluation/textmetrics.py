@@ -1,0 +1,227 @@
+"""Text-run evaluation: held-out likelihood, sample diversity, and BLEU of continuations of held-out prompts.
+
+Metrics (``--metrics`` names in brackets):
+
+- [ppl] ``loss`` (nats per token), ``perplexity`` and ``bpc`` (bits per character)
+  on the **whole** validation split (:func:`~genforge.evaluation.text.heldout_nll`):
+  every token but the first is a target exactly once.
+- [distinct] ``distinct_1`` / ``distinct_2``: distinct word n-grams / all word
+  n-grams, pooled over ``n`` samples (words: whitespace-split; n-grams never
+  cross samples). The numerator and denominator are stored in ``details``.
+- [self_bleu] ``self_bleu``: mean sentence BLEU-4 of each sample against the
+  others (Texygen's definition, NLTK smoothing 1), 0–100, lower = more diverse.
+- [bleu] ``bleu``: corpus BLEU (sacrebleu, signature recorded) of **greedy**
+  continuations of ``prompts`` held-out prompts of ``prompt_tokens`` tokens
+  against the true next ``continuation_tokens`` tokens. Prompts are
+  non-overlapping windows of the validation split chosen by a permutation
+  seeded with ``reference_seed``.
+
+Samples for distinct-n and self-BLEU are ``n`` continuations of a newline
+(``genforge sample``'s default prompt), ``max_new_tokens`` long, at
+``temperature``, seeded with ``seed``; the prompt itself is not scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge.config import DataConfig
+from genforge.data import TextData, Tokenizer
+from genforge.data.transforms import shuffled_subset
+from genforge.evaluation.protocol import EvalError, Protocol, Report, Result
+from genforge.evaluation.text import heldout_nll
+from genforge.metrics.text import bleu, distinct_n, self_bleu
+from genforge.models.base import GenerativeModel
+from genforge.sampling.text import default_prompt, generate_text
+
+__all__ = ["TEXT_METRICS", "TextEvalOptions", "evaluate_text", "tokenizer_id"]
+
+TEXT_METRICS = ("ppl", "distinct", "self_bleu", "bleu")
+
+
+@dataclass(kw_only=True)
+class TextEvalOptions:
+    """Settings of a text evaluation (the text flags of ``genforge eval``); see the module docstring."""
+
+    metrics: tuple[str, ...] | None = None
+    n: int = 100
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int | None = None
+    prompts: int = 100
+    prompt_tokens: int = 64
+    continuation_tokens: int = 64
+    seed: int = 0
+    reference_seed: int = 0
+    batch_size: int = 64
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            self.metrics = tuple(self.metrics)
+            unknown = [m for m in self.metrics if m not in TEXT_METRICS]
+            if unknown:
+                raise EvalError(f"unknown text metric(s) {unknown}; choose from {', '.join(TEXT_METRICS)}")
+            if not self.metrics:
+                raise EvalError("--metrics names no metric")
+        for name in ("n", "max_new_tokens", "prompts", "prompt_tokens", "continuation_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise EvalError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise EvalError(f"temperature must be >= 0, got {self.temperature}")
+
+
+def tokenizer_id(tokenizer: Tokenizer) -> str:
+    """``kind/vocab_size/sha256[:12]`` of the tokenizer's JSON: equal ids, identical tokenization."""
+    digest = hashlib.sha256(tokenizer.to_json().encode()).hexdigest()[:12]
+    return f"{tokenizer.kind}/{tokenizer.vocab_size}/{digest}"
+
+
+def _sha256_ids(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _log(on: bool, msg: str) -> None:
+    if on:
+        print(f"eval: {msg}", file=sys.stderr, flush=True)
+
+
+@torch.inference_mode()
+def _greedy_continuations(model: GenerativeModel, tokenizer: Tokenizer, prompts: np.ndarray, length: int,
+                          batch_size: int) -> list[str]:
+    """Greedy ``length``-token continuations of token-id prompts ``[P_n, P]`` (batched), decoded."""
+    out: list[str] = []
+    for i in range(0, prompts.shape[0], batch_size):
+        chunk = torch.from_numpy(prompts[i:i + batch_size].astype(np.int64))  # (b, P)
+        steps = list(model.generate_stream(chunk, length, temperature=0.0))
+        new = torch.stack(steps, dim=1).cpu()  # (b, length)
+        out += [tokenizer.decode(row.tolist()) for row in new]
+    return out
+
+
+def evaluate_text(model: GenerativeModel, tokenizer: Tokenizer, data: TextData, data_cfg: DataConfig,
+                  opts: TextEvalOptions) -> Report:
+    """Evaluate a language model on its corpus; see the module docstring.
+
+    Args:
+        model: a language model (``token_nll`` and ``generate_stream``: the gpt family).
+        tokenizer: the run's tokenizer; must equal the one rebuilt from the data.
+        data: the corpus as :func:`genforge.data.load_text` gives it.
+        data_cfg: its config (the name goes into the protocol).
+        opts: settings.
+
+    Raises:
+        EvalError: a tokenizer that differs from the data's, a metric that cannot be computed.
+    """
+    if tokenizer != data.tokenizer:
+        raise EvalError(f"the run's tokenizer ({tokenizer!r}) differs from the one built from {data_cfg.name} now "
+                        f"({data.tokenizer!r}): the corpus or tokenizer settings changed since training")
+    metrics = [m for m in TEXT_METRICS if opts.metrics is None or m in opts.metrics]
+    timings: dict[str, float] = {}
+    warns: list[str] = []
+    notes: list[str] = []
+    results: list[Result] = []
+    tok = tokenizer_id(tokenizer)
+    sizes = {"train_tokens": int(data.train.size), "val_tokens": int(data.val.size),
+             "train_chars": int(data.train_chars), "val_chars": int(data.val_chars)}
+    base = dict(dataset=data_cfg.name, tokenizer=tok, split_sizes=sizes)
+    val_sha = _sha256_ids(data.val)
+
+    def add(metric: str, value: float | None, proto: dict[str, Any], **details: Any) -> None:
+        results.append(Result(metric, None if value is None else float(value), Protocol(metric=metric, **proto),
+                              None, details))
+
+    block = int(model.config.block_size)
+    if "ppl" in metrics:
+        _log(opts.progress, f"held-out loss on all {data.val.size} validation tokens …")
+        t = time.perf_counter()
+        first_chars = len(tokenizer.decode([int(data.val[0])]))  # the first token is never a target
+        out = heldout_nll(model, data.val, block_size=block, batch_size=opts.batch_size,
+                          chars=data.val_chars - first_chars)
+        timings["heldout_nll"] = round(time.perf_counter() - t, 4)
+        proto = dict(base, n_reference=int(out["val/tokens"]), reference_split="val", reference_subsample="all",
+                     reference_sha256=val_sha,
+                     params={"windows": "tiling: every token but the first is a target once"})
+        details = {"targets": int(out["val/tokens"]), "block_size": block}
+        add("loss", out["val/loss"], dict(proto, params={**proto["params"], "unit": "nats per token"}), **details)
+        add("perplexity", out["val/perplexity"], dict(proto, params={**proto["params"], "unit": "per token"}),
+            **details)
+        if "val/bpc" in out:
+            add("bpc", out["val/bpc"], dict(proto, params={**proto["params"], "unit": "bits per character"}),
+                chars=data.val_chars - first_chars, **details)
+
+    samples: list[str] | None = None
+    if {"distinct", "self_bleu"} & set(metrics):
+        prompt = default_prompt(tokenizer)
+        _log(opts.progress, f"generating {opts.n} samples of {opts.max_new_tokens} tokens …")
+        t = time.perf_counter()
+        texts = generate_text(model, tokenizer, prompt, n=opts.n, max_new_tokens=opts.max_new_tokens,
+                              temperature=opts.temperature, top_k=opts.top_k, seed=opts.seed)
+        timings["generate"] = round(time.perf_counter() - t, 4)
+        samples = [s[len(prompt):] for s in texts]
+        sproto = dict(base, n_generated=opts.n, seed=opts.seed,
+                      params={"prompt": prompt, "max_new_tokens": opts.max_new_tokens,
+                              "temperature": opts.temperature, "top_k": opts.top_k, "tokens": "whitespace words"})
+        if "distinct" in metrics:
+            t = time.perf_counter()
+            for n in (1, 2):
+                try:
+                    d = distinct_n(samples, n)
+                    add(f"distinct_{n}", d["distinct"], dict(sproto, params={**sproto["params"], "n": n}),
+                        unique=d["unique"], total=d["total"],
+                        denominator=f"{d['total']} word {n}-grams in {opts.n} samples")
+                except ValueError as e:
+                    add(f"distinct_{n}", None, dict(sproto, params={**sproto["params"], "n": n}), error=str(e))
+                    warns.append(f"distinct-{n}: {e}")
+            timings["distinct"] = round(time.perf_counter() - t, 4)
+        if "self_bleu" in metrics:
+            t = time.perf_counter()
+            try:
+                value = self_bleu(samples, max_order=4)
+                add("self_bleu", value, dict(sproto, params={**sproto["params"], "max_order": 4,
+                                                             "smoothing": "NLTK method1"}),
+                    references="each sample against the other n - 1")
+            except ValueError as e:
+                warns.append(f"self-BLEU: {e}")
+            timings["self_bleu"] = round(time.perf_counter() - t, 4)
+
+    if "bleu" in metrics:
+        p, c = opts.prompt_tokens, opts.continuation_tokens
+        windows = int(data.val.size) // (p + c)
+        if windows < 1:
+            msg = f"BLEU needs a validation split of at least {p + c} tokens, got {data.val.size}"
+            if opts.metrics is not None:
+                raise EvalError(msg + " (lower --prompt-tokens/--continuation-tokens)")
+            notes.append(f"bleu: skipped ({msg})")
+        else:
+            k = min(opts.prompts, windows)
+            if k < opts.prompts:
+                warns.append(f"BLEU: the validation split holds only {windows} non-overlapping windows of {p + c} "
+                             f"tokens; using {k} prompts instead of {opts.prompts}")
+            starts = shuffled_subset(windows, k, opts.reference_seed).numpy() * (p + c)
+            val = np.asarray(data.val)
+            prompt_ids = np.stack([val[s:s + p] for s in starts])  # (k, P)
+            refs = [tokenizer.decode(val[s + p:s + p + c].tolist()) for s in starts]
+            _log(opts.progress, f"greedy continuations of {k} held-out prompts …")
+            t = time.perf_counter()
+            hyps = _greedy_continuations(model, tokenizer, prompt_ids, c, opts.batch_size)
+            score, signature = bleu(hyps, refs)
+            timings["bleu"] = round(time.perf_counter() - t, 4)
+            add("bleu", score, dict(base, n_generated=k, n_reference=k, reference_split="val",
+                                    reference_subsample="shuffled", subsample_seed=opts.reference_seed,
+                                    reference_sha256=_sha256_ids(np.concatenate([val[s:s + p + c] for s in starts])),
+                                    params={"prompt_tokens": p, "continuation_tokens": c, "decoding": "greedy",
+                                            "windows": "non-overlapping", "sacrebleu": signature}),
+                signature=signature, example={"prompt": tokenizer.decode(prompt_ids[0].tolist()),
+                                              "reference": refs[0], "hypothesis": hyps[0]})
+    generation = {"source": "model", "family": model.family, "n": opts.n, "seed": opts.seed,
+                  "temperature": opts.temperature, "max_new_tokens": opts.max_new_tokens}
+    return Report(results=results, warnings=warns, timings=timings, generation=generation, notes=notes,
+                  texts=samples)
