@@ -178,3 +178,13 @@ def test_config_validation(raw, match):
 def test_vocab_size_is_required_to_build():
     with pytest.raises(ValueError, match="vocab_size"):
         GPT(GPTConfig())
+
+
+def test_draw_matches_the_distribution_and_skips_zero_probability_tokens():
+    from genforge.models.gpt import _draw
+
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).expand(20000, -1)
+    tokens = _draw(probs, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=4).float() / 20000
+    assert counts[1] == 0
+    assert torch.allclose(counts, probs[0], atol=0.015)
