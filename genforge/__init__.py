@@ -15,6 +15,10 @@ _LAZY = {
     "load": ("genforge.models", "load"),
     "generate_images": ("genforge.sampling.images", "generate_images"),
     "save_grid": ("genforge.sampling.images", "save_grid"),
+    "generate_text": ("genforge.sampling.text", "generate_text"),
+    "load_text_model": ("genforge.sampling.text", "load_text_model"),
+    "evaluate": ("genforge.evaluation.runeval", "evaluate_run"),
+    "compare": ("genforge.evaluation.compare", "compare_runs"),
 }
 
 __all__ = ["__version__", *_LAZY]
