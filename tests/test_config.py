@@ -64,7 +64,7 @@ def test_round_trip_through_dict():
 
 
 def test_unknown_family_lists_choices():
-    with pytest.raises(ConfigError, match=r"unknown model.family 'gann'; choose from gan, vae"):
+    with pytest.raises(ConfigError, match=r"unknown model.family 'gann'; choose from gan, gpt, vae"):
         resolve_run_config({"model": {"family": "gann"}}, config_class)
 
 
@@ -78,4 +78,6 @@ def test_every_recipe_parses(name):
     raw = load_yaml(recipe_path(name))
     cfg = resolve_run_config(raw, config_class)
     assert cfg.description, f"recipe {name} needs a description"
-    assert cfg.model.family in ("gan", "vae")
+    assert cfg.model.family in ("gan", "vae", "gpt")
+    if cfg.model.family == "gpt":  # text recipes read text and sample with a prompt
+        assert cfg.data.name == "tinyshakespeare" or cfg.data.name.startswith("text:")
