@@ -1,9 +1,12 @@
-"""Shared fixtures: seeded RNGs, synthetic image batches, the optional real-data folder."""
+"""Shared fixtures: seeded RNGs, the optional real-data folder, a local HTTP server for download tests."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +45,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """(folder served, base URL) of an HTTP server on 127.0.0.1 with an ephemeral port."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,14 +1,10 @@
-"""Fixtures of the data tests: tiny fake MNIST-format files and a local HTTP server."""
+"""Fixtures of the data tests: tiny fake MNIST-format files (the local HTTP server is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from genforge.data.idx import encode_idx
 
@@ -30,25 +26,3 @@ def write_fake_mnist(folder: Path, n_train: int = 20, n_test: int = 10, *, compr
     for name, a in arrays.items():
         (folder / (name if compress else name.removesuffix(".gz"))).write_bytes(encode_idx(a, compress=compress))
     return arrays
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """(folder served, base URL) of an HTTP server on 127.0.0.1 with an ephemeral port."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

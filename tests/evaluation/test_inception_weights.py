@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import importlib.metadata
 import sys
-import threading
 
 import pytest
 import torch
@@ -18,28 +15,6 @@ from genforge.evaluation.inception_weights import RemoteWeights, fetch, find_or_
 from genforge.metrics.inception import FIDInceptionV3, save_safetensors
 
 PAYLOAD = b"not really weights " * 500
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """(folder served, base URL) of an HTTP server on 127.0.0.1 with an ephemeral port."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
