@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from genforge.cli import main
 from genforge.sampling.text import generate_text, load_text_model
