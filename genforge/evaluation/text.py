@@ -13,8 +13,14 @@ import math
 import numpy as np
 import torch
 
-from genforge.data import eval_windows
+from genforge.data import TextData, eval_windows
 from genforge.models.base import GenerativeModel
+
+
+def target_chars(data: TextData) -> int:
+    """Characters the validation targets span: the split's characters minus those of its first token,
+    which is context only and never scored (the denominator of bits per character)."""
+    return data.val_chars - len(data.tokenizer.decode([int(data.val[0])]))
 
 
 @torch.inference_mode()
@@ -27,8 +33,8 @@ def heldout_nll(model: GenerativeModel, ids: np.ndarray, *, block_size: int, bat
         ids: 1-D token ids of the held-out split.
         block_size: the model's context length.
         batch_size: windows per forward pass.
-        chars: characters the targets span (the split's characters minus those
-            of its first token); gives bits per character when known.
+        chars: characters the targets span (:func:`target_chars`); gives bits
+            per character when known.
         prefix: key prefix of the returned metrics.
 
     Returns:

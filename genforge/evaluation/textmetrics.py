@@ -36,7 +36,7 @@ from genforge.config import DataConfig
 from genforge.data import TextData, Tokenizer
 from genforge.data.transforms import shuffled_subset
 from genforge.evaluation.protocol import EvalError, Protocol, Report, Result
-from genforge.evaluation.text import heldout_nll
+from genforge.evaluation.text import heldout_nll, target_chars
 from genforge.metrics.text import bleu, distinct_n, self_bleu
 from genforge.models.base import GenerativeModel
 from genforge.sampling.text import default_prompt, generate_text
@@ -142,9 +142,8 @@ def evaluate_text(model: GenerativeModel, tokenizer: Tokenizer, data: TextData, 
     if "ppl" in metrics:
         _log(opts.progress, f"held-out loss on all {data.val.size} validation tokens …")
         t = time.perf_counter()
-        first_chars = len(tokenizer.decode([int(data.val[0])]))  # the first token is never a target
-        out = heldout_nll(model, data.val, block_size=block, batch_size=opts.batch_size,
-                          chars=data.val_chars - first_chars)
+        chars = target_chars(data)
+        out = heldout_nll(model, data.val, block_size=block, batch_size=opts.batch_size, chars=chars)
         timings["heldout_nll"] = round(time.perf_counter() - t, 4)
         proto = dict(base, n_reference=int(out["val/tokens"]), reference_split="val", reference_subsample="all",
                      reference_sha256=val_sha,
@@ -155,7 +154,7 @@ def evaluate_text(model: GenerativeModel, tokenizer: Tokenizer, data: TextData, 
             **details)
         if "val/bpc" in out:
             add("bpc", out["val/bpc"], dict(proto, params={**proto["params"], "unit": "bits per character"}),
-                chars=data.val_chars - first_chars, **details)
+                chars=chars, **details)
 
     samples: list[str] | None = None
     if {"distinct", "self_bleu"} & set(metrics):

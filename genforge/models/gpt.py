@@ -350,7 +350,7 @@ class GPT(GenerativeModel):
         start = max(0, length - bs)  # the context is ids[start:length], at most bs tokens
         encoded = False  # whether the cache holds the window up to the newest token
         plan = self._decode_plan() if use_cache else None
-        wte = self.transformer.wte.weight.detach()
+        wte = plan[0] if plan is not None else self.transformer.wte.weight.detach()  # the tied output head
         was_training = self.training
         self.eval()  # no dropout while generating; the mode is restored when the stream ends
         try:

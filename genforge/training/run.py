@@ -27,7 +27,7 @@ from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overr
                              resolve_run_config, to_dict)
 from genforge.data import BatchStream, ImageData, TextData, TokenBatches, is_text_dataset, load_images, load_text
 from genforge.evaluation.images import proxy_fid_hook
-from genforge.evaluation.text import heldout_nll
+from genforge.evaluation.text import heldout_nll, target_chars
 from genforge.io import atomic_write_text
 from genforge.models import GenerativeModel, build, config_class
 from genforge.models.base import CONFIG_FILE
@@ -222,7 +222,7 @@ def _train_text(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None)
     block = cfg.model.block_size
     batches = TokenBatches(data.train, block, cfg.train.batch_size, seed=cfg.train.seed)
     tokenizer = data.tokenizer
-    val_chars = data.val_chars - len(tokenizer.decode([int(data.val[0])]))  # the first token is never a target
+    val_chars = target_chars(data)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
