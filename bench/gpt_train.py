@@ -7,16 +7,21 @@ interleaved over ``--repeats`` rounds so machine noise hits them alike:
 - ``matmul peak``: the best of fp32 and bf16 ``torch.mm`` GFLOP/s on large
   square matrices with all threads (the ceiling for model FLOP utilisation);
 - ``plain loop``: the same model in a bare loop shaped like nanoGPT's
-  ``train.py`` (``get_batch`` from a ``np.memmap`` with ``torch.randint`` +
-  ``torch.stack``, forward, backward, AdamW(fused=False) step, lr set per
-  iteration); our GPT module is layer-for-layer nanoGPT's ``model.py``;
-- ``genforge``: the real Trainer on a TokenBatches stream (``--precision``
-  choices compared in the same run).
+  ``train.py`` on the CPU (``get_batch`` from a ``np.memmap`` with
+  ``torch.randint`` + ``torch.stack``, forward, backward, gradient clipping
+  at 1.0, AdamW step as nanoGPT builds it off CUDA (``fused=False``), lr set
+  per iteration); our GPT module is layer-for-layer nanoGPT's ``model.py``;
+- ``genforge``: the real Trainer on a TokenBatches stream, same clipping
+  (``--precision`` choices compared in the same run; bf16-mixed is added by
+  default only where bf16 matmul is faster than fp32).
 
-Tokens/s is the steady-state median over windows after warm-up; MFU uses
-nanoGPT's FLOP formula (6N + 12·L·C·T per token, N without position embeddings).
+Each round runs every contender for ``--steps`` steps, one after the other, so
+slow drifts of a shared host hit them alike. Tokens/s is the steady-state
+median over windows after the first of each round; the ratio to the plain
+loop is the median of the per-round ratios. MFU uses nanoGPT's FLOP formula
+(6N + 12·L·C·T per token, N without position embeddings).
 
-    python bench/gpt_train.py [--steps 400] [--repeats 3] [--precision fp32 bf16-mixed]
+    python bench/gpt_train.py [--steps 200] [--repeats 5] [--precision fp32 bf16-mixed]
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ def plain_loop(ids: np.ndarray, vocab: int, steps: int, window: int) -> list[flo
         x = torch.stack([torch.from_numpy(ids[i:i + T + 1].astype(np.int64)) for i in ix])
         loss = m.losses({"x": x})["loss"]
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)  # nanoGPT's default grad_clip
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()  # nanoGPT reads the loss on log iterations; a sync point either way
@@ -113,6 +119,7 @@ def genforge_loop(ids: np.ndarray, vocab: int, steps: int, window: int, precisio
     m = model(vocab)
     cfg = TrainConfig(max_steps=steps, batch_size=BATCH, optimizer="adamw", lr=1e-3, betas=(0.9, 0.99),
                       weight_decay=0.1, warmup_steps=100, schedule="cosine", ema_decay=0.0, precision=precision,
+                      grad_clip=1.0,
                       log_every=window, sample_every=0, checkpoint_every=0, progress=False)
     T = SHAPE["block_size"]
     with tempfile.TemporaryDirectory() as d:
@@ -125,10 +132,11 @@ def genforge_loop(ids: np.ndarray, vocab: int, steps: int, window: int, precisio
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--window", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16-mixed"], choices=["fp32", "bf16-mixed"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16-mixed"],
+                    help="genforge precisions to time (default: fp32, plus bf16-mixed where bf16 matmul is faster)")
     args = ap.parse_args()
     require_idle()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -138,19 +146,26 @@ def main() -> None:
     vocab = int(ids.max()) + 1
     flops = model(vocab).flops_per_token(SHAPE["block_size"])
     print(f"model: {model(vocab).num_params() / 1e6:.2f} M params, {flops / 1e6:.2f} MFLOP per token (train)")
+    precisions = args.precision or (["fp32", "bf16-mixed"] if peaks["bf16"] > peaks["fp32"] else ["fp32"])
     rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
     for r in range(args.repeats):
-        rates.setdefault("plain loop fp32", []).extend(plain_loop(ids, vocab, args.steps, args.window))
-        for p in args.precision:
-            rates.setdefault(f"genforge {p}", []).extend(genforge_loop(ids, vocab, args.steps, args.window, p))
-        print(f"round {r + 1}/{args.repeats} done", flush=True)
-    base = statistics.median(rates["plain loop fp32"])
+        plain = plain_loop(ids, vocab, args.steps, args.window)
+        rates.setdefault("plain loop fp32", []).extend(plain)
+        for p in precisions:
+            ours = genforge_loop(ids, vocab, args.steps, args.window, p)
+            rates.setdefault(f"genforge {p}", []).extend(ours)
+            ratios.setdefault(f"genforge {p}", []).append(statistics.median(ours) / statistics.median(plain))
+        shown = ", ".join(f"{k} {v[-1]:.2f}x" for k, v in ratios.items())
+        print(f"round {r + 1}/{args.repeats}: plain loop {statistics.median(plain):,.0f} tokens/s; {shown}", flush=True)
     for name, values in rates.items():
         med = statistics.median(values)
         peak = peaks["bf16" if "bf16" in name else "fp32"]
         mfu = med * flops / 1e9 / peak
+        vs = ratios.get(name)
+        rel = (f"  {statistics.median(vs):.2f}x plain loop (per-round {min(vs):.2f}-{max(vs):.2f})" if vs else "")
         print(f"{name:<22} tokens/s {summary(values)}  {1e3 * BATCH * SHAPE['block_size'] / med:5.1f} ms/iter  "
-              f"MFU {mfu:.0%} of {peak:.0f} GFLOP/s  ({med / base:.2f}x plain loop)")
+              f"MFU {mfu:.0%} of {peak:.0f} GFLOP/s{rel}")
 
 
 if __name__ == "__main__":

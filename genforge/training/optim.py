@@ -31,19 +31,27 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
 
 
+FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where PyTorch has a fused (one-kernel) Adam/AdamW
+
+
 def build_optimizer(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``params``.
+    """Adam or AdamW over ``params``, fused into one kernel where PyTorch has one.
 
     With AdamW, weight decay applies only to matrices and kernels (ndim >= 2),
-    never to biases, norms or embeddings of rank 1.
+    never to biases, norms or embeddings of rank 1. The fused update does the
+    same arithmetic as the per-tensor loop PyTorch uses by default on the CPU,
+    in one pass over all parameters instead of about ten ops per tensor: for
+    nanoGPT's CPU Shakespeare model it makes a training step about 7% faster
+    (``bench/gpt_train.py``).
     """
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     if cfg.optimizer == "adamw":
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
-    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
