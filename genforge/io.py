@@ -6,6 +6,7 @@ Bottom layer: imports nothing from genforge.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,3 +40,9 @@ def atomic_write_text(target: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> None:
+    """Copy the file ``source`` to ``target`` atomically (``target`` is whole or untouched)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)

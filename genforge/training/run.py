@@ -21,14 +21,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overrides, load_yaml, recipe_path,
                              resolve_run_config, to_dict)
 from genforge.data import BatchStream, ImageData, TextData, TokenBatches, is_text_dataset, load_images, load_text
 from genforge.evaluation.images import proxy_fid_hook
 from genforge.evaluation.text import heldout_nll, target_chars
-from genforge.io import atomic_write_text
+from genforge.io import atomic_copy, atomic_write_text
 from genforge.models import GenerativeModel, build, config_class
 from genforge.models.base import CONFIG_FILE
 from genforge.sampling.images import generate_images, grid_condition, save_grid
@@ -174,6 +174,15 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     return _train_images(cfg, run_dir, resume, cache)
 
 
+def publish_final(step_file: Path, target: Path, write: Callable[[Path], None]) -> None:
+    """Put the final samples at ``target``: a copy of the trainer's last ``step_file`` when it
+    exists (the same model, seed and settings made it), else freshly written by ``write``."""
+    if step_file.is_file():
+        atomic_copy(step_file, target)
+    else:
+        write(target)
+
+
 def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None) -> TrainOutcome:
     data = load_images(cfg.data, cache_dir=cache)
     cfg = fit_model_to_data(cfg, data)
@@ -209,7 +218,8 @@ def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | Non
         on_save(model)  # config.yaml + initial weights: the run is loadable from the start
     trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save, evaluate=evaluate)
     result = trainer.fit(resume=resume)
-    write_grid(trainer.sampling_model, run_dir / "samples.png", result.step)
+    publish_final(run_dir / "samples" / f"step-{result.step:08d}.png", run_dir / "samples.png",
+                  lambda path: write_grid(trainer.sampling_model, path, result.step))
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)
 
 
@@ -259,5 +269,6 @@ def _train_text(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None)
                       evaluate=evaluate, best_metric="val/loss", on_best=on_best,
                       examples_per_batch=cfg.train.batch_size * block, unit="tokens")
     result = trainer.fit(resume=resume)
-    write_text(trainer.sampling_model, run_dir / "samples.txt", result.step)
+    publish_final(run_dir / "samples" / f"step-{result.step:08d}.txt", run_dir / "samples.txt",
+                  lambda path: write_text(trainer.sampling_model, path, result.step))
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genforge.cli import main
 from genforge.sampling.text import generate_text, load_text_model
@@ -63,7 +64,13 @@ def test_text_run_artifacts_and_validation(corpus, tmp_path):
     assert all("tokens_per_s" in r for r in records if "loss" in r)
     best = json.loads((out / "best" / "best.json").read_text())
     assert best["step"] == 40 and best["val/loss"] == evals[-1]["val/loss"]
-    assert "--- sample 0 ---" in (out / "samples.txt").read_text()
+    published = (out / "samples.txt").read_text()
+    model, tok = load_text_model(out)  # the final model's samples, with the run's sample settings
+    s = yaml.safe_load((out / "config.yaml").read_text())["sample"]
+    fresh = generate_text(model, tok, s["prompt"], n=s["n"], max_new_tokens=s["max_new_tokens"],
+                          temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"], seed=s["seed"])
+    assert published.count("--- sample ") == s["n"] == 2
+    assert all(f"--- sample {i} ---\n{t}\n" in published for i, t in enumerate(fresh))
 
 
 def test_bpe_run_samples_the_same_text_in_a_new_process(corpus, tmp_path):
