@@ -27,6 +27,7 @@ from genforge.config import TrainConfig
 from genforge.models.base import GenerativeModel
 from genforge.training.checkpoint import (latest_checkpoint, load_state, rng_state, save_checkpoint,
                                           set_rng_state)
+from genforge.training.cpu_memory import retain_freed_memory
 from genforge.training.ema import EMA
 from genforge.training.logger import MetricsLogger
 from genforge.training.optim import build_optimizer, lr_factor, set_lr
@@ -93,6 +94,8 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         self.precision = resolve_precision(resolve_device(cfg.device), cfg.precision)
         self.device = self.precision.device
+        if self.device.type == "cpu":
+            retain_freed_memory()  # no page faults on re-allocated step buffers (see cpu_memory)
         self.model = model.to(self.device).train()
         self.groups = model.param_groups()
         unknown = set(cfg.group_lr) | set(cfg.group_steps)
