@@ -15,8 +15,10 @@ interleaved over ``--repeats`` rounds so machine noise hits them alike:
   (``--precision`` choices compared in the same run; bf16-mixed is added by
   default only where bf16 matmul is faster than fp32).
 
-Each round runs every contender for ``--steps`` steps, one after the other, so
-slow drifts of a shared host hit them alike. Tokens/s is the steady-state
+Each round runs every contender for ``--steps`` steps, one after the other and
+each in a fresh process (genforge tunes the process's C allocator while it
+trains, which must not leak into the plain loop), so slow drifts of a shared
+host hit them alike. Tokens/s is the steady-state
 median over windows after the first of each round; the ratio to the plain
 loop is the median of the per-round ratios. MFU uses nanoGPT's FLOP formula
 (6N + 12·L·C·T per token, N without position embeddings).
@@ -27,8 +29,10 @@ loop is the median of the per-round ratios. MFU uses nanoGPT's FLOP formula
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,14 +134,32 @@ def genforge_loop(ids: np.ndarray, vocab: int, steps: int, window: int, precisio
     return [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]
 
 
+def worker(kind: str, steps: int, window: int) -> list[float]:
+    """Steady-state tokens/s windows of one contender, timed in a fresh process."""
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--steps", str(steps), "--window", str(window)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: time one contender and print JSON
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16-mixed"],
                     help="genforge precisions to time (default: fp32, plus bf16-mixed where bf16 matmul is faster)")
     args = ap.parse_args()
+    if args.worker:
+        ids = corpus_ids()
+        vocab = int(ids.max()) + 1
+        if args.worker == "plain":
+            print(json.dumps(plain_loop(ids, vocab, args.steps, args.window)))
+        else:
+            print(json.dumps(genforge_loop(ids, vocab, args.steps, args.window, args.worker)))
+        return
     require_idle()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -150,10 +172,10 @@ def main() -> None:
     rates: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     for r in range(args.repeats):
-        plain = plain_loop(ids, vocab, args.steps, args.window)
+        plain = worker("plain", args.steps, args.window)
         rates.setdefault("plain loop fp32", []).extend(plain)
         for p in precisions:
-            ours = genforge_loop(ids, vocab, args.steps, args.window, p)
+            ours = worker(p, args.steps, args.window)
             rates.setdefault(f"genforge {p}", []).extend(ours)
             ratios.setdefault(f"genforge {p}", []).append(statistics.median(ours) / statistics.median(plain))
         shown = ", ".join(f"{k} {v[-1]:.2f}x" for k, v in ratios.items())
