@@ -63,7 +63,7 @@ from genforge.config import DataConfig
 from genforge.data import ImageData, default_cache_dir
 from genforge.data.transforms import convert_channels, resize_center_crop, shuffled_subset
 from genforge.evaluation.evaluators import EvaluatorError, evaluator_for
-from genforge.evaluation.protocol import EvalError, Protocol, Report, Result
+from genforge.evaluation.protocol import EvalError, Protocol, Report, Result, check_metric_names
 from genforge.io import atomic_path
 from genforge.metrics import kid as kid_metric
 from genforge.metrics.fid import GaussianStats, frechet_distance, gaussian_stats, load_stats, save_stats
@@ -140,13 +140,7 @@ class ImageEvalOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.metrics is not None:
-            self.metrics = tuple(self.metrics)
-            unknown = [m for m in self.metrics if m not in IMAGE_METRICS]
-            if unknown:
-                raise EvalError(f"unknown image metric(s) {unknown}; choose from {', '.join(IMAGE_METRICS)}")
-            if not self.metrics:
-                raise EvalError("--metrics names no metric")
+        self.metrics = check_metric_names(self.metrics, IMAGE_METRICS, "image")
         if self.n < 2:
             raise EvalError(f"n must be >= 2, got {self.n}")
         if self.reference not in ("test", "train"):

@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Sequence
 
 from genforge import __version__
 
@@ -53,6 +53,20 @@ PROTOCOL_FORMAT = "genforge-protocol/1"
 
 class EvalError(ValueError):
     """An evaluation cannot be run as asked (bad samples file, inapplicable metric, missing run files)."""
+
+
+def check_metric_names(metrics: Sequence[str] | None, known: Sequence[str], kind: str) -> tuple[str, ...] | None:
+    """``metrics`` as a tuple (None stays None, meaning every metric); raises EvalError
+    naming any that are not among the ``known`` ``kind`` metrics, or when none is named."""
+    if metrics is None:
+        return None
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise EvalError(f"unknown {kind} metric(s) {unknown}; choose from {', '.join(known)}")
+    if not metrics:
+        raise EvalError("--metrics names no metric")
+    return metrics
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,7 @@ import torch
 from genforge.config import DataConfig
 from genforge.data import TextData, Tokenizer
 from genforge.data.transforms import shuffled_subset
-from genforge.evaluation.protocol import EvalError, Protocol, Report, Result
+from genforge.evaluation.protocol import EvalError, Protocol, Report, Result, check_metric_names
 from genforge.evaluation.text import heldout_nll, target_chars
 from genforge.metrics.text import bleu, distinct_n, self_bleu
 from genforge.models.base import GenerativeModel
@@ -64,13 +64,7 @@ class TextEvalOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.metrics is not None:
-            self.metrics = tuple(self.metrics)
-            unknown = [m for m in self.metrics if m not in TEXT_METRICS]
-            if unknown:
-                raise EvalError(f"unknown text metric(s) {unknown}; choose from {', '.join(TEXT_METRICS)}")
-            if not self.metrics:
-                raise EvalError("--metrics names no metric")
+        self.metrics = check_metric_names(self.metrics, TEXT_METRICS, "text")
         for name in ("n", "max_new_tokens", "prompts", "prompt_tokens", "continuation_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise EvalError(f"{name} must be >= 1, got {getattr(self, name)}")
