@@ -191,8 +191,9 @@ def main() -> None:
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     vocab = int(corpus_ids().max()) + 1
-    flops = model(vocab).flops_per_token(SHAPE["block_size"])
-    print(f"model: {model(vocab).num_params() / 1e6:.2f} M params, {flops / 1e6:.2f} MFLOP per token (train)")
+    gpt = model(vocab)
+    flops = gpt.flops_per_token(SHAPE["block_size"])
+    print(f"model: {gpt.num_params() / 1e6:.2f} M params, {flops / 1e6:.2f} MFLOP per token (train)")
     precisions = args.precision or (["fp32", "bf16-mixed"] if peaks["bf16"] > peaks["fp32"] else ["fp32"])
     names = {"plain": "plain loop fp32", **{p: f"genforge {p}" for p in precisions}}
     procs = {k: subprocess.Popen([sys.executable, __file__, "--worker", k, "--turn", str(args.turn),

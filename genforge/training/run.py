@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overrides, load_yaml, recipe_path,
                              resolve_run_config, to_dict)
@@ -174,15 +174,6 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     return _train_images(cfg, run_dir, resume, cache)
 
 
-def publish_final(step_file: Path, target: Path, write: Callable[[Path], None]) -> None:
-    """Put the final samples at ``target``: a copy of the trainer's last ``step_file`` when it
-    exists (the same model, seed and settings made it), else freshly written by ``write``."""
-    if step_file.is_file():
-        atomic_copy(step_file, target)
-    else:
-        write(target)
-
-
 def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None) -> TrainOutcome:
     data = load_images(cfg.data, cache_dir=cache)
     cfg = fit_model_to_data(cfg, data)
@@ -218,8 +209,7 @@ def _train_images(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | Non
         on_save(model)  # config.yaml + initial weights: the run is loadable from the start
     trainer = Trainer(model, cfg.train, batches, run_dir, on_sample=on_sample, on_save=on_save, evaluate=evaluate)
     result = trainer.fit(resume=resume)
-    publish_final(run_dir / "samples" / f"step-{result.step:08d}.png", run_dir / "samples.png",
-                  lambda path: write_grid(trainer.sampling_model, path, result.step))
+    atomic_copy(run_dir / "samples" / f"step-{result.step:08d}.png", run_dir / "samples.png")  # fit's final grid
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)
 
 
@@ -269,6 +259,5 @@ def _train_text(cfg: RunConfig, run_dir: Path, resume: bool, cache: Path | None)
                       evaluate=evaluate, best_metric="val/loss", on_best=on_best,
                       examples_per_batch=cfg.train.batch_size * block, unit="tokens")
     result = trainer.fit(resume=resume)
-    publish_final(run_dir / "samples" / f"step-{result.step:08d}.txt", run_dir / "samples.txt",
-                  lambda path: write_text(trainer.sampling_model, path, result.step))
+    atomic_copy(run_dir / "samples" / f"step-{result.step:08d}.txt", run_dir / "samples.txt")  # fit's final text
     return TrainOutcome(run_dir, cfg, trainer.sampling_model, result)
