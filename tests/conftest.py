@@ -29,13 +29,24 @@ def _seed_and_restore_dtype():
     torch.set_default_dtype(dtype)
 
 
+def shared_data(folder: str, probe: str, what: str) -> Path:
+    """``SHARED_DATA / folder`` when it holds ``probe``; otherwise skips the test, naming ``what``."""
+    d = SHARED_DATA / folder
+    if not (d / probe).is_file():
+        pytest.skip(f"{what} not found in {d}")
+    return d
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """Folder with the four official MNIST IDX gz files; skips the test when absent."""
-    d = SHARED_DATA / "mnist"
-    if not (d / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found in {d}")
-    return d
+    return shared_data("mnist", "train-images-idx3-ubyte.gz", "real MNIST")
+
+
+@pytest.fixture
+def shakespeare_dir() -> Path:
+    """Folder with Tiny Shakespeare's ``input.txt``; skips the test when absent."""
+    return shared_data("tinyshakespeare", "input.txt", "Tiny Shakespeare")
 
 
 def pytest_collection_modifyitems(config, items):

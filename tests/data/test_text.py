@@ -16,7 +16,6 @@ from genforge.data import (TEXT_DATASETS, DataError, is_text_dataset, list_datas
 from genforge.data import corpus, tokencache
 from genforge.data.download import RemoteFile
 
-from ..conftest import SHARED_DATA
 
 TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 8
         + "naïve 日本 🙂\n")
@@ -212,14 +211,6 @@ def test_list_datasets_has_text_rows(tmp_path):
 
 
 # ----------------------------------------------------------------- Tiny Shakespeare
-
-
-@pytest.fixture
-def shakespeare_dir() -> Path:
-    d = SHARED_DATA / "tinyshakespeare"
-    if not (d / "input.txt").is_file():
-        pytest.skip(f"Tiny Shakespeare not found in {d}")
-    return d
 
 
 def test_tinyshakespeare_from_data_dir(shakespeare_dir, tmp_path):
