@@ -21,6 +21,7 @@ import io
 import json
 import platform
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,17 @@ COMMON = ["--no-progress", "--set", "train.num_threads=1"]
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights_sha(path: Path) -> str:
+    """sha256 over the tensors (sorted names, bytes): safetensors' header order of metadata varies per write."""
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for name, t in sorted(load_file(str(path)).items()):
+        h.update(name.encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _corpus(path: Path) -> None:
@@ -74,7 +86,7 @@ def collect(work: Path) -> dict:
         if name == "tiny-gan":  # the conditional one
             _run(["sample", str(run), "--n", "10", "--seed", "1", "--label", "4", "-o", str(run / "l4.png")])
             files["sample --label 4"] = _sha(run / "l4.png")
-        files["model.safetensors"] = _sha(run / "model.safetensors")
+        files["model.safetensors"] = _weights_sha(run / "model.safetensors")
         _run(["eval", str(run), "--n", "200", "--allow-small", "--kid-subset-size", "50", "--no-progress"])
         out[name] = {"files": files, "eval": _eval_values(run)}
     corpus = work / "corpus.txt"
@@ -91,7 +103,7 @@ def collect(work: Path) -> dict:
                                    "--temperature", "0.5", "--top-p", "0.9"])
     _run(["eval", str(run), "--n", "8", "--max-new-tokens", "32", "--prompts", "8", "--prompt-tokens", "16",
           "--continuation-tokens", "16", "--no-progress"])
-    out["tiny-gpt"] = {"texts": texts, "files": {"model.safetensors": _sha(run / "model.safetensors")},
+    out["tiny-gpt"] = {"texts": texts, "files": {"model.safetensors": _weights_sha(run / "model.safetensors")},
                        "eval": _eval_values(run)}
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                       "python": platform.python_version()}
@@ -117,8 +129,13 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     mode, target = argv[0], Path(argv[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        got = collect(Path(tmp))
+    work = Path(tempfile.gettempdir()) / "genforge-golden"  # a fixed path: dataset paths enter protocol ids
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        got = collect(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if mode == "record":
         target.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         print(f"recorded {target}")
