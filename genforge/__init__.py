@@ -17,7 +17,7 @@ _LAZY = {
     "save_grid": ("genforge.sampling.images", "save_grid"),
     "generate_text": ("genforge.sampling.text", "generate_text"),
     "load_text_model": ("genforge.sampling.text", "load_text_model"),
-    "evaluate": ("genforge.evaluation.runeval", "evaluate_run"),
+    "evaluate": ("genforge.tasks.evaluate", "evaluate_run"),
     "compare": ("genforge.evaluation.compare", "compare_runs"),
 }
 

@@ -43,26 +43,36 @@ def _add_train(sub) -> None:
 def _add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate images (a PNG grid) or text from a trained run",
                        description="Generate from RUN_DIR's sampling weights (the EMA weights when training used "
-                                   "them). Image runs write a PNG grid that carries model, seed and label as text "
-                                   "metadata; text runs stream the continuation of --prompt to the terminal.")
+                                   "them), through the same sampling pipeline training and eval use. Image runs "
+                                   "write a PNG grid that carries model, seed and label as text metadata; text runs "
+                                   "stream the continuation of --prompt to the terminal. Any sample option of the "
+                                   "run's family can be given as --set sample.KEY=VALUE (e.g. sample.noise=true for "
+                                   "a VAE); an unknown one is refused with the list of valid ones.")
     p.add_argument("run_dir", help="a run directory written by `genforge train`")
     p.add_argument("--n", type=int, help="number of images (default 64) or text samples (default 1)")
     p.add_argument("--label", type=int, help="class label for a conditional model (default: one class per column)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same images")
-    p.add_argument("-o", "--out", metavar="PNG", help="output file (default RUN_DIR/samples/sample-seed<S>.png)")
-    p.add_argument("--nrow", type=int, default=0, help="images per row (default: square-ish)")
-    p.add_argument("--batch-size", type=int, default=256, help="images generated per forward pass")
+    p.add_argument("--seed", type=int, help="random seed (default 0): same seed, same samples")
+    p.add_argument("-o", "--out", metavar="FILE", help="output file (images: default "
+                                                       "RUN_DIR/samples/sample-seed<S>.png; text: the terminal)")
+    p.add_argument("--nrow", type=int, help="images per row (default: square-ish)")
+    p.add_argument("--batch-size", type=int, help="images generated per forward pass (default 256)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="a sample option of the run's family or pipeline (repeatable)")
     t = p.add_argument_group("text runs")
     t.add_argument("--prompt", help="text to continue (default: a newline)")
-    t.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample (default 500)")
-    t.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more random (default 0.8)")
+    t.add_argument("--max-new-tokens", type=int, help="tokens to generate per sample (default 500)")
+    t.add_argument("--temperature", type=float, help="0 = greedy; higher = more random (default 0.8)")
     t.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
     t.add_argument("--top-p", type=float, help="sample only within the smallest set of tokens of probability p")
-    t.add_argument("--stop", action="append", default=[], metavar="TEXT",
+    t.add_argument("--stop", action="append", metavar="TEXT",
                    help="end a sample before this text (repeatable), e.g. --stop $'\\n\\n'")
     t.add_argument("--best", action="store_true", help="use the weights with the best validation loss (best/)")
     p.set_defaults(func=cmd_sample)
+
+
+SAMPLE_FLAGS = ("n", "label", "seed", "nrow", "batch_size", "prompt", "max_new_tokens", "temperature", "top_k",
+                "top_p", "stop")  # flags that are sample options; only those given are passed on
 
 
 def _add_recipes(sub) -> None:
@@ -164,75 +174,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from genforge.rundir import RunDir
+    from genforge.tasks import get_task
     from genforge.training.run import train
 
     outcome = train(args.recipe, config_file=args.config, overrides=args.overrides, data_dir=args.data_dir,
                     out=args.out, resume=args.resume, progress=False if args.no_progress else None)
-    d, r = outcome.run_dir, outcome.result
+    d, r, run = outcome.run_dir, outcome.result, RunDir(outcome.run_dir)
+    task = get_task(outcome.config.task)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in r.last_losses.items() if "/" not in k)
     print(f"\ntrained {r.step} steps in {r.elapsed_s:.0f} s ({r.stopped}); last losses: {losses}")
     print(f"run directory : {d}")
-    samples = d / "samples.txt" if (d / "samples.txt").is_file() else d / "samples.png"
-    print(f"samples       : {samples}")
-    best = d / "best" / "best.json"
-    if best.is_file():
+    print(f"samples       : {run.samples(task.name)}")
+    if run.best_json.is_file():
         import json
 
-        b = json.loads(best.read_text(encoding="utf-8"))
+        b = json.loads(run.best_json.read_text(encoding="utf-8"))
         shown = ", ".join(f"{k} {v:.4f}" for k, v in b.items() if isinstance(v, float))
-        print(f"best          : {best.parent} (step {b['step']}: {shown})")
-    print(f"metrics       : {d / 'metrics.jsonl'}  (TensorBoard: tensorboard --logdir {d / 'tb'})")
+        print(f"best          : {run.best.path} (step {b['step']}: {shown})")
+    print(f"metrics       : {run.metrics_log}  (TensorBoard: tensorboard --logdir {run.tb})")
     print(f"checkpoint    : {r.checkpoint}")
-    hint = "--prompt 'ROMEO:' --max-new-tokens 300" if samples.suffix == ".txt" else "--n 64 --seed 1"
-    print(f"next          : genforge sample {d} {hint}")
+    print(f"next          : genforge sample {d} {task.sample_hint}")
     return 0
+
+
+def sample_options(args) -> dict:
+    """The sample options given on the command line: flags that were set, then ``--set sample.KEY=VALUE``."""
+    from genforge.config import ConfigError, apply_overrides
+
+    raw = {k: getattr(args, k) for k in SAMPLE_FLAGS if getattr(args, k) is not None}
+    given = apply_overrides({}, args.overrides)
+    if set(given) - {"sample"}:
+        raise ConfigError(f"genforge sample takes --set sample.KEY=VALUE, got {sorted(set(given) - {'sample'})}")
+    return {**raw, **given.get("sample", {})}
 
 
 def cmd_sample(args) -> int:
-    from pathlib import Path
+    from genforge.tasks import open_run
 
-    if (Path(args.run_dir) / "tokenizer.json").is_file():
-        return _sample_text(args)
-    from genforge.sampling.images import sample_grid_from_run
-
-    path = sample_grid_from_run(args.run_dir, n=args.n or 64, label=args.label, seed=args.seed, out=args.out,
-                                nrow=args.nrow, batch_size=args.batch_size, device=args.device)
-    print(path)
-    return 0
-
-
-def _sample_text(args) -> int:
-    from pathlib import Path
-
-    from genforge.sampling.text import generate_text, load_text_model
-
-    run_dir = Path(args.run_dir) / ("best" if args.best else "")
-    model, tokenizer = load_text_model(run_dir, device=args.device)
-    n = args.n or 1
-    stream = n == 1 and args.out is None
-
-    def show(i: int, piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-
-    if args.prompt is not None:
-        tokenizer.encode(args.prompt)  # a prompt the tokenizer cannot encode fails before anything is printed
-        if stream:
-            sys.stdout.write(args.prompt)
-    texts = generate_text(model, tokenizer, args.prompt, n=n, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
-                          seed=args.seed, on_text=show if stream else None)
-    if stream:
-        sys.stdout.write("\n")
-        return 0
-    body = "\n".join(f"--- sample {i} (seed {args.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n"
-    if args.out:
-        from genforge.io import atomic_write_text
-
-        atomic_write_text(Path(args.out), body)
-        print(args.out)
-    else:
-        sys.stdout.write(body)
+    options = sample_options(args)
+    pipeline = open_run(args.run_dir, device=args.device, best=args.best)
+    request, opts = pipeline.parse(options)
+    written = pipeline.sample_to(args.out, request, opts, run_dir=args.run_dir, stream=sys.stdout)
+    if written is not None:
+        print(written)
     return 0
 
 
@@ -265,7 +250,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from genforge.evaluation.runeval import evaluate_run, evaluate_samples, format_table
+    from genforge.evaluation.runeval import evaluate_samples, format_table
+    from genforge.tasks.evaluate import evaluate_run
 
     common = dict(metrics=args.metrics, n=args.n, device=args.device, progress=not args.no_progress,
                   reference=args.reference, features=args.features, seed=args.seed,
@@ -302,7 +288,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_evaluators(args) -> int:
-    from genforge.evaluation.evaluators import build_evaluator, list_evaluators
+    from genforge.evaluation.features import build_evaluator, list_evaluators
 
     if args.action == "build":
         if not args.name:
@@ -327,8 +313,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input: reported as one line, no traceback."""
     from genforge.config import ConfigError
     from genforge.data import DataError
-    from genforge.evaluation.evaluators import EvaluatorError
-    from genforge.training.run import RunDirError
+    from genforge.evaluation.features import EvaluatorError
+    from genforge.rundir import RunDirError
     from genforge.training.trainer import TrainingError
 
     return (ConfigError, DataError, EvaluatorError, RunDirError, TrainingError, FileNotFoundError, ValueError)

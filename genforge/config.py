@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "TrainConfig",
-    "SampleConfig",
+    "lr_factor",
     "RunConfig",
     "from_dict",
     "to_dict",
@@ -144,40 +145,47 @@ class TrainConfig:
                  f"device must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
 
 
-@dataclass(kw_only=True)
-class SampleConfig:
-    """Defaults for sample grids written during and after training."""
+def lr_factor(step: int, *, max_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate at (0-based) ``step``: a pure function, so resuming needs no state.
 
-    n: int = 64
-    seed: int = 0
-    nrow: int = 0  # images per grid row; 0 = square-ish
-    batch_size: int = 256
-    # text models
-    prompt: str | None = None  # None = a newline
-    max_new_tokens: int = 500
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __post_init__(self) -> None:
-        _require(1 <= self.n <= 100_000, f"n must be in [1, 100000], got {self.n}")
-        _require(self.max_new_tokens >= 0, f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        _require(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
-        _require(self.top_k is None or self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
-        _require(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        _require(self.nrow >= 0, f"nrow must be >= 0, got {self.nrow}")
-        _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+    Linear warm-up from ``1 / warmup_steps`` to 1 over the first ``warmup_steps``
+    steps (none when 0), then ``schedule``: ``"constant"`` stays at 1,
+    ``"cosine"`` and ``"linear"`` decay to ``min_lr_ratio`` at ``max_steps``
+    (and stay there after it). Both the trainer (``TrainConfig``'s fields) and
+    the evaluator classifiers (cosine to 0) use it.
+    """
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        decay = 1.0 - progress
+    else:
+        raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
 
 
 @dataclass(kw_only=True)
 class RunConfig:
-    """A whole recipe: one dataclass per section. ``model`` is the family's config."""
+    """A whole recipe: one dataclass per section. ``model`` is the family's config.
+
+    ``task`` is the kind of data (``image``, ``text``); empty in a recipe, it is
+    filled from the model family when the run is created and recorded in the
+    run's ``config.yaml``. ``sample`` holds the settings of the samples written
+    during training: the task's request fields (n, seed …) and the family's
+    sample options, validated by the task's sampling pipeline.
+    """
 
     description: str = ""
+    task: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    sample: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- strict building
@@ -262,6 +270,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _unknown_key(key: str, valid: list[str], prefix: str) -> ConfigError:
     where = f"{prefix}.{key}" if prefix else key
+    if not valid:
+        return ConfigError(f"unknown config key {where!r}: {prefix or 'this section'} takes no keys")
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {where!r}{hint} (valid keys: {', '.join(sorted(valid))})")
@@ -360,7 +370,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-_SECTIONS = {"description": str, "data": DataConfig, "train": TrainConfig, "sample": SampleConfig}
+_SECTIONS = {"description": str, "task": str, "data": DataConfig, "train": TrainConfig, "sample": dict[str, Any]}
 
 
 def resolve_run_config(raw: dict[str, Any], model_config_class: Callable[[str], type]) -> RunConfig:

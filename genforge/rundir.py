@@ -55,6 +55,23 @@ def legacy_task(path: Path) -> str:
     return "text" if (path / TOKENIZER).is_file() else "image"
 
 
+# Before runs recorded their task, one ``sample`` section served both modalities and
+# config.yaml held every key; these belong to the other task and are dropped on upgrade.
+_LEGACY_SAMPLE_KEYS = {"image": ("prompt", "max_new_tokens", "temperature", "top_k", "top_p"),
+                       "text": ("nrow", "batch_size")}
+
+
+def upgrade_config(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run's raw config in today's format: old runs get their ``task`` and lose the other task's sample keys."""
+    if "task" in raw:
+        return raw
+    task = legacy_task(path)
+    sample = raw.get("sample")
+    if isinstance(sample, dict):
+        sample = {k: v for k, v in sample.items() if k not in _LEGACY_SAMPLE_KEYS[task]}
+    return {**raw, "task": task, **({"sample": sample} if sample is not None else {})}
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths inside one run (or model) directory; nothing is read until asked.
@@ -140,9 +157,9 @@ class RunDir:
         return self
 
     def read_config(self) -> dict[str, Any]:
-        """``config.yaml`` as a mapping (safe YAML: no tags, nothing executed)."""
+        """``config.yaml`` as a mapping in today's format (safe YAML: no tags, nothing executed)."""
         try:
-            return load_yaml(self.config)
+            return upgrade_config(load_yaml(self.config), self.path)
         except ConfigError as e:
             raise RunDirError(f"{self.path}: {e}") from None
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from genforge.config import (ConfigError, DataConfig, TrainConfig, apply_overrides, from_dict, list_recipes,
-                             load_yaml, parse_override, recipe_path, resolve_run_config, to_dict)
+                             load_yaml, lr_factor, parse_override, recipe_path, resolve_run_config, to_dict)
 from genforge.models import config_class
+from genforge.training.optim import lr_factor as optim_lr_factor
 
 
 def test_unknown_key_suggests_closest():
@@ -81,3 +84,51 @@ def test_every_recipe_parses(name):
     assert cfg.model.family in ("gan", "vae", "gpt")
     if cfg.model.family == "gpt":  # text recipes read text and sample with a prompt
         assert cfg.data.name == "tinyshakespeare" or cfg.data.name.startswith("text:")
+
+
+# --------------------------------------------------------------------------- the learning-rate schedule
+
+
+def _trainer_lr_factor(step, max_steps, warmup_steps, schedule, min_lr_ratio):
+    """The trainer's schedule as it was written before it moved here (genforge.training.optim)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        decay = 1.0 - progress
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+
+def _evaluator_lr_factor(step, steps, warmup):
+    """The evaluator classifiers' warm-up + cosine to 0, as it was written before it used lr_factor."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@pytest.mark.parametrize("steps,warmup", [(1, 1), (20, 1), (300, 15), (506, 25), (3750, 188), (5000, 250)])
+def test_lr_factor_equals_the_evaluator_schedule_bit_for_bit(steps, warmup):
+    for step in range(steps):  # training runs steps 0 .. steps - 1
+        got = lr_factor(step, max_steps=steps, warmup_steps=warmup, schedule="cosine", min_lr_ratio=0.0)
+        assert got == _evaluator_lr_factor(step, steps, warmup), step  # exact, not approx
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+@pytest.mark.parametrize("max_steps,warmup,ratio", [(110, 10, 0.1), (1000, 0, 0.0), (50, 50, 0.3), (7, 3, 1.0)])
+def test_lr_factor_equals_the_trainer_schedule_bit_for_bit(schedule, max_steps, warmup, ratio):
+    cfg = TrainConfig(max_steps=max_steps, warmup_steps=warmup, schedule=schedule, min_lr_ratio=ratio)
+    for step in range(max_steps + 5):  # past max_steps too: the factor stays at its floor
+        got = lr_factor(step, max_steps=max_steps, warmup_steps=warmup, schedule=schedule, min_lr_ratio=ratio)
+        assert got == _trainer_lr_factor(step, max_steps, warmup, schedule, ratio), step
+        assert optim_lr_factor(step, cfg) == got  # the trainer's entry point
+
+
+def test_lr_factor_rejects_an_unknown_schedule():
+    with pytest.raises(ValueError, match="schedule must be constant, cosine or linear, got 'step'"):
+        lr_factor(5, max_steps=10, warmup_steps=0, schedule="step", min_lr_ratio=0.0)

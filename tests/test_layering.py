@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "genforge"
-BASE = {"config", "io"}  # bottom helpers importable from anywhere
+BASE = {"config", "io", "rundir"}  # bottom helpers importable from anywhere
 ALLOWED = {
     "config": set(),
     "io": set(),
+    "rundir": {"config", "io"},
     "data": BASE,
     "models": BASE,
     "metrics": BASE,
     "sampling": BASE | {"models", "data"},
     "evaluation": BASE | {"models", "data", "metrics", "sampling"},
-    "training": BASE | {"models", "data", "metrics", "sampling", "evaluation"},
-    "serve": BASE | {"models", "data", "metrics", "sampling"},
-    "cli": BASE | {"models", "data", "metrics", "sampling", "evaluation", "training", "serve"},
+    "tasks": BASE | {"models", "data", "metrics", "sampling", "evaluation"},
+    "training": BASE | {"models", "data", "metrics", "sampling", "evaluation", "tasks"},
+    "serve": BASE | {"models", "data", "metrics", "sampling", "tasks"},
+    "cli": BASE | {"models", "data", "metrics", "sampling", "evaluation", "tasks", "training", "serve"},
 }
 
 

@@ -23,7 +23,7 @@ from genforge.io import atomic_path
 
 from .errors import DataError
 
-__all__ = ["RemoteFile", "download_file", "file_digest", "verify_file"]
+__all__ = ["DownloadError", "RemoteFile", "download_file", "download_url", "file_digest", "verify_file"]
 
 _CHUNK = 1 << 20  # bytes per read
 
@@ -117,9 +117,74 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+class DownloadError(DataError):
+    """Every URL of a download failed; ``failures`` holds ``(url, reason)`` for each, in the order tried."""
+
+    def __init__(self, message: str, failures: list[tuple[str, str]]):
+        super().__init__(message)
+        self.failures = failures
+
+
+def download_url(urls: Sequence[str], target: str | Path, digest: str, *, algorithm: str = "sha256",
+                 prefix: bool = False, timeout: float = 30.0, progress: bool = True, hint: str = "") -> Path:
+    """Download ``target`` from the first of ``urls`` that serves it with the expected checksum.
+
+    Each URL is streamed into a temporary file beside ``target``, hashed on the
+    way, and renamed onto ``target`` only when its digest matches; the
+    temporary is deleted on any failure, and the next URL is tried.
+
+    Args:
+        urls: the file's full URLs, tried in order.
+        target: the final file; its folder is created if needed.
+        digest: expected lower-case hex digest of the file as served.
+        algorithm: ``hashlib`` name of ``digest``'s algorithm.
+        prefix: accept any digest starting with ``digest`` (for publishers that
+            give only its first hex digits).
+        timeout: seconds allowed for connecting and for each read.
+        progress: print a progress line, and each failure, on stderr.
+        hint: appended to the error message when every URL fails (e.g. how to
+            provide the file by hand).
+
+    Returns:
+        ``target``, which holds a verified copy (mode 0644).
+
+    Raises:
+        DataError: the folder cannot be created.
+        DownloadError: every URL failed (network error, HTTP error, short read,
+            checksum mismatch); the message lists each URL with its reason.
+    """
+    target = Path(target)
+    if not urls:
+        raise ValueError(f"no URL given for {target.name}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the cache folder {target.parent} ({e}); set GENFORGE_CACHE to a writable "
+                        f"folder") from None
+    expected = f"one starting with {digest}" if prefix else digest
+    failures: list[tuple[str, str]] = []
+    for url in urls:
+        try:
+            with atomic_path(target) as tmp:  # the temporary is deleted unless the block succeeds
+                actual = _stream(url, tmp, algorithm, timeout, progress)
+                if not (actual.startswith(digest) if prefix else actual == digest):
+                    raise _ChecksumMismatch(f"checksum mismatch for {target.name}: got {algorithm} {actual}, "
+                                            f"expected {expected}")
+                tmp.chmod(0o644)  # mkstemp's 0600 would make a shared cache unreadable to others
+            return target
+        except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as e:
+            # OSError covers URLError, HTTPError, timeouts and refused connections; ValueError a malformed URL.
+            failures.append((url, _reason(e)))
+            if progress:
+                print(f"failed: {url}: {_reason(e)}", file=sys.stderr, flush=True)
+    message = f"could not download {target.name} into {target.parent}:\n" + "\n".join(
+        f"  {url}: {reason}" for url, reason in failures)
+    raise DownloadError(message + (f"\n{hint}" if hint else ""), failures)
+
+
 def download_file(spec: RemoteFile, dest_dir: str | Path, mirrors: Sequence[str], *, timeout: float = 30.0,
                   progress: bool = True, hint: str = "") -> Path:
-    """Download ``spec.name`` into ``dest_dir``, trying each mirror in order.
+    """Download ``spec.name`` into ``dest_dir``, trying each mirror in order (:func:`download_url`).
 
     Args:
         spec: file name and checksum.
@@ -137,30 +202,8 @@ def download_file(spec: RemoteFile, dest_dir: str | Path, mirrors: Sequence[str]
         DataError: every mirror failed (network error, HTTP error, checksum
             mismatch); the message lists each URL with its error.
     """
-    dest_dir = Path(dest_dir)
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the cache folder {dest_dir} ({e}); set GENFORGE_CACHE to a writable "
-                        f"folder") from None
     if not mirrors:
         raise ValueError(f"no mirror given for {spec.name}")
-    target = dest_dir / spec.name
-    failures = []
-    for base in mirrors:
-        url = base.rstrip("/") + "/" + spec.name
-        try:
-            with atomic_path(target) as tmp:  # the temporary is deleted unless the block succeeds
-                actual = _stream(url, tmp, spec.algorithm, timeout, progress)
-                if actual != spec.digest:
-                    raise _ChecksumMismatch(f"checksum mismatch for {spec.name}: expected {spec.algorithm} "
-                                            f"{spec.digest}, got {actual}")
-                tmp.chmod(0o644)  # mkstemp's 0600 would make a shared cache unreadable to others
-            return target
-        except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as e:
-            # OSError covers URLError, HTTPError, timeouts and refused connections; ValueError a malformed URL.
-            failures.append(f"  {url}: {_reason(e)}")
-            if progress:
-                print(f"failed: {url}: {_reason(e)}", file=sys.stderr, flush=True)
-    message = f"could not download {spec.name} into {dest_dir}:\n" + "\n".join(failures)
-    raise DataError(message + (f"\n{hint}" if hint else ""))
+    urls = [base.rstrip("/") + "/" + spec.name for base in mirrors]
+    return download_url(urls, Path(dest_dir) / spec.name, spec.digest, algorithm=spec.algorithm, timeout=timeout,
+                        progress=progress, hint=hint)

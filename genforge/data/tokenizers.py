@@ -32,13 +32,13 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 
 from genforge.io import atomic_write_text
+from genforge.rundir import TOKENIZER as TOKENIZER_FILE
 
 from .errors import DataError
 
 __all__ = ["Tokenizer", "CharTokenizer", "ByteTokenizer", "BPETokenizer", "StreamDecoder",
            "load_tokenizer", "make_tokenizer", "TOKENIZER_FILE", "KINDS"]
 
-TOKENIZER_FILE = "tokenizer.json"
 KINDS = ("char", "byte", "bpe")
 _FORMAT = 1  # version of the char/byte JSON layout
 

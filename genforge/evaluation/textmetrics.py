@@ -24,9 +24,8 @@ Samples for distinct-n and self-BLEU are ``n`` continuations of a newline
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,11 +34,12 @@ import torch
 from genforge.config import DataConfig
 from genforge.data import TextData, Tokenizer
 from genforge.data.transforms import shuffled_subset
+from genforge.evaluation.progress import log
 from genforge.evaluation.protocol import EvalError, Protocol, Report, Result, check_metric_names
 from genforge.evaluation.text import heldout_nll, target_chars
 from genforge.metrics.text import bleu, distinct_n, self_bleu
-from genforge.models.base import GenerativeModel
-from genforge.sampling.text import default_prompt, generate_text
+from genforge.models.capabilities import LanguageModel
+from genforge.sampling.text import TextPipeline, TextRequest, default_prompt
 
 __all__ = ["TEXT_METRICS", "TextEvalOptions", "evaluate_text", "tokenizer_id"]
 
@@ -82,13 +82,8 @@ def _sha256_ids(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
 
 
-def _log(on: bool, msg: str) -> None:
-    if on:
-        print(f"eval: {msg}", file=sys.stderr, flush=True)
-
-
 @torch.inference_mode()
-def _greedy_continuations(model: GenerativeModel, tokenizer: Tokenizer, prompts: np.ndarray, length: int,
+def _greedy_continuations(model: LanguageModel, tokenizer: Tokenizer, prompts: np.ndarray, length: int,
                           batch_size: int) -> list[str]:
     """Greedy ``length``-token continuations of token-id prompts ``[P_n, P]`` (batched), decoded."""
     out: list[str] = []
@@ -100,13 +95,126 @@ def _greedy_continuations(model: GenerativeModel, tokenizer: Tokenizer, prompts:
     return out
 
 
-def evaluate_text(model: GenerativeModel, tokenizer: Tokenizer, data: TextData, data_cfg: DataConfig,
-                  opts: TextEvalOptions) -> Report:
-    """Evaluate a language model on its corpus; see the module docstring.
+@dataclass
+class _TextEval:
+    """State shared by the stages of a text evaluation."""
+
+    pipeline: TextPipeline
+    data: TextData
+    opts: TextEvalOptions
+    metrics: list[str]
+    base: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    samples: list[str] | None = None
+
+    def add(self, metric: str, value: float | None, proto: dict[str, Any], **details: Any) -> None:
+        self.results.append(Result(metric, None if value is None else float(value), Protocol(metric=metric, **proto),
+                                   None, details))
+
+    def time(self, stage: str, t0: float) -> None:
+        self.timings[stage] = round(time.perf_counter() - t0, 4)
+
+
+def _ppl_stage(ev: _TextEval) -> None:
+    """Loss, perplexity and bits per character over the whole validation split."""
+    data, model = ev.data, ev.pipeline.model
+    block = model.context_length
+    log(ev.opts.progress, f"held-out loss on all {data.val.size} validation tokens …")
+    t = time.perf_counter()
+    chars = target_chars(data)
+    out = heldout_nll(model, data.val, block_size=block, batch_size=ev.opts.batch_size, chars=chars)
+    ev.time("heldout_nll", t)
+    proto = dict(ev.base, n_reference=int(out["val/tokens"]), reference_split="val", reference_subsample="all",
+                 reference_sha256=_sha256_ids(data.val),
+                 params={"windows": "tiling: every token but the first is a target once"})
+    details = {"targets": int(out["val/tokens"]), "block_size": block}
+    ev.add("loss", out["val/loss"], dict(proto, params={**proto["params"], "unit": "nats per token"}), **details)
+    ev.add("perplexity", out["val/perplexity"], dict(proto, params={**proto["params"], "unit": "per token"}),
+           **details)
+    if "val/bpc" in out:
+        ev.add("bpc", out["val/bpc"], dict(proto, params={**proto["params"], "unit": "bits per character"}),
+               chars=chars, **details)
+
+
+def _diversity_stage(ev: _TextEval) -> None:
+    """distinct-n and self-BLEU of ``n`` samples continuing the default prompt."""
+    opts, tokenizer = ev.opts, ev.pipeline.tokenizer
+    prompt = default_prompt(tokenizer)
+    log(opts.progress, f"generating {opts.n} samples of {opts.max_new_tokens} tokens …")
+    t = time.perf_counter()
+    texts = ev.pipeline.generate(TextRequest(prompt=prompt, n=opts.n, seed=opts.seed),
+                                 {"max_new_tokens": opts.max_new_tokens, "temperature": opts.temperature,
+                                  "top_k": opts.top_k})
+    ev.time("generate", t)
+    ev.samples = samples = [s[len(prompt):] for s in texts]
+    sproto = dict(ev.base, n_generated=opts.n, seed=opts.seed,
+                  params={"prompt": prompt, "max_new_tokens": opts.max_new_tokens,
+                          "temperature": opts.temperature, "top_k": opts.top_k, "tokens": "whitespace words"})
+    if "distinct" in ev.metrics:
+        t = time.perf_counter()
+        for n in (1, 2):
+            try:
+                d = distinct_n(samples, n)
+                ev.add(f"distinct_{n}", d["distinct"], dict(sproto, params={**sproto["params"], "n": n}),
+                       unique=d["unique"], total=d["total"],
+                       denominator=f"{d['total']} word {n}-grams in {opts.n} samples")
+            except ValueError as e:
+                ev.add(f"distinct_{n}", None, dict(sproto, params={**sproto["params"], "n": n}), error=str(e))
+                ev.warnings.append(f"distinct-{n}: {e}")
+        ev.time("distinct", t)
+    if "self_bleu" in ev.metrics:
+        t = time.perf_counter()
+        try:
+            value = self_bleu(samples, max_order=4)
+            ev.add("self_bleu", value, dict(sproto, params={**sproto["params"], "max_order": 4,
+                                                            "smoothing": "NLTK method1"}),
+                   references="each sample against the other n - 1")
+        except ValueError as e:
+            ev.warnings.append(f"self-BLEU: {e}")
+        ev.time("self_bleu", t)
+
+
+def _bleu_stage(ev: _TextEval) -> None:
+    """Corpus BLEU of greedy continuations of held-out prompts against the true continuations."""
+    opts, data, tokenizer = ev.opts, ev.data, ev.pipeline.tokenizer
+    p, c = opts.prompt_tokens, opts.continuation_tokens
+    windows = int(data.val.size) // (p + c)
+    if windows < 1:
+        msg = f"BLEU needs a validation split of at least {p + c} tokens, got {data.val.size}"
+        if opts.metrics is not None:
+            raise EvalError(msg + " (lower --prompt-tokens/--continuation-tokens)")
+        ev.notes.append(f"bleu: skipped ({msg})")
+        return
+    k = min(opts.prompts, windows)
+    if k < opts.prompts:
+        ev.warnings.append(f"BLEU: the validation split holds only {windows} non-overlapping windows of {p + c} "
+                           f"tokens; using {k} prompts instead of {opts.prompts}")
+    starts = shuffled_subset(windows, k, opts.reference_seed).numpy() * (p + c)
+    val = np.asarray(data.val)
+    prompt_ids = np.stack([val[s:s + p] for s in starts])  # (k, P)
+    refs = [tokenizer.decode(val[s + p:s + p + c].tolist()) for s in starts]
+    log(opts.progress, f"greedy continuations of {k} held-out prompts …")
+    t = time.perf_counter()
+    hyps = _greedy_continuations(ev.pipeline.model, tokenizer, prompt_ids, c, opts.batch_size)
+    score, signature = bleu(hyps, refs)
+    ev.time("bleu", t)
+    ev.add("bleu", score, dict(ev.base, n_generated=k, n_reference=k, reference_split="val",
+                               reference_subsample="shuffled", subsample_seed=opts.reference_seed,
+                               reference_sha256=_sha256_ids(np.concatenate([val[s:s + p + c] for s in starts])),
+                               params={"prompt_tokens": p, "continuation_tokens": c, "decoding": "greedy",
+                                       "windows": "non-overlapping", "sacrebleu": signature}),
+           signature=signature, example={"prompt": tokenizer.decode(prompt_ids[0].tolist()),
+                                         "reference": refs[0], "hypothesis": hyps[0]})
+
+
+def evaluate_text(pipeline: TextPipeline, data: TextData, data_cfg: DataConfig, opts: TextEvalOptions) -> Report:
+    """Evaluate a language model (through its sampling pipeline) on its corpus; see the module docstring.
 
     Args:
-        model: a language model (``token_nll`` and ``generate_stream``: the gpt family).
-        tokenizer: the run's tokenizer; must equal the one rebuilt from the data.
+        pipeline: the run's text pipeline (model and tokenizer); the tokenizer must equal the data's.
         data: the corpus as :func:`genforge.data.load_text` gives it.
         data_cfg: its config (the name goes into the protocol).
         opts: settings.
@@ -114,107 +222,22 @@ def evaluate_text(model: GenerativeModel, tokenizer: Tokenizer, data: TextData, 
     Raises:
         EvalError: a tokenizer that differs from the data's, a metric that cannot be computed.
     """
+    tokenizer = pipeline.tokenizer
     if tokenizer != data.tokenizer:
         raise EvalError(f"the run's tokenizer ({tokenizer!r}) differs from the one built from {data_cfg.name} now "
                         f"({data.tokenizer!r}): the corpus or tokenizer settings changed since training")
     metrics = [m for m in TEXT_METRICS if opts.metrics is None or m in opts.metrics]
-    timings: dict[str, float] = {}
-    warns: list[str] = []
-    notes: list[str] = []
-    results: list[Result] = []
-    tok = tokenizer_id(tokenizer)
     sizes = {"train_tokens": int(data.train.size), "val_tokens": int(data.val.size),
              "train_chars": int(data.train_chars), "val_chars": int(data.val_chars)}
-    base = dict(dataset=data_cfg.name, tokenizer=tok, split_sizes=sizes)
-    val_sha = _sha256_ids(data.val)
-
-    def add(metric: str, value: float | None, proto: dict[str, Any], **details: Any) -> None:
-        results.append(Result(metric, None if value is None else float(value), Protocol(metric=metric, **proto),
-                              None, details))
-
-    block = int(model.config.block_size)
+    ev = _TextEval(pipeline, data, opts, metrics,
+                   base=dict(dataset=data_cfg.name, tokenizer=tokenizer_id(tokenizer), split_sizes=sizes))
     if "ppl" in metrics:
-        _log(opts.progress, f"held-out loss on all {data.val.size} validation tokens …")
-        t = time.perf_counter()
-        chars = target_chars(data)
-        out = heldout_nll(model, data.val, block_size=block, batch_size=opts.batch_size, chars=chars)
-        timings["heldout_nll"] = round(time.perf_counter() - t, 4)
-        proto = dict(base, n_reference=int(out["val/tokens"]), reference_split="val", reference_subsample="all",
-                     reference_sha256=val_sha,
-                     params={"windows": "tiling: every token but the first is a target once"})
-        details = {"targets": int(out["val/tokens"]), "block_size": block}
-        add("loss", out["val/loss"], dict(proto, params={**proto["params"], "unit": "nats per token"}), **details)
-        add("perplexity", out["val/perplexity"], dict(proto, params={**proto["params"], "unit": "per token"}),
-            **details)
-        if "val/bpc" in out:
-            add("bpc", out["val/bpc"], dict(proto, params={**proto["params"], "unit": "bits per character"}),
-                chars=chars, **details)
-
-    samples: list[str] | None = None
+        _ppl_stage(ev)
     if {"distinct", "self_bleu"} & set(metrics):
-        prompt = default_prompt(tokenizer)
-        _log(opts.progress, f"generating {opts.n} samples of {opts.max_new_tokens} tokens …")
-        t = time.perf_counter()
-        texts = generate_text(model, tokenizer, prompt, n=opts.n, max_new_tokens=opts.max_new_tokens,
-                              temperature=opts.temperature, top_k=opts.top_k, seed=opts.seed)
-        timings["generate"] = round(time.perf_counter() - t, 4)
-        samples = [s[len(prompt):] for s in texts]
-        sproto = dict(base, n_generated=opts.n, seed=opts.seed,
-                      params={"prompt": prompt, "max_new_tokens": opts.max_new_tokens,
-                              "temperature": opts.temperature, "top_k": opts.top_k, "tokens": "whitespace words"})
-        if "distinct" in metrics:
-            t = time.perf_counter()
-            for n in (1, 2):
-                try:
-                    d = distinct_n(samples, n)
-                    add(f"distinct_{n}", d["distinct"], dict(sproto, params={**sproto["params"], "n": n}),
-                        unique=d["unique"], total=d["total"],
-                        denominator=f"{d['total']} word {n}-grams in {opts.n} samples")
-                except ValueError as e:
-                    add(f"distinct_{n}", None, dict(sproto, params={**sproto["params"], "n": n}), error=str(e))
-                    warns.append(f"distinct-{n}: {e}")
-            timings["distinct"] = round(time.perf_counter() - t, 4)
-        if "self_bleu" in metrics:
-            t = time.perf_counter()
-            try:
-                value = self_bleu(samples, max_order=4)
-                add("self_bleu", value, dict(sproto, params={**sproto["params"], "max_order": 4,
-                                                             "smoothing": "NLTK method1"}),
-                    references="each sample against the other n - 1")
-            except ValueError as e:
-                warns.append(f"self-BLEU: {e}")
-            timings["self_bleu"] = round(time.perf_counter() - t, 4)
-
+        _diversity_stage(ev)
     if "bleu" in metrics:
-        p, c = opts.prompt_tokens, opts.continuation_tokens
-        windows = int(data.val.size) // (p + c)
-        if windows < 1:
-            msg = f"BLEU needs a validation split of at least {p + c} tokens, got {data.val.size}"
-            if opts.metrics is not None:
-                raise EvalError(msg + " (lower --prompt-tokens/--continuation-tokens)")
-            notes.append(f"bleu: skipped ({msg})")
-        else:
-            k = min(opts.prompts, windows)
-            if k < opts.prompts:
-                warns.append(f"BLEU: the validation split holds only {windows} non-overlapping windows of {p + c} "
-                             f"tokens; using {k} prompts instead of {opts.prompts}")
-            starts = shuffled_subset(windows, k, opts.reference_seed).numpy() * (p + c)
-            val = np.asarray(data.val)
-            prompt_ids = np.stack([val[s:s + p] for s in starts])  # (k, P)
-            refs = [tokenizer.decode(val[s + p:s + p + c].tolist()) for s in starts]
-            _log(opts.progress, f"greedy continuations of {k} held-out prompts …")
-            t = time.perf_counter()
-            hyps = _greedy_continuations(model, tokenizer, prompt_ids, c, opts.batch_size)
-            score, signature = bleu(hyps, refs)
-            timings["bleu"] = round(time.perf_counter() - t, 4)
-            add("bleu", score, dict(base, n_generated=k, n_reference=k, reference_split="val",
-                                    reference_subsample="shuffled", subsample_seed=opts.reference_seed,
-                                    reference_sha256=_sha256_ids(np.concatenate([val[s:s + p + c] for s in starts])),
-                                    params={"prompt_tokens": p, "continuation_tokens": c, "decoding": "greedy",
-                                            "windows": "non-overlapping", "sacrebleu": signature}),
-                signature=signature, example={"prompt": tokenizer.decode(prompt_ids[0].tolist()),
-                                              "reference": refs[0], "hypothesis": hyps[0]})
-    generation = {"source": "model", "family": model.family, "n": opts.n, "seed": opts.seed,
+        _bleu_stage(ev)
+    generation = {"source": "model", "family": pipeline.model.family, "n": opts.n, "seed": opts.seed,
                   "temperature": opts.temperature, "max_new_tokens": opts.max_new_tokens}
-    return Report(results=results, warnings=warns, timings=timings, generation=generation, notes=notes,
-                  texts=samples)
+    return Report(results=ev.results, warnings=ev.warnings, timings=ev.timings, generation=generation,
+                  notes=ev.notes, texts=ev.samples)

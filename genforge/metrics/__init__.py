@@ -10,7 +10,8 @@ Modules:
     text     corpus BLEU (sacrebleu + signature), self-BLEU, distinct-n
     guards   input checks and the sample-size policy (SampleSizeError)
 
-Feature extractors live in their own modules and are not imported here.
+Nothing here holds a network: the feature extractors (evaluator classifiers, the
+FID Inception-v3) and their weights live in ``genforge.evaluation.features``.
 
 The functions ``fid``, ``kid`` and ``prdc`` are *not* re-exported: they share
 their modules' names, and re-exporting them would hide the modules

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from genforge.config import ConfigError, from_dict
-from genforge.models.base import CONFIG_FILE, WEIGHTS_FILE, GenerativeModel, ModelConfig
+from genforge.models.base import WEIGHTS_FILE, GenerativeModel, ModelConfig
+from genforge.rundir import RunDir
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
 from genforge.models.vae import VAE
@@ -38,14 +37,17 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
 
     Raises:
         FileNotFoundError: the directory lacks ``config.yaml`` or the weights file.
+        RunDirError: ``config.yaml`` is not a YAML mapping.
+        ConfigError: its ``model`` section is not a valid config of a known family.
     """
-    directory = Path(directory)
-    cfg_path, w_path = directory / CONFIG_FILE, directory / weights
+    run = RunDir(directory)
+    cfg_path, w_path = run.config, run.path / weights
     for p in (cfg_path, w_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p} not found: is {directory} a genforge run or model directory?")
-    raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    model_raw = raw.get("model") or {}
+            raise FileNotFoundError(f"{p} not found: is {run.path} a genforge run or model directory?")
+    model_raw = run.read_config().get("model") or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"{cfg_path}: the model section must be a mapping, got {type(model_raw).__name__}")
     config = from_dict(config_class(model_raw.get("family", "")), model_raw, prefix="model")
     model = build(config)
     model.load_weights(w_path)

@@ -8,9 +8,10 @@ optimizer steps. Image batches are ``{"x": uint8 [B, C, H, W], "y": int64 [B]}``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 import yaml
@@ -18,25 +19,75 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from genforge import __version__
-from genforge.config import to_dict
+from genforge.config import from_dict, to_dict
 from genforge.io import atomic_path, atomic_write_text
+from genforge.rundir import CONFIG as CONFIG_FILE
+from genforge.rundir import WEIGHTS as WEIGHTS_FILE
 
 Batch = dict[str, Tensor]
-
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """Fields every family config has. ``family`` is the registry key."""
+    """Fields every family config has. ``family`` is the registry key.
 
+    ``task`` (a class attribute, not a field) is the kind of data the family
+    models: ``image`` or ``text``; the run's task follows from it.
+    """
+
+    task: ClassVar[str] = ""
     family: str
+
+
+@dataclass(kw_only=True)
+class SampleOptions:
+    """A family's typed sampling options: the ``**options`` of ``sample``; the base class takes none.
+
+    A family subclasses it, adds fields with defaults and checks them in
+    ``__post_init__`` (``ValueError`` naming the field). Options arrive as
+    plain values from ``--set sample.KEY=VALUE``, CLI flags, HTTP requests or a
+    Python call, and are parsed by :meth:`GenerativeModel.parse_sample_options`.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class Likelihood:
+    """What a family's ``log_likelihood`` computes, declared so evaluation never has to guess.
+
+    Attributes:
+        kind: ``exact`` (e.g. autoregressive) or ``bound`` (a lower bound on log p, e.g. a VAE's IWAE bound).
+        estimate: one sentence describing the number (stored with the result).
+        importance_samples: for a sampled bound, the number K used (the ``k`` option of
+            ``log_likelihood``); None when the family draws no samples.
+        stochastic: ``log_likelihood`` takes ``generator=`` (its value depends on random draws).
+        params: further protocol fields that change the number (e.g. the decoder likelihood).
+        note: a caveat for reports (units, comparability); empty when none.
+    """
+
+    kind: Literal["exact", "bound"]
+    estimate: str
+    importance_samples: int | None = None
+    stochastic: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode for the block and restore its previous mode after, even on errors."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 @dataclass(kw_only=True)
 class ImageModelConfig(ModelConfig):
     """Image shape and conditioning; zeros are filled in from the dataset by the trainer."""
+
+    task: ClassVar[str] = "image"
 
     channels: int = 0  # 1, 3 or 4; 0 = take from the data
     image_size: int = 0  # square side in pixels; 0 = take from the data
@@ -124,16 +175,42 @@ class GenerativeModel(nn.Module):
 
     Subclasses set ``config_class`` and ``family`` and implement
     :meth:`losses` and :meth:`sample`; they override :meth:`param_groups`
-    when several optimizers train disjoint parameter sets, and
-    :meth:`log_likelihood` when the family has one.
+    when several optimizers train disjoint parameter sets, set
+    ``sample_options`` to their options dataclass, and override
+    :meth:`log_likelihood` together with :meth:`describe_likelihood` when the
+    family has one. What else a family can do is declared by the capability
+    classes it inherits (``genforge.models.capabilities``), never probed.
     """
 
     config_class: ClassVar[type[ModelConfig]]
     family: ClassVar[str]
+    sample_options: ClassVar[type[SampleOptions]] = SampleOptions
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+
+    @property
+    def task(self) -> str:
+        """The kind of data this family models (``image``, ``text``)."""
+        return type(self.config).task
+
+    def parse_sample_options(self, options: dict[str, Any] | SampleOptions | None = None) -> SampleOptions:
+        """Validate ``options`` into this family's :attr:`sample_options` dataclass.
+
+        Raises:
+            ConfigError: an unknown option (naming it, the closest valid one and all
+                valid ones), a wrong type or an out-of-range value.
+        """
+        if isinstance(options, self.sample_options):
+            return options
+        return from_dict(self.sample_options, dict(options or {}), prefix="sample")
+
+    def capabilities(self) -> tuple[str, ...]:
+        """Names of what this model can do, for listings (e.g. ``/v1/models``): declared, not probed."""
+        from genforge.models.capabilities import declared_capabilities
+
+        return declared_capabilities(self)
 
     # ---- training
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
@@ -157,8 +234,18 @@ class GenerativeModel(nn.Module):
         """Generate ``n`` samples (images: float32 [n, C, H, W] in [0, 1])."""
         raise NotImplementedError
 
-    def log_likelihood(self, batch: Batch) -> Tensor:
-        """Per-example log-likelihood in nats, float [B]."""
+    def describe_likelihood(self, **options: Any) -> Likelihood | None:
+        """What :meth:`log_likelihood` computes with these ``options``; None when the family has no likelihood."""
+        return None
+
+    def log_likelihood(self, batch: Batch, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """Per-example log-likelihood in nats, float [B] (see :meth:`describe_likelihood` for what it is).
+
+        Args:
+            batch: a training batch of the family's kind.
+            generator: CPU RNG for families whose likelihood draws samples (ignored by the others).
+            options: family-specific settings (e.g. a VAE's ``k`` importance samples).
+        """
         raise NotImplementedError(f"the {self.family} family has no tractable likelihood")
 
     @property

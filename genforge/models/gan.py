@@ -27,9 +27,11 @@ from genforge.models.base import (
     Batch,
     GenerativeModel,
     ImageModelConfig,
+    eval_mode,
     labels_for,
     unpack_image_batch,
 )
+from genforge.models.capabilities import ImageModel
 from genforge.models.layers import (
     ConvDecoder,
     ConvEncoder,
@@ -109,7 +111,7 @@ class Discriminator(nn.Module):
         return logit
 
 
-class GAN(GenerativeModel):
+class GAN(GenerativeModel, ImageModel):
     """DCGAN with two parameter groups, ``discriminator`` then ``generator``.
 
     Losses (``loss="nonsaturating"``, Goodfellow et al. 2014):
@@ -126,7 +128,6 @@ class GAN(GenerativeModel):
         config.check_complete()
         self.config: GANConfig = config
         self.plan = plan_resolution(config.image_size)
-        self.num_classes = config.num_classes if config.conditional else 0
         self.generator = Generator(config, self.plan)
         self.discriminator = Discriminator(config, self.plan)
         dcgan_init_(self)
@@ -216,18 +217,14 @@ class GAN(GenerativeModel):
         Args:
             condition: None (random labels when conditional), an int, or n labels.
             generator: CPU RNG for labels and z; the same seed gives the same images.
+            options: none (the GAN has no sample options; any name is a ``ConfigError``).
         """
-        if options:
-            raise TypeError(f"unknown sample options for the GAN: {sorted(options)}")
+        self.parse_sample_options(options)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         device = self.device
         y = labels_for(n, condition, self.num_classes, device, generator)
         z = torch.randn(n, self.config.z_dim, generator=generator).to(device)  # [n, Z]
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with eval_mode(self.generator):
             x = self.generator(z, y)
-        finally:
-            self.generator.train(was_training)
         return ((x.float() + 1) / 2).clamp_(0, 1)

@@ -31,13 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genforge.models.base import Batch, GenerativeModel, ModelConfig
+from genforge.models.base import Batch, GenerativeModel, Likelihood, ModelConfig, eval_mode
+from genforge.models.capabilities import LanguageModel, LanguageModelOptions
 
 
 @dataclass(kw_only=True)
 class GPTConfig(ModelConfig):
     """GPT hyper-parameters (nanoGPT names). ``vocab_size`` 0 is filled from the tokenizer."""
 
+    task: ClassVar[str] = "text"
     family: str = "gpt"
     vocab_size: int = 0  # V; 0 = take from the data's tokenizer
     block_size: int = 256  # context length in tokens
@@ -164,11 +166,16 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     return (cdf < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
 
 
-class GPT(GenerativeModel):
+class GPT(GenerativeModel, LanguageModel):
     """Decoder-only transformer over token ids; see the module docstring."""
 
     config_class: ClassVar[type[GPTConfig]] = GPTConfig
     family: ClassVar[str] = "gpt"
+    sample_options: ClassVar[type[LanguageModelOptions]] = LanguageModelOptions
+
+    @property
+    def context_length(self) -> int:
+        return self.config.block_size
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
@@ -306,8 +313,13 @@ class GPT(GenerativeModel):
         logits = self(idx).float()
         return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
-    def log_likelihood(self, batch: Batch) -> Tensor:
+    def describe_likelihood(self, **options: Any) -> Likelihood:
+        return Likelihood(kind="exact", estimate="exact autoregressive log p(x_1..x_T | x_0) in nats per sequence")
+
+    def log_likelihood(self, batch: Batch, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """Exact log p(x_1..x_T | x_0) in nats per sequence, float [B] (x_0 is given, not scored)."""
+        if options:
+            raise TypeError(f"the gpt log_likelihood takes no options, got {sorted(options)}")
         return -self.token_nll(batch).sum(dim=1)
 
     # ------------------------------------------------------------------ generation
@@ -351,9 +363,7 @@ class GPT(GenerativeModel):
         encoded = False  # whether the cache holds the window up to the newest token
         plan = self._decode_plan() if use_cache else None
         wte = plan[0] if plan is not None else self.transformer.wte.weight.detach()  # the tied output head
-        was_training = self.training
-        self.eval()  # no dropout while generating; the mode is restored when the stream ends
-        try:
+        with eval_mode(self):  # no dropout while generating; the mode is restored when the stream ends
             for _ in range(max_new_tokens):
                 if length - start > bs:  # slide: keep the last `keep` tokens, re-encode them
                     start, encoded = length - keep, False
@@ -374,8 +384,6 @@ class GPT(GenerativeModel):
                 ids[:, length] = nxt
                 length += 1
                 yield nxt
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor:
@@ -386,12 +394,17 @@ class GPT(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
-               max_new_tokens: int = 256, **options: Any) -> Tensor:
+               **options: Any) -> Tensor:
         """``n`` continuations of the prompt ``condition`` (token ids [P] or [n, P]; None = token 0).
 
+        Args:
+            options: :class:`~genforge.models.capabilities.LanguageModelOptions`
+                (``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``).
+
         Returns:
-            int64 [n, P + max_new_tokens] (the prompt included). Options as :meth:`generate_stream`.
+            int64 [n, P + max_new_tokens] (the prompt included).
         """
+        opts = self.parse_sample_options(options)
         if condition is None:
             prompt = torch.zeros(n, 1, dtype=torch.long)
         else:
@@ -400,4 +413,4 @@ class GPT(GenerativeModel):
                 prompt = prompt.unsqueeze(0).expand(n, -1)
             if prompt.ndim != 2 or prompt.shape[0] != n:
                 raise ValueError(f"condition must be token ids [P] or [{n}, P], got {list(prompt.shape)}")
-        return self.generate(prompt, max_new_tokens, generator=generator, **options)
+        return self.generate(prompt, opts.max_new_tokens, generator=generator, **opts.decoding())

@@ -38,9 +38,12 @@ from genforge.models.base import (
     Batch,
     GenerativeModel,
     ImageModelConfig,
+    Likelihood,
+    SampleOptions,
     labels_for,
     unpack_image_batch,
 )
+from genforge.models.capabilities import ImageModel, Reconstructs
 from genforge.models.layers import ConvDecoder, ConvEncoder, one_hot_maps, plan_resolution
 
 LOG_SIGMA_MIN = math.log(1 / 255)  # one 8-bit grey level
@@ -75,6 +78,14 @@ class VAEConfig(ImageModelConfig):
             raise ValueError(f"iw_samples must be in [1, 100000], got {self.iw_samples}")
 
 
+@dataclass(kw_only=True)
+class VAESampleOptions(SampleOptions):
+    """``noise``: False gives the decoder mean (Bernoulli probabilities or the clamped
+    Gaussian mean); True draws pixels from p(x | z)."""
+
+    noise: bool = False
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(μ, σ²) ‖ N(0, I)) in nats, summed over the last dim: [..., L] → [...]."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
@@ -85,18 +96,19 @@ def _std_normal_logpdf(z: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
 
 
-class VAE(GenerativeModel):
+class VAE(GenerativeModel, ImageModel, Reconstructs):
     """Convolutional VAE with one parameter group ``loss`` (negative ELBO, β on the KL)."""
 
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
     family: ClassVar[str] = "vae"
+    sample_options: ClassVar[type[VAESampleOptions]] = VAESampleOptions
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
         config.check_complete()
         self.config: VAEConfig = config
         self.plan = plan_resolution(config.image_size)
-        self.num_classes = k = config.num_classes if config.conditional else 0
+        k = self.num_classes
         c, latent = config.channels, config.latent_dim
         self.encoder = ConvEncoder(c + k, self.plan, config.width, config.max_width, norm="group", act=nn.SiLU)
         f, s = self.encoder.out_channels, self.encoder.out_size
@@ -166,9 +178,20 @@ class VAE(GenerativeModel):
         loss = (recon + self.config.beta * kl).mean()
         return {"loss": loss, "recon": recon.mean().detach(), "kl": kl.mean().detach()}
 
+    def describe_likelihood(self, *, k: int | None = None) -> Likelihood:
+        """The importance-weighted bound with ``k`` samples (default ``config.iw_samples``)."""
+        k = self.config.iw_samples if k is None else int(k)
+        kind = self.config.likelihood
+        return Likelihood(
+            kind="bound", importance_samples=k, stochastic=True,
+            estimate=f"importance-weighted lower bound on log p with K={k} (an upper bound on the NLL)",
+            params={"likelihood": kind, "scale": "pixels in [0, 1]; not a discrete 8-bit likelihood"},
+            note=f"{kind} likelihood of pixels in [0, 1], so bits/dim is not comparable with published 8-bit "
+                 f"(dequantised) figures")
+
     @torch.no_grad()
-    def log_likelihood(self, batch: Batch, *, k: int | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+    def log_likelihood(self, batch: Batch, *, generator: torch.Generator | None = None,
+                       k: int | None = None) -> Tensor:
         """Importance-weighted lower bound on log p(x | y) (Burda et al. 2016), nats [B].
 
         log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x), via logsumexp.
@@ -201,17 +224,15 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
-               noise: bool = False, **options: Any) -> Tensor:
+               **options: Any) -> Tensor:
         """Decode ``n`` draws z ~ N(0, I): float32 [n, C, S, S] in [0, 1].
 
         Args:
             condition: None (random labels when conditional), an int, or n labels.
             generator: CPU RNG for labels, z and pixel noise.
-            noise: False gives the decoder mean (Bernoulli probabilities or the
-                clamped Gaussian mean); True draws pixels from p(x | z).
+            options: :class:`VAESampleOptions` (``noise``).
         """
-        if options:
-            raise TypeError(f"unknown sample options for the VAE: {sorted(options)}")
+        noise = self.parse_sample_options(options).noise
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         device = self.device

@@ -1,10 +1,20 @@
-"""Seeded batched image generation and PNG grids with generation metadata."""
+"""The image sampling pipeline: load a run once, validate options, draw seeded batches, write PNG grids.
+
+    >>> pipe = ImagePipeline.from_run("runs/digits-dcgan")
+    >>> request, options = pipe.parse({"n": 16, "label": 3, "seed": 1})   # unknown keys: ConfigError
+    >>> images = pipe.generate(16, condition=3, seed=1)                      # uint8 [16, C, H, W]
+    >>> pipe.write("threes.png", request, options)                           # grid + generation metadata
+
+``genforge sample``, the trainer's periodic grids, ``genforge eval`` and the
+HTTP server all draw images through :class:`ImagePipeline`.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -13,39 +23,10 @@ from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from genforge.io import atomic_path
-from genforge.models.base import GenerativeModel
-
-
-@torch.no_grad()
-def generate_images(model: GenerativeModel, n: int, *, condition: Any = None, seed: int = 0,
-                    batch_size: int = 256) -> Tensor:
-    """Draw ``n`` images from ``model`` in batches, reproducibly from ``seed``.
-
-    Args:
-        condition: None, an int label, or ``n`` labels (split across batches).
-    Returns:
-        uint8 [n, C, H, W] on the CPU.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    generator = torch.Generator().manual_seed(seed)
-    labels = None
-    if condition is not None and not isinstance(condition, int):
-        labels = torch.as_tensor(condition, dtype=torch.long)
-        if labels.shape != (n,):
-            raise ValueError(f"condition must be an int or {n} labels, got shape {list(labels.shape)}")
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            cond = labels[start:start + m] if labels is not None else condition
-            x = model.sample(m, condition=cond, generator=generator)  # [m, C, H, W] in [0, 1]
-            out.append(to_uint8(x))
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
+from genforge.models.capabilities import ImageModel
+from genforge.rundir import RunDir
+from genforge.sampling.options import parse_options
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -104,42 +85,140 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict
     return path
 
 
-def grid_condition(model: GenerativeModel, n: int) -> tuple[Any, int]:
-    """Labels for an ``n``-image grid of ``model`` and the row length.
+@dataclass(kw_only=True)
+class ImageRequest:
+    """What to draw, besides the family's own options.
 
-    A conditional model gets one class per column (labels ``i % K``, rows of
-    ``K``); an unconditional one gets ``(None, 0)`` (no labels, square grid).
+    Attributes:
+        n: images.
+        seed: seeds labels and noise: the same seed gives the same images.
+        label: class of every image (conditional models); None = one class per grid column.
+        nrow: images per grid row (0 = the class count for per-column labels, else square-ish).
+        batch_size: images generated per forward pass (does not change the images).
     """
-    k = getattr(model.config, "num_classes", 0)
-    if k:
-        return [i % k for i in range(n)], k
-    return None, 0
+
+    n: int = 64
+    seed: int = 0
+    label: int | None = None
+    nrow: int = 0
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= 100_000:
+            raise ValueError(f"n must be in [1, 100000], got {self.n}")
+        if self.nrow < 0:
+            raise ValueError(f"nrow must be >= 0, got {self.nrow}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def sample_grid_from_run(run_dir: str | Path, *, n: int = 64, label: int | None = None, seed: int = 0,
-                         out: str | Path | None = None, nrow: int = 0, batch_size: int = 256,
-                         device: str = "cpu") -> Path:
-    """Load a run's sampling weights and write an ``n``-image PNG grid (``genforge sample``).
+class ImagePipeline:
+    """Seeded image generation from one loaded image model (see the module docstring).
 
-    The PNG's text metadata records model family, run, seed, label and n.
-    Default output: ``RUN_DIR/samples/sample-seed<seed>[-label<L>].png``.
+    Args:
+        model: an image family (:class:`~genforge.models.capabilities.ImageModel`).
+        name: shown in PNG metadata and errors (the run directory's name).
     """
-    from genforge.models import load  # models/__init__ imports every family; keep it off import paths
 
-    run_dir = Path(run_dir)
-    model = load(run_dir).to(device)
-    num_classes = getattr(model.config, "num_classes", 0)
-    if label is not None and not num_classes:
-        raise ValueError(f"{run_dir} holds an unconditional model: --label cannot be used")
-    if label is not None and not 0 <= label < num_classes:
-        raise ValueError(f"--label must be in [0, {num_classes - 1}], got {label}")
-    condition: Any = label
-    if label is None and num_classes:
-        condition, columns = grid_condition(model, n)
-        nrow = nrow or columns
-    images = generate_images(model, n, condition=condition, seed=seed, batch_size=batch_size)
-    if out is None:
-        out = run_dir / "samples" / (f"sample-seed{seed}" + (f"-label{label}" if label is not None else "") + ".png")
-    meta = {"genforge_model": model.family, "run": run_dir.resolve().name, "seed": seed, "n": n,
-            "label": label if label is not None else ("per-column" if num_classes else "none")}
-    return save_grid(images, out, nrow=nrow, metadata=meta)
+    task = "image"
+    request_class = ImageRequest
+
+    def __init__(self, model: GenerativeModel, *, name: str = "") -> None:
+        if not isinstance(model, ImageModel):
+            raise ValueError(f"{name or 'this run'} holds a {model.family} model, which does not generate images")
+        self.model = model
+        self.name = name or model.family
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, device: str = "cpu", weights: str = WEIGHTS_FILE) -> ImagePipeline:
+        """Load a run's sampling weights once (eval mode) for many calls."""
+        from genforge.models import load  # models/__init__ imports every family; keep it off import paths
+
+        run = RunDir(run_dir)
+        return cls(load(run.path, weights=weights).to(device), name=run.path.resolve().name)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def parse(self, options: dict[str, Any] | None = None) -> tuple[ImageRequest, SampleOptions]:
+        """Validate ``options`` (request fields and the family's sample options) in one go."""
+        request, opts = parse_options(ImageRequest, self.model.sample_options, options or {})
+        if request.label is not None:
+            if not self.num_classes:
+                raise ValueError(f"{self.name} holds an unconditional model: label cannot be used")
+            if not 0 <= request.label < self.num_classes:
+                raise ValueError(f"label must be in [0, {self.num_classes - 1}], got {request.label}")
+        return request, opts
+
+    @torch.no_grad()
+    def generate(self, n: int, *, condition: Any = None, seed: int = 0, batch_size: int = 256,
+                 options: SampleOptions | dict[str, Any] | None = None) -> Tensor:
+        """Draw ``n`` images in batches, reproducibly from ``seed`` (eval mode, restored after).
+
+        Args:
+            condition: None, an int label, or ``n`` labels (split across batches).
+            options: the family's sample options.
+
+        Returns:
+            uint8 [n, C, H, W] on the CPU.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        opts = self.model.parse_sample_options(options)
+        generator = torch.Generator().manual_seed(seed)
+        labels = None
+        if condition is not None and not isinstance(condition, int):
+            labels = torch.as_tensor(condition, dtype=torch.long)
+            if labels.shape != (n,):
+                raise ValueError(f"condition must be an int or {n} labels, got shape {list(labels.shape)}")
+        out = []
+        with eval_mode(self.model):
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                cond = labels[start:start + m] if labels is not None else condition
+                x = self.model.sample(m, condition=cond, generator=generator, **vars(opts))  # [m, C, H, W] in [0, 1]
+                out.append(to_uint8(x))
+        return torch.cat(out)
+
+    def grid_condition(self, n: int) -> tuple[Any, int]:
+        """Labels for an ``n``-image grid and its row length: one class per column (rows of K) when
+        conditional, else ``(None, 0)`` (no labels, square grid)."""
+        k = self.num_classes
+        return ([i % k for i in range(n)], k) if k else (None, 0)
+
+    def write(self, path: str | Path, request: ImageRequest, options: SampleOptions | None = None, *,
+              step: int | None = None) -> Path:
+        """Draw ``request`` and write it as one PNG grid with its generation metadata.
+
+        The PNG's text chunks record model family, run, seed and label, plus the training
+        ``step`` for grids written during training, or ``n`` for ``genforge sample``.
+        """
+        condition: Any = request.label
+        nrow = request.nrow
+        if request.label is None and self.num_classes:
+            condition, columns = self.grid_condition(request.n)
+            nrow = nrow or columns
+        images = self.generate(request.n, condition=condition, seed=request.seed, batch_size=request.batch_size,
+                               options=options)
+        label = request.label if request.label is not None else ("per-column" if self.num_classes else "none")
+        meta: dict[str, Any] = {"genforge_model": self.model.family, "run": self.name}
+        meta.update({"step": step, "seed": request.seed} if step is not None else {"seed": request.seed, "n": request.n})
+        meta["label"] = label
+        return save_grid(images, path, nrow=nrow, metadata=meta)
+
+    def sample_to(self, out: str | Path | None, request: ImageRequest, options: SampleOptions | None = None, *,
+                  run_dir: str | Path, stream: TextIO | None = None) -> Path:
+        """``genforge sample``: write the grid to ``out`` (default :meth:`default_output`); returns the path."""
+        return self.write(self.default_output(run_dir, request) if out is None else out, request, options)
+
+    def default_output(self, run_dir: str | Path, request: ImageRequest) -> Path:
+        """``RUN_DIR/samples/sample-seed<S>[-label<L>].png``."""
+        label = f"-label{request.label}" if request.label is not None else ""
+        return RunDir(run_dir).sample_output(f"sample-seed{request.seed}{label}.png")
+
+
+def generate_images(model: GenerativeModel, n: int, *, condition: Any = None, seed: int = 0,
+                    batch_size: int = 256, **options: Any) -> Tensor:
+    """``ImagePipeline(model).generate(...)``: uint8 [n, C, H, W] on the CPU (see :meth:`ImagePipeline.generate`)."""
+    return ImagePipeline(model).generate(n, condition=condition, seed=seed, batch_size=batch_size, options=options)

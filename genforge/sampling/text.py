@@ -1,21 +1,32 @@
-"""Seeded text generation from a language model: prompts, stop strings, streaming.
+"""The text sampling pipeline: load a run once, validate options, decode seeded samples, stream them.
 
-``generate_text`` encodes a prompt, decodes several samples in one batch with
-the model's key/value cache, turns token ids back into text incrementally
-(holding back incomplete UTF-8 sequences and anything that could still become
-a stop string), and can hand each new piece of text to a callback as soon as
-it is final, which is how ``genforge sample RUN --prompt ...`` streams.
+    >>> pipe = TextPipeline.from_run("runs/shakespeare-char")
+    >>> request, options = pipe.parse({"prompt": "ROMEO:", "temperature": 0.8, "stop": ["\n\n"]})
+    >>> texts = pipe.generate(request, options, on_text=print_piece)
+
+:meth:`TextPipeline.generate` encodes a prompt, decodes several samples in one
+batch with the model's key/value cache, turns token ids back into text
+incrementally (holding back incomplete UTF-8 sequences and anything that could
+still become a stop string), and can hand each new piece of text to a callback
+as soon as it is final, which is how ``genforge sample RUN --prompt ...``
+streams. ``genforge sample``, the trainer's periodic samples, ``genforge eval``
+and the HTTP server all decode through it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, TextIO
 
 import torch
 
 from genforge.data import Tokenizer, load_tokenizer
-from genforge.models.base import GenerativeModel
+from genforge.io import atomic_write_text
+from genforge.models.base import WEIGHTS_FILE, GenerativeModel, eval_mode
+from genforge.models.capabilities import LanguageModel, LanguageModelOptions
+from genforge.rundir import RunDir
+from genforge.sampling.options import parse_options
 
 TextCallback = Callable[[int, str], None]  # (sample index, newly final text)
 
@@ -56,80 +67,167 @@ class _StopFilter:
         return out
 
 
-@torch.no_grad()
+@dataclass(kw_only=True)
+class TextRequest:
+    """What to generate, besides the model's decoding options.
+
+    Attributes:
+        prompt: text to continue (None = :func:`default_prompt`); every character must be encodable.
+        n: samples, generated together in one batch.
+        seed: seeds the sampler: same seed, same text.
+        stop: a sample ends just before the first occurrence of any of these strings in its
+            generated text (the stop string is not included).
+    """
+
+    prompt: str | None = None
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= 100_000:
+            raise ValueError(f"n must be in [1, 100000], got {self.n}")
+        self.stop = tuple(self.stop)
+
+
+class TextPipeline:
+    """Seeded text generation from one loaded language model and its tokenizer (see the module docstring)."""
+
+    task = "text"
+    request_class = TextRequest
+
+    def __init__(self, model: GenerativeModel, tokenizer: Tokenizer, *, name: str = "") -> None:
+        if not isinstance(model, LanguageModel):
+            raise ValueError(f"{name or 'this run'} holds a {model.family} model, not a language model")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or model.family
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, device: str = "cpu", weights: str = WEIGHTS_FILE) -> TextPipeline:
+        """Load a text run's model (eval mode) and tokenizer once, for many calls."""
+        from genforge.models import load  # every family; keep it off import paths
+
+        run = RunDir(run_dir)
+        if not run.tokenizer.is_file():
+            raise FileNotFoundError(f"{run.tokenizer} not found: a text run keeps its tokenizer beside the model")
+        model = load(run.path, weights=weights).to(device)
+        return cls(model, load_tokenizer(run.path), name=run.path.resolve().name)
+
+    def parse(self, options: dict[str, Any] | None = None) -> tuple[TextRequest, LanguageModelOptions]:
+        """Validate ``options`` (request fields and the model's decoding options) in one go."""
+        return parse_options(TextRequest, self.model.sample_options, options or {})
+
+    @torch.no_grad()
+    def generate(self, request: TextRequest, options: LanguageModelOptions | dict[str, Any] | None = None, *,
+                 on_text: TextCallback | None = None, use_cache: bool = True) -> list[str]:
+        """Generate ``request.n`` continuations of ``request.prompt``.
+
+        Args:
+            request: prompt, n, seed, stop strings.
+            options: the model's decoding options (max_new_tokens, temperature, top_k, top_p);
+                fewer tokens are generated when every sample stops early.
+            on_text: called with (sample index, text) as soon as text is final.
+            use_cache: False decodes without the key/value cache (a reference for tests).
+
+        Returns:
+            ``n`` strings: the prompt followed by its continuation.
+        """
+        opts = self.model.parse_sample_options(options)
+        n, tokenizer = request.n, self.tokenizer
+        prompt = default_prompt(tokenizer) if request.prompt is None else request.prompt
+        if not prompt:
+            raise ValueError("the prompt must not be empty (a language model needs at least one token to continue)")
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
+        prompt_ids = torch.tensor(ids, dtype=torch.long).unsqueeze(0).expand(n, -1)  # (n, P)
+        decoders = [tokenizer.stream_decoder() for _ in range(n)]
+        filters = [_StopFilter(request.stop) for _ in range(n)]
+        texts = [""] * n
+        generator = torch.Generator().manual_seed(request.seed)
+
+        def emit(i: int, piece: str) -> None:
+            if piece:
+                texts[i] += piece
+                if on_text is not None:
+                    on_text(i, piece)
+
+        with eval_mode(self.model):
+            steps = self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
+                                               use_cache=use_cache, **opts.decoding())
+            for tokens in steps:  # (n,)
+                for i, t in enumerate(tokens.tolist()):
+                    if not filters[i].done:
+                        emit(i, filters[i].push(decoders[i].push([t])))
+                if all(f.done for f in filters):
+                    steps.close()
+                    break
+            for i in range(n):
+                emit(i, filters[i].push(decoders[i].flush()))
+                emit(i, filters[i].flush())
+        return [prompt + t for t in texts]
+
+    def write(self, path: str | Path, request: TextRequest, options: LanguageModelOptions | None = None, *,
+              step: int | None = None) -> Path:
+        """Generate ``request`` and write the samples to ``path`` atomically.
+
+        Training (``step`` given) writes a header line (run, step, seed, temperature) and
+        ``--- sample i ---`` blocks; ``genforge sample -o`` writes ``--- sample i (seed S) ---`` blocks.
+        """
+        opts = self.model.parse_sample_options(options)
+        texts = self.generate(request, opts)
+        if step is not None:
+            header = f"# {self.name} step {step}, seed {request.seed}, temperature {opts.temperature}"
+            body = "\n".join(f"--- sample {i} ---\n{t}\n" for i, t in enumerate(texts))
+            text = f"{header}\n{body}"
+        else:
+            text = "\n".join(f"--- sample {i} (seed {request.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        return path
+
+
+    def sample_to(self, out: str | Path | None, request: TextRequest, options: LanguageModelOptions | None = None, *,
+                  run_dir: str | Path | None = None, stream: TextIO) -> Path | None:
+        """``genforge sample``: one sample without ``out`` streams to ``stream`` as it is decoded; several are
+        printed as ``--- sample i (seed S) ---`` blocks; with ``out`` they are written there (returns the path)."""
+        if request.prompt is not None:
+            self.tokenizer.encode(request.prompt)  # a prompt the tokenizer cannot encode fails before any output
+        if out is not None:
+            return self.write(out, request, options)
+        if request.n > 1:
+            texts = self.generate(request, options)
+            stream.write("\n".join(f"--- sample {i} (seed {request.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n")
+            return None
+
+        def show(i: int, piece: str) -> None:
+            stream.write(piece)
+            stream.flush()
+
+        if request.prompt is not None:
+            stream.write(request.prompt)
+        self.generate(request, options, on_text=show)
+        stream.write("\n")
+        return None
+
+
 def generate_text(model: GenerativeModel, tokenizer: Tokenizer, prompt: str | None = None, *, n: int = 1,
                   max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, stop: Sequence[str] = (), seed: int = 0,
                   on_text: TextCallback | None = None, use_cache: bool = True) -> list[str]:
-    """Generate ``n`` continuations of ``prompt``.
-
-    Args:
-        model: a language model with ``generate_stream`` (the gpt family).
-        tokenizer: the run's tokenizer.
-        prompt: text to continue (None = :func:`default_prompt`); every
-            character must be encodable by the tokenizer.
-        n: samples, generated together in one batch.
-        max_new_tokens: tokens generated per sample (fewer when all samples stop early).
-        temperature / top_k / top_p: sampling options (temperature 0 = greedy).
-        stop: a sample ends just before the first occurrence of any of these
-            strings in its generated text (the stop string is not included).
-        seed: seeds the sampler: same seed, same text.
-        on_text: called with (sample index, text) as soon as text is final.
-
-    Returns:
-        ``n`` strings: the prompt followed by its continuation.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    """``n`` continuations of ``prompt``: :meth:`TextPipeline.generate` with these settings."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    prompt = default_prompt(tokenizer) if prompt is None else prompt
-    if not prompt:
-        raise ValueError("the prompt must not be empty (a language model needs at least one token to continue)")
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
-    prompt_ids = torch.tensor(ids, dtype=torch.long).unsqueeze(0).expand(n, -1)  # (n, P)
-    decoders = [tokenizer.stream_decoder() for _ in range(n)]
-    filters = [_StopFilter(stop) for _ in range(n)]
-    texts = [""] * n
-    generator = torch.Generator().manual_seed(seed)
-
-    def emit(i: int, piece: str) -> None:
-        if piece:
-            texts[i] += piece
-            if on_text is not None:
-                on_text(i, piece)
-
-    was_training = model.training
-    model.eval()
-    try:
-        steps = model.generate_stream(prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, generator=generator, use_cache=use_cache)
-        for tokens in steps:  # (n,)
-            for i, t in enumerate(tokens.tolist()):
-                if not filters[i].done:
-                    emit(i, filters[i].push(decoders[i].push([t])))
-            if all(f.done for f in filters):
-                steps.close()
-                break
-        for i in range(n):
-            emit(i, filters[i].push(decoders[i].flush()))
-            emit(i, filters[i].flush())
-    finally:
-        model.train(was_training)
-    return [prompt + t for t in texts]
+    pipe = TextPipeline(model, tokenizer)
+    request = TextRequest(prompt=prompt, n=n, seed=seed, stop=tuple(stop))
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    return pipe.generate(request, options, on_text=on_text, use_cache=use_cache)
 
 
 def load_text_model(run_dir: str | Path, *, device: str = "cpu",
-                    weights: str = "model.safetensors") -> tuple[GenerativeModel, Tokenizer]:
+                    weights: str = WEIGHTS_FILE) -> tuple[GenerativeModel, Tokenizer]:
     """A text run's model (eval mode) and tokenizer, e.g. ``load_text_model("runs/shakespeare-char")``."""
-    from genforge.models import load  # every family; keep it off import paths
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'tokenizer.json'} not found: is {run_dir} a text run?")
-    model = load(run_dir, weights=weights).to(device)
-    if not hasattr(model, "generate_stream"):
-        raise ValueError(f"{run_dir} holds a {model.family} model, not a language model")
-    return model, load_tokenizer(run_dir)
+    pipe = TextPipeline.from_run(run_dir, device=device, weights=weights)
+    return pipe.model, pipe.tokenizer

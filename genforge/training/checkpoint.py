@@ -24,7 +24,9 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-CHECKPOINT_DIR = "checkpoints"
+from genforge.rundir import CHECKPOINTS_DIR as CHECKPOINT_DIR
+from genforge.rundir import EMA_WEIGHTS, STATE, WEIGHTS
+
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -68,7 +70,7 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     for p in root.iterdir():
         m = _NAME.match(p.name)
-        if m and (p / "state.pt").is_file() and (p / "model.safetensors").is_file():
+        if m and (p / STATE).is_file() and (p / WEIGHTS).is_file():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
@@ -86,10 +88,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema_model:
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / WEIGHTS))
         if ema_model is not None:
-            save_model(ema_model, str(tmp / "ema.safetensors"))
-        torch.save(state, tmp / "state.pt")
+            save_model(ema_model, str(tmp / EMA_WEIGHTS))
+        torch.save(state, tmp / STATE)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -106,4 +108,4 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema_model:
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """The ``state.pt`` of a checkpoint, loaded safely (no arbitrary pickle)."""
-    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+    return torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)

@@ -8,27 +8,17 @@ stays constant or decays (cosine or linear) to ``min_lr_ratio`` × peak at
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from genforge import config
 from genforge.config import TrainConfig
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the peak learning rate at (0-based) ``step``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    if cfg.schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:  # linear
-        decay = 1.0 - progress
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
+    """Multiplier of the peak learning rate at (0-based) ``step`` (:func:`genforge.config.lr_factor` of ``cfg``)."""
+    return config.lr_factor(step, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
+                            min_lr_ratio=cfg.min_lr_ratio)
 
 
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where PyTorch has a fused (one-kernel) Adam/AdamW

@@ -24,7 +24,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from genforge.config import TrainConfig
-from genforge.models.base import GenerativeModel
+from genforge.models.base import GenerativeModel, eval_mode
+from genforge.rundir import EMA_WEIGHTS, WEIGHTS
 from genforge.training.checkpoint import (latest_checkpoint, load_state, rng_state, save_checkpoint,
                                           set_rng_state)
 from genforge.training.cpu_memory import retain_freed_memory
@@ -64,7 +65,7 @@ class Trainer:
         on_sample: called with the sampling model (EMA when on) every
             ``sample_every`` steps and at the end.
         on_save: called with the sampling model whenever a checkpoint is
-            written, to refresh the run's ``model.safetensors``.
+            written, to refresh the run's sampling weights.
         evaluate: called with the sampling model every ``eval_every`` steps and
             at the end; its numbers are logged (``metrics.jsonl``, TensorBoard
             ``eval/``) and, when ``best_metric`` is among them, the lowest so far
@@ -134,10 +135,10 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             raise TrainingError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}; nothing to resume")
-        self.model.load_weights(ckpt / "model.safetensors")
+        self.model.load_weights(ckpt / WEIGHTS)
         if self.ema is not None:
-            ema_file = ckpt / "ema.safetensors"
-            self.ema.shadow.load_weights(ema_file if ema_file.is_file() else ckpt / "model.safetensors")
+            ema_file = ckpt / EMA_WEIGHTS
+            self.ema.shadow.load_weights(ema_file if ema_file.is_file() else ckpt / WEIGHTS)
         state = load_state(ckpt)
         self.step = state["step"]
         self.elapsed_before = state["elapsed_s"]
@@ -197,13 +198,9 @@ class Trainer:
         if self.evaluate is None:
             return {}
         model = self.sampling_model
-        was_training = model.training
-        model.eval()
         t = time.perf_counter()
-        try:
+        with eval_mode(model):
             metrics = self.evaluate(model, self.step)
-        finally:
-            model.train(was_training)
         record = dict(metrics, eval_s=time.perf_counter() - t,
                       elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
         logger.log(self.step, record, prefix="eval")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from genforge.data.download import file_digest
 from genforge.evaluation.compare import build_leaderboard, compare_runs, default_out
-from genforge.evaluation.protocol import EvalError
-from genforge.evaluation.runeval import evaluate_run
+from genforge.evaluation.protocol import EvalError, Protocol, protocol_id
+from genforge.evaluation.runeval import EVAL_FORMAT, evaluate_run
+from genforge.rundir import RunDir
 from genforge.training.run import train
 from tests.evaluation.test_images import eval_cache  # noqa: F401  (session fixture: a digits evaluator)
 from tests.evaluation.test_textmetrics import write_corpus
@@ -137,3 +141,90 @@ def test_errors_and_default_out(tmp_path):
     (tmp_path / "runs" / "a" / "eval.json").write_text("{broken")
     board = build_leaderboard([tmp_path / "runs" / "a"])
     assert "not valid JSON" in board.entries[0].error
+
+
+def fake_run(path: Path, *, results: list[tuple[str, float, int]], task: str | None = "image", family: str = "gan",
+             stale: bool = False) -> Path:
+    """A run directory with a hand-written eval.json: ``results`` are (metric, value, n_generated)."""
+    run = RunDir(path)
+    path.mkdir(parents=True)
+    if task is not None:
+        run.config.write_text(f"task: {task}\nmodel:\n  family: {family}\n")
+        run.weights.write_bytes(b"weights")
+    rows = []
+    for metric, value, n in results:
+        protocol = Protocol(metric=metric, extractor="evaluator:digits", feature_dim=128, n_generated=n,
+                            n_reference=300, reference_split="test", dataset="digits").to_dict()
+        rows.append({"metric": metric, "value": value, "std": None, "protocol_id": protocol_id(protocol),
+                     "protocol": protocol, "created": "2024-01-01T00:00:00+00:00"})
+    digest = file_digest(run.weights) if run.weights.is_file() else ""
+    record = {"format": EVAL_FORMAT, "created": "2024-01-01T00:00:00+00:00", "results": rows, "history": [],
+              "subject": {"weights_sha256": ("0" * 64 if stale else digest), "family": family, "step": 3},
+              "warnings": ["few samples"]}
+    run.eval_json.write_text(json.dumps(record))
+    return path
+
+
+def md_table(md: str, title: str) -> tuple[list[list[str]], list[str]]:
+    """Rows (run, family, then per metric: value, rank, best, footnote) and footnotes of a Markdown table."""
+    section = md.split(f"## {title}\n")[1].split("\n## ")[0]
+    rows = []
+    for line in section.splitlines()[3:]:
+        if not line.startswith("| "):
+            break
+        name, family, *cells = [c.replace("\\|", "|") for c in re.split(r" (?<!\\)\| ", line[2:-2])]
+        parsed = [name, family]
+        for cell in cells:
+            m = re.fullmatch(r"(\*\*)?(.+?)(?:\*\*)?(?: \(#(\d+)\))?(?: †(\d+))?( ʰ)?", cell)
+            parsed.append((m[2], m[3], bool(m[1]), m[4], bool(m[5])))
+        rows.append(parsed)
+    notes = [m[1] for m in re.finditer(r"^†\d+: (.*)$", section, re.M)]
+    return rows, notes
+
+
+def html_table(page: str, title: str) -> tuple[list[list[str]], list[str]]:
+    """The same as :func:`md_table`, read from the HTML page."""
+    section = page.split(f"<h2>{title}</h2>")[1].split("<h2>")[0]
+    rows = []
+    for tr in re.findall(r"<tr><td.*?</tr>", section):
+        tds = re.findall(r'<td class="([^"]*)"(?: title="[^"]*")?>(.*?)</td>', tr)
+        parsed = [html.unescape(tds[0][1]), html.unescape(tds[1][1])]
+        for cls, content in tds[2:]:
+            value = html.unescape(re.sub(r"<span.*", "", content))
+            note = re.search(r" †(\d+)$", value)
+            rank = re.search(r'<span class="rank">#(\d+)</span>', content)
+            parsed.append((value[:note.start()] if note else value, rank[1] if rank else None, cls == "best",
+                           note[1] if note else None, "ʰ</span>" in content))
+        rows.append(parsed)
+    notes = [html.unescape(n) for n in re.findall(r'<div class="fn">†\d+ (.*?)</div>', section)]
+    return rows, notes
+
+
+def test_markdown_and_html_tables_agree(tmp_path):
+    runs = [fake_run(tmp_path / "a", results=[("fid", 10.0, 300), ("precision", 0.5, 300)]),
+            fake_run(tmp_path / "b", results=[("fid", 8.0, 300), ("precision", 0.7, 200)], family="v|ae"),
+            fake_run(tmp_path / "c", results=[("fid", 9.0, 300)], stale=True),
+            fake_run(tmp_path / "d", results=[("fid", 12.0, 300), ("precision", 0.6, 300)])]
+    out = compare_runs(runs, out=tmp_path / "board")
+    md, page = out.md_path.read_text(), out.html_path.read_text()
+    title = "Samples vs reference images"
+    md_rows, md_notes = md_table(md, title)
+    assert (md_rows, md_notes) == html_table(page, title)
+    assert [r[0] for r in md_rows] == ["b", "a", "d", "c"]  # ranked by FID, the stale run last
+    assert md_rows[0][1:] == ["v|ae", ("8.000", "1", True, None, False), ("0.700", None, False, "1", False)]
+    assert md_rows[3][2] == ("9.000", None, False, "2", False)
+    assert md_notes == ["b / precision: not comparable: n_generated: 300 vs 200",
+                        "c / FID: stale: model.safetensors changed since this evaluation; run `genforge eval` again"]
+    for text in (md, page):
+        assert "stale: model.safetensors changed" in text.split(title)[0]  # in the runs table too
+
+
+def test_kind_comes_from_the_recorded_task(tmp_path):
+    text_run = fake_run(tmp_path / "gpt", results=[("fid", 1.0, 300)], task="text", family="gpt")
+    assert not RunDir(text_run).tokenizer.exists()
+    image_run = fake_run(tmp_path / "img", results=[], task="image")
+    (image_run / "samples.txt").write_text("not how the task is known")
+    samples_only = fake_run(tmp_path / "samples", results=[("distinct_1", 0.5, 4)], task=None)
+    board = build_leaderboard([text_run, image_run, samples_only])
+    assert [e.kind for e in board.entries] == ["text", "image", "text"]
+    assert board.entries[1].samples_kind == "text"

@@ -12,8 +12,8 @@ from PIL import Image
 
 from genforge.config import DataConfig
 from genforge.data import ImageData, load_images
-from genforge.evaluation.evaluators import (EvaluatorError, EvaluatorTrainConfig, PRESETS, build_evaluator,
-                                            load_evaluator)
+from genforge.evaluation.features.evaluators import (EvaluatorError, EvaluatorTrainConfig, PRESETS, build_evaluator,
+                                                     load_evaluator)
 from genforge.evaluation.images import (ImageEvalOptions, balanced_labels, evaluate_images, evaluator_extractor,
                                         reference_features)
 from genforge.evaluation.protocol import EvalError
@@ -265,7 +265,7 @@ def test_unlabelled_folder_needs_inception(tmp_path, eval_cache):
 
 def test_inception_features_protocol(tmp_path, halves):
     from genforge.data import DataError
-    from genforge.evaluation.inception_weights import find_or_fetch
+    from genforge.evaluation.features.inception_weights import find_or_fetch
 
     try:
         weights = find_or_fetch(download=False, cache_dir=tmp_path, progress=False)

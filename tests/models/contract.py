@@ -7,6 +7,7 @@ that config accepts). Image families can use :func:`image_batch`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from genforge import models
-from genforge.config import from_dict, to_dict
+from genforge.config import ConfigError, from_dict, to_dict
 from genforge.models.base import GenerativeModel, ModelConfig
 
 
@@ -170,9 +171,19 @@ class ModelContract:
         for k, v in model.state_dict().items():
             assert torch.equal(before[k], v), f"sample() changed {k}"
 
-    def test_unknown_sample_option_is_rejected(self):
-        with pytest.raises(TypeError, match="no_such_option"):
-            self.make_model().sample(2, no_such_option=1)
+    def test_unknown_sample_option_is_rejected_naming_the_valid_ones(self):
+        model = self.make_model()
+        with pytest.raises(ConfigError, match="no_such_option") as err:
+            model.sample(2, no_such_option=1)
+        for name in (f.name for f in dataclasses.fields(model.sample_options)):
+            assert name in str(err.value)
+
+    def test_capabilities_are_declared_names(self):
+        model = self.make_model()
+        caps = model.capabilities()
+        assert caps[0] == "sample" and len(set(caps)) == len(caps)
+        info = model.describe_likelihood()
+        assert (info is None) == (not any(c.startswith("likelihood:") for c in caps))
 
     # ---- likelihood
     def test_log_likelihood_shape_or_not_implemented(self):

@@ -15,7 +15,7 @@ from torch import Tensor
 from genforge.config import DataConfig
 from genforge.data import ImageData
 from genforge.data.transforms import convert_channels, resize_center_crop
-from genforge.evaluation.evaluators import evaluator_for
+from genforge.evaluation.features.evaluators import evaluator_for
 
 __all__ = ["Extractor", "evaluator_extractor", "inception_extractor"]
 
@@ -80,7 +80,7 @@ def evaluator_extractor(data: ImageData, data_cfg: DataConfig, *, batch_size: in
 def inception_extractor(*, weights: str | None = None, batch_size: int = 64, device: str = "cpu",
                         cache_dir: Path | None = None, progress: bool = False) -> Extractor:
     """The FID Inception-v3 (pool3, 2048-d) as an :class:`Extractor`; any image size, grey or RGB."""
-    from genforge.evaluation.inception_weights import find_or_fetch
+    from genforge.evaluation.features.inception_weights import find_or_fetch
 
     w = find_or_fetch(weights, cache_dir=cache_dir, progress=progress)
     model = w.model.to(device).eval()
@@ -88,7 +88,7 @@ def inception_extractor(*, weights: str | None = None, batch_size: int = 64, dev
     def run(x: Tensor) -> tuple[Tensor, Tensor | None]:
         return model.features(x, batch_size=min(batch_size, 64)), None
 
-    from genforge.metrics.inception import FEATURE_DIM
+    from genforge.evaluation.features.inception import FEATURE_DIM
 
     return Extractor(id=w.extractor_id, sha256=w.sha256, dim=FEATURE_DIM, run=run, channels=3, image_size=0,
                      allowed_channels=(1, 3))

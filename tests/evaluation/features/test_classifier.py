@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genforge.config import ConfigError
-from genforge.metrics.classifier import ClassifierConfig, EvaluatorClassifier
+from genforge.evaluation.features.classifier import ClassifierConfig, EvaluatorClassifier
 
 
 @pytest.fixture(autouse=True)

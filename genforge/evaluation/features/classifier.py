@@ -1,6 +1,6 @@
 """The evaluator classifier: a small CNN whose features and logits the image metrics use.
 
-For each labelled dataset genforge trains one of these (``genforge.evaluation.evaluators``)
+For each labelled dataset genforge trains one of these (``genforge.evaluation.features.evaluators``)
 and measures generated images in its feature space, as is the accepted practice for
 MNIST-like data where Inception-v3 features mean little:
 

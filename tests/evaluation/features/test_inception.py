@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from genforge.metrics import inception as inc
-from genforge.metrics.inception import (
-    FIDInceptionV3,
+from genforge.evaluation.features import inception_convert as conv
+from genforge.evaluation.features.inception import FIDInceptionV3, tf_bilinear_resize
+from genforge.evaluation.features.inception_convert import (
     convert_pytorch_fid_state,
     convert_torchscript_state,
     load_safetensors,
     safetensors_bytes,
     save_safetensors,
-    tf_bilinear_resize,
 )
 
 
@@ -44,7 +43,7 @@ def meta_state() -> dict[str, torch.Tensor]:
 
 def torchscript_layout(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
     """Our state in NVIDIA's TorchScript names (``layers.mixed.tower.conv.weight``), BatchNorm scale dropped."""
-    inverse = {ours: ts for ts, ours in inc._ts_layer_map().items()}
+    inverse = {ours: ts for ts, ours in conv._ts_layer_map().items()}
     tensors = {"conv.weight": "weight", "bn.bias": "beta", "bn.running_mean": "mean", "bn.running_var": "var"}
     out = {}
     for key, value in state.items():

@@ -1,0 +1,127 @@
+"""What a family can do beyond ``losses``/``sample``, declared by inheriting these classes.
+
+Evaluation, sampling and serving ask ``isinstance(model, Reconstructs)`` or
+``model.describe_likelihood()``; they never look for methods with ``hasattr``
+or inspect signatures. A family declares a capability by inheriting its class
+(``class VAE(GenerativeModel, ImageModel, Reconstructs)``) and implementing its
+methods.
+
+- :class:`ImageModel`: samples are images float32 ``[n, C, S, S]`` in [0, 1];
+  ``num_classes`` labels condition it (0 = unconditional).
+- :class:`Reconstructs`: maps images through an encoder and back (MSE/PSNR/SSIM).
+- :class:`LanguageModel`: per-token likelihood and streaming generation of token
+  ids, with the decoding options of :class:`LanguageModelOptions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+import torch
+from torch import Tensor
+
+from genforge.models.base import Batch, SampleOptions
+
+if TYPE_CHECKING:
+    from genforge.models.base import GenerativeModel
+
+
+class ImageModel:
+    """An image family: its config is an ``ImageModelConfig`` (channels, image_size, conditional, num_classes)."""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, S, S) of the images it generates."""
+        c = self.config
+        return (c.channels, c.image_size, c.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of class labels it is conditioned on; 0 for an unconditional model."""
+        return self.config.num_classes if self.config.conditional else 0
+
+
+class Reconstructs:
+    """A family with an encoder: images can be reconstructed through it."""
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """uint8 images [B, C, S, S] (+ labels [B] for a conditional model) → float32 [B, C, S, S] in [0, 1]."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class LanguageModelOptions(SampleOptions):
+    """Decoding options every language model takes (``genforge sample`` flags and ``sample.*`` keys).
+
+    Attributes:
+        max_new_tokens: tokens generated per sample.
+        temperature: divides the logits; 0 = greedy (argmax).
+        top_k: sample only among the k most likely tokens (None = all).
+        top_p: sample only within the smallest set of tokens of probability p (None = all).
+    """
+
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def decoding(self) -> dict[str, Any]:
+        """The options that shape each step (everything but ``max_new_tokens``), as keyword arguments."""
+        return {k: v for k, v in vars(self).items() if k != "max_new_tokens"}
+
+
+class LanguageModel:
+    """A family over token ids: exact next-token likelihoods and step-by-step generation."""
+
+    sample_options: ClassVar[type[LanguageModelOptions]] = LanguageModelOptions
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of context the model sees at once (windows for held-out likelihood)."""
+        raise NotImplementedError
+
+    def token_nll(self, batch: Batch) -> Tensor:
+        """Per-token negative log-likelihood in nats: ``{"x": int64 [B, T+1]}`` → float32 [B, T]."""
+        raise NotImplementedError
+
+    def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, generator: torch.Generator | None = None,
+                        use_cache: bool = True, **decoding: Any) -> Iterator[Tensor]:
+        """Yield the next token of every sequence (int64 [B]) for ``max_new_tokens`` steps.
+
+        Args:
+            prompt: int64 [B, P] token ids, P >= 1.
+            generator: the only randomness used, so output is seeded.
+            use_cache: False recomputes each step from scratch (a reference for tests).
+            decoding: :meth:`LanguageModelOptions.decoding` of the family's options.
+        """
+        raise NotImplementedError
+
+
+def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:
+    """Names of ``model``'s declared capabilities, e.g. ``("sample", "conditional", "likelihood:bound")``."""
+    names = ["sample"]
+    if isinstance(model, ImageModel) and model.num_classes:
+        names.append("conditional")
+    if isinstance(model, Reconstructs):
+        names.append("reconstruct")
+    if isinstance(model, LanguageModel):
+        names += ["token_nll", "stream"]
+    info = model.describe_likelihood()
+    if info is not None:
+        names.append(f"likelihood:{info.kind}")
+    return tuple(names)

@@ -1,0 +1,56 @@
+"""One parser for sample requests: a pipeline's own fields plus the family's sample options.
+
+The same mapping arrives from ``--set sample.KEY=VALUE``, CLI flags, an HTTP
+request or a Python call, and is validated here in one go, so an unknown key
+is reported with every valid key of both parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from genforge.config import ConfigError, from_dict
+
+
+def option_names(*classes: type) -> list[str]:
+    """Sorted field names of the given dataclasses."""
+    return sorted({f.name for cls in classes for f in dataclasses.fields(cls)})
+
+
+def parse_options(request_cls: type, options_cls: type, raw: dict[str, Any], *,
+                  prefix: str = "sample") -> tuple[Any, Any]:
+    """Split ``raw`` between ``request_cls`` and ``options_cls`` and build both strictly.
+
+    Returns:
+        (request, options) dataclass instances.
+
+    Raises:
+        ConfigError: an unknown key (naming it, the closest valid key and every valid one),
+            a wrong type or an out-of-range value (naming the key).
+    """
+    request_keys = {f.name for f in dataclasses.fields(request_cls)}
+    valid = option_names(request_cls, options_cls)
+    for key in raw:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown sample option {key!r}{hint} (valid options: {', '.join(valid)})")
+    request = from_dict(request_cls, {k: v for k, v in raw.items() if k in request_keys}, prefix=prefix)
+    options = from_dict(options_cls, {k: v for k, v in raw.items() if k not in request_keys}, prefix=prefix)
+    return request, options
+
+
+def as_dict(*parts: Any) -> dict[str, Any]:
+    """Dataclass instances → one flat mapping of their fields (for a resolved ``sample:`` section)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        out.update({f.name: getattr(part, f.name) for f in dataclasses.fields(part)})
+    return out
+
+
+def pick_fields(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``options`` that are fields of dataclass ``cls`` and not None."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names and v is not None}

@@ -1,0 +1,75 @@
+"""The image task: image datasets, shape-fitted configs, PNG grids, proxy FID, image evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator
+
+from torch import Tensor
+
+from genforge.config import ConfigError, DataConfig, RunConfig
+from genforge.data import BatchStream, ImageData, is_text_dataset, load_images
+from genforge.evaluation.images import IMAGE_METRICS, ImageEvalOptions, evaluate_images, proxy_fid_hook
+from genforge.evaluation.protocol import Report
+from genforge.models.base import GenerativeModel
+from genforge.sampling.images import ImagePipeline
+from genforge.sampling.options import pick_fields
+from genforge.tasks.base import Task, TrainingHooks
+
+
+def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
+    """Fill the model's image shape and class count from the data, checking explicit values."""
+    m = cfg.model
+    for field, actual in (("channels", data.channels), ("image_size", data.image_size)):
+        given = getattr(m, field)
+        if given and given != actual:
+            raise ConfigError(f"model.{field}={given} but the data gives {actual}; "
+                              f"set data.{field} to convert the data instead")
+    if m.conditional and data.num_classes < 2:
+        raise ConfigError(f"model.conditional=true but dataset {data.name!r} has no class labels")
+    model = dataclasses.replace(m, channels=data.channels, image_size=data.image_size,
+                                num_classes=data.num_classes if m.conditional else 0)
+    return dataclasses.replace(cfg, model=model)
+
+
+class ImageTask(Task):
+    name = "image"
+    pipeline_class = ImagePipeline
+    metrics = IMAGE_METRICS
+    sample_hint = "--n 64 --seed 1"
+
+    def check(self, cfg: RunConfig) -> None:
+        if is_text_dataset(cfg.data.name):
+            raise ConfigError(f"model.family={cfg.model.family!r} models images but data.name={cfg.data.name!r} "
+                              f"is text; use a text family (gpt) or an image dataset")
+
+    def load_data(self, data_cfg: DataConfig, *, cache_dir: Path | None = None, progress: bool = True) -> ImageData:
+        return load_images(data_cfg, cache_dir=cache_dir)
+
+    def fit(self, cfg: RunConfig, data: ImageData) -> RunConfig:
+        return fit_model_to_data(cfg, data)
+
+    def batches(self, cfg: RunConfig, data: ImageData) -> Iterator[dict[str, Tensor]]:
+        return BatchStream(data.train_x, data.train_y, cfg.train.batch_size, seed=cfg.train.seed,
+                           hflip=cfg.data.hflip)
+
+    def training_hooks(self, cfg: RunConfig, data: ImageData, *, cache_dir: Path | None = None) -> TrainingHooks:
+        evaluate = None
+        if cfg.train.eval_every > 0:  # proxy FID vs cached test-split statistics; None (warned) without an evaluator
+            s = cfg.sample
+            evaluate = proxy_fid_hook(data, cfg.data, n=cfg.train.eval_samples, seed=s.get("seed", 0),
+                                      batch_size=s.get("batch_size", 256), cache_dir=cache_dir)
+        return TrainingHooks(save_extra=lambda directory: None, evaluate=evaluate)
+
+    def pipeline(self, model: GenerativeModel, data: ImageData, *, name: str = "") -> ImagePipeline:
+        return ImagePipeline(model, name=name)
+
+    def eval_options(self, *, metrics: tuple[str, ...] | None, device: str, cache_dir: Path | None,
+                     progress: bool, options: dict[str, Any]) -> ImageEvalOptions:
+        return ImageEvalOptions(metrics=metrics, device=device, cache_dir=cache_dir, progress=progress,
+                                **pick_fields(ImageEvalOptions, options))
+
+    def evaluate(self, pipeline: ImagePipeline, data: ImageData, data_cfg: DataConfig,
+                 opts: ImageEvalOptions) -> Report:
+        return evaluate_images(data, data_cfg, opts, pipeline=pipeline)
