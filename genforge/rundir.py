@@ -150,7 +150,7 @@ class RunDir:
     def require(self, *, what: str = "a genforge run directory") -> RunDir:
         """Raise :class:`RunDirError` naming the first missing file; returns ``self``."""
         if not self.path.is_dir():
-            raise RunDirError(f"{self.path} is not a directory; expected {what}")
+            raise RunDirError(f"{self.path} is not {what} (no such directory)")
         for p in (self.config, self.weights):
             if not p.is_file():
                 raise RunDirError(f"{self.path} is not {what} ({p.name} is missing)")

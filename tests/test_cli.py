@@ -70,7 +70,7 @@ def test_sample_png_carries_metadata_and_is_seeded(trained_run, tmp_path, capsys
     assert img.text["genforge_model"] == "gan" and img.text["seed"] == "5" and img.text["label"] == "3"
     assert (np.asarray(img) == np.asarray(Image.open(b))).all()
     assert not (np.asarray(img) == np.asarray(Image.open(c))).all()
-    fail(capsys, ["sample", str(trained_run), "--label", "10"], "--label must be in [0, 9]")
+    fail(capsys, ["sample", str(trained_run), "--label", "10"], "label must be in [0, 9], got 10")
 
 
 def test_existing_run_dir_is_never_overwritten(trained_run, capsys):

@@ -13,7 +13,8 @@ import pytest
 from genforge.data.download import file_digest
 from genforge.evaluation.compare import build_leaderboard, compare_runs, default_out
 from genforge.evaluation.protocol import EvalError, Protocol, protocol_id
-from genforge.evaluation.runeval import EVAL_FORMAT, evaluate_run
+from genforge.evaluation.record import EVAL_FORMAT
+from genforge.tasks.evaluate import evaluate_run
 from genforge.rundir import RunDir
 from genforge.training.run import train
 from tests.evaluation.test_images import eval_cache  # noqa: F401  (session fixture: a digits evaluator)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from genforge.evaluation.protocol import EvalError
-from genforge.evaluation.runeval import evaluate_run, evaluate_samples, format_table, read_eval
+from genforge.evaluation.runeval import evaluate_samples, format_table, read_eval
+from genforge.tasks.evaluate import evaluate_run
 from genforge.metrics import SampleSizeError
 from genforge.training.run import train
 from tests.evaluation.test_images import eval_cache  # noqa: F401  (session fixture: a digits evaluator)

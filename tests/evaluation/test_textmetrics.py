@@ -11,10 +11,10 @@ import pytest
 from genforge.config import DataConfig
 from genforge.data import load_text
 from genforge.evaluation.protocol import EvalError
-from genforge.evaluation.runeval import evaluate_run
+from genforge.tasks.evaluate import evaluate_run
 from genforge.evaluation.text import heldout_nll
 from genforge.evaluation.textmetrics import TextEvalOptions, evaluate_text, tokenizer_id
-from genforge.sampling.text import load_text_model
+from genforge.sampling.text import TextPipeline, load_text_model
 from genforge.training.run import train
 
 SMALL = dict(n=6, max_new_tokens=40, prompts=8, prompt_tokens=16, continuation_tokens=16)
@@ -74,11 +74,11 @@ def test_text_eval_is_seeded_and_options_are_checked(text_run):
     data = load_text(cfg, cache_dir=cache, progress=False)
     model, tok = load_text_model(run)
     opts = TextEvalOptions(metrics=("distinct", "bleu"), **SMALL)
-    a = {r.metric: r.value for r in evaluate_text(model, tok, data, cfg, opts).results}
-    b = {r.metric: r.value for r in evaluate_text(model, tok, data, cfg, opts).results}
+    a = {r.metric: r.value for r in evaluate_text(TextPipeline(model, tok), data, cfg, opts).results}
+    b = {r.metric: r.value for r in evaluate_text(TextPipeline(model, tok), data, cfg, opts).results}
     assert a == b
     opts.seed = 1
-    c = evaluate_text(model, tok, data, cfg, opts).results
+    c = evaluate_text(TextPipeline(model, tok), data, cfg, opts).results
     assert {r.metric: r.value for r in c}["bleu"] == a["bleu"]  # greedy continuations ignore the seed
     with pytest.raises(EvalError, match="unknown text metric"):
         TextEvalOptions(metrics=("fid",))
@@ -92,12 +92,12 @@ def test_bleu_prompts_are_non_overlapping_windows(text_run):
     data = load_text(cfg, cache_dir=cache, progress=False)
     model, tok = load_text_model(run)
     windows = data.val.size // 32
-    r = evaluate_text(model, tok, data, cfg, TextEvalOptions(metrics=("bleu",), prompts=10_000, prompt_tokens=16,
+    r = evaluate_text(TextPipeline(model, tok), data, cfg, TextEvalOptions(metrics=("bleu",), prompts=10_000, prompt_tokens=16,
                                                              continuation_tokens=16))
     assert r.results[0].protocol.n_generated == windows
     assert any(f"only {windows} non-overlapping windows" in w for w in r.warnings)
     with pytest.raises(EvalError, match="at least"):
-        evaluate_text(model, tok, data, cfg, TextEvalOptions(metrics=("bleu",), prompt_tokens=10**6))
+        evaluate_text(TextPipeline(model, tok), data, cfg, TextEvalOptions(metrics=("bleu",), prompt_tokens=10**6))
 
 
 def test_changed_corpus_is_refused(text_run, tmp_path):
