@@ -23,8 +23,8 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a recipe into a run directory",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a model. Without a recipe, trains the default recipe on an offline "
-                                   "dataset. The run directory gets config.yaml, model.safetensors, "
-                                   "metrics.jsonl, tb/, samples/ and checkpoints/.",
+                                   "dataset. The run directory gets the resolved config, the sampling weights, "
+                                   "a metric log, tb/, samples/ and checkpoints/ (see genforge/rundir.py).",
                        epilog="config sections: data, model, train, sample (see `genforge recipes show NAME`)")
     p.add_argument("recipe", nargs="?", help="shipped recipe name (`genforge recipes`); default: digits-dcgan")
     p.add_argument("--config", metavar="FILE", help="your own recipe YAML instead of a shipped one")

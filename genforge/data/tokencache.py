@@ -6,7 +6,7 @@ share) under ``<cache>/tokens/``::
     <kind>[<vocab>]-<16 hex of the key>/
         train.bin, val.bin   raw little-endian uint16 (vocab <= 65535) or uint32 ids
         meta.json            key, dtype, token and character counts, source files (path, size, sha256)
-        tokenizer.json       the tokenizer the ids were made with
+        (tokenizer file)     the tokenizer the ids were made with
 
 The key hashes the sha256 of every source file in order, so renaming or moving
 a file still hits and editing one misses. A folder is built in a temporary
@@ -36,7 +36,7 @@ from genforge import __version__
 
 from .corpus import SourceFile, count_corpus, iter_corpus, safe_chunks, split_pieces, train_size
 from .errors import DataError
-from .tokenizers import BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from .tokenizers import TOKENIZER_FILE, BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 __all__ = ["TokenCache", "cache_key", "open_or_build", "SPLITS"]
 
@@ -90,7 +90,7 @@ def _open(folder: Path, key: str) -> TokenCache:
         dtype = np.dtype(meta["dtype"])
         tokenizer = load_tokenizer(folder)
         if tokenizer.vocab_size != meta["vocab_size"]:
-            raise _Invalid(f"tokenizer.json has {tokenizer.vocab_size} tokens, meta.json says {meta['vocab_size']}")
+            raise _Invalid(f"{TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, meta.json says {meta['vocab_size']}")
         ids = {}
         for split in SPLITS:
             path, count = folder / f"{split}.bin", int(meta["tokens"][split])

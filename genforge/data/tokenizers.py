@@ -13,7 +13,7 @@
 - ``bpe``: byte-level BPE trained with the ``tokenizers`` library (GPT-2 style:
   ByteLevel pre-tokenizer, no normalisation, ByteLevel decoder), so it encodes
   and decodes any text. Training is deterministic: the same texts give the same
-  ``tokenizer.json``. The file is the library's own format, loadable elsewhere.
+  ``TOKENIZER_FILE`` (named by the run layout). The file is the library's own format, loadable elsewhere.
 
 Decoding: every token of ``byte``/``bpe`` stands for a fixed byte string, and
 :meth:`Tokenizer.decode` is the UTF-8 decoding (invalid sequences → U+FFFD) of
@@ -105,11 +105,11 @@ class Tokenizer:
         return StreamDecoder(self)
 
     def to_json(self) -> str:
-        """The content of ``tokenizer.json``."""
+        """The content of the tokenizer file (JSON)."""
         raise NotImplementedError
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/tokenizer.json`` atomically (creating ``directory``); returns its path."""
+        """Write ``directory/TOKENIZER_FILE`` atomically (creating ``directory``); returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / TOKENIZER_FILE
@@ -316,7 +316,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     """Read a tokenizer saved by :meth:`Tokenizer.save`.
 
     Args:
-        path: the directory holding ``tokenizer.json``, or the file itself.
+        path: the directory holding ``TOKENIZER_FILE``, or the file itself.
 
     Raises:
         DataError: the file is missing, not JSON, or not a tokenizer; the message names it.

@@ -25,7 +25,7 @@ Fields (all plain JSON):
     seed                 seed of generation and of any sampling inside the metric
     dataset              dataset name (``mnist``, ``imagefolder:/path``, ``text:...``)
     image_size, channels the images' square side and channels (0 for text)
-    tokenizer            text: ``kind/vocab_size/sha256-prefix`` of ``tokenizer.json``; ``""`` for images
+    tokenizer            text: ``kind/vocab_size/sha256-prefix`` of the run's tokenizer file; ``""`` for images
     split_sizes          examples per split (images) or tokens and characters per split (text)
     params               everything else that changes the number: KID subsets, the k of
                          PRDC, IS splits, importance samples, decoding settings, the

@@ -37,7 +37,7 @@ def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | N
 
     The reference is the dataset at the samples' size and channels (resized and
     converted exactly as training data would be). Writes ``eval.json``, ``eval.md``
-    and ``samples.png`` (a 64-image grid, for ``genforge compare``) into ``out``,
+    and a 64-image samples grid (for ``genforge compare``) into ``out``,
     by default the folder ``<stem>-eval`` beside the samples.
 
     Args:

@@ -38,7 +38,6 @@ from genforge.evaluation.progress import log
 from genforge.evaluation.protocol import EvalError, Protocol, Report, Result, check_metric_names
 from genforge.evaluation.text import heldout_nll, target_chars
 from genforge.metrics.text import bleu, distinct_n, self_bleu
-from genforge.models.capabilities import LanguageModel
 from genforge.sampling.text import TextPipeline, TextRequest, default_prompt
 
 __all__ = ["TEXT_METRICS", "TextEvalOptions", "evaluate_text", "tokenizer_id"]
@@ -82,16 +81,13 @@ def _sha256_ids(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
 
 
-@torch.inference_mode()
-def _greedy_continuations(model: LanguageModel, tokenizer: Tokenizer, prompts: np.ndarray, length: int,
-                          batch_size: int) -> list[str]:
+def _greedy_continuations(pipeline: TextPipeline, prompts: np.ndarray, length: int, batch_size: int) -> list[str]:
     """Greedy ``length``-token continuations of token-id prompts ``[P_n, P]`` (batched), decoded."""
     out: list[str] = []
     for i in range(0, prompts.shape[0], batch_size):
         chunk = torch.from_numpy(prompts[i:i + batch_size].astype(np.int64))  # (b, P)
-        steps = list(model.generate_stream(chunk, length, temperature=0.0))
-        new = torch.stack(steps, dim=1).cpu()  # (b, length)
-        out += [tokenizer.decode(row.tolist()) for row in new]
+        new = pipeline.continue_ids(chunk, {"max_new_tokens": length, "temperature": 0.0})  # (b, length)
+        out += [pipeline.tokenizer.decode(row.tolist()) for row in new]
     return out
 
 
@@ -198,7 +194,7 @@ def _bleu_stage(ev: _TextEval) -> None:
     refs = [tokenizer.decode(val[s + p:s + p + c].tolist()) for s in starts]
     log(opts.progress, f"greedy continuations of {k} held-out prompts …")
     t = time.perf_counter()
-    hyps = _greedy_continuations(ev.pipeline.model, tokenizer, prompt_ids, c, opts.batch_size)
+    hyps = _greedy_continuations(ev.pipeline, prompt_ids, c, opts.batch_size)
     score, signature = bleu(hyps, refs)
     ev.time("bleu", t)
     ev.add("bleu", score, dict(ev.base, n_generated=k, n_reference=k, reference_split="val",

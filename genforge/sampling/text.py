@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 import torch
+from torch import Tensor
 
 from genforge.data import Tokenizer, load_tokenizer
 from genforge.io import atomic_write_text
@@ -167,6 +168,22 @@ class TextPipeline:
                 emit(i, filters[i].push(decoders[i].flush()))
                 emit(i, filters[i].flush())
         return [prompt + t for t in texts]
+
+    @torch.inference_mode()
+    def continue_ids(self, prompt_ids: Tensor, options: LanguageModelOptions | dict[str, Any] | None = None, *,
+                     seed: int = 0) -> Tensor:
+        """Token-level continuation (no text round trip): int64 [B, P] → the new tokens int64 [B, max_new_tokens].
+
+        Used where prompts are token windows of a corpus (BLEU of held-out continuations).
+        """
+        opts = self.model.parse_sample_options(options)
+        generator = torch.Generator().manual_seed(seed)
+        with eval_mode(self.model):
+            steps = list(self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
+                                                    **opts.decoding()))
+        if not steps:
+            return prompt_ids.new_empty(prompt_ids.shape[0], 0)
+        return torch.stack(steps, dim=1).cpu()  # (B, max_new_tokens)
 
     def write(self, path: str | Path, request: TextRequest, options: LanguageModelOptions | None = None, *,
               step: int | None = None) -> Path:

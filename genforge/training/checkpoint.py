@@ -1,7 +1,7 @@
 """Training checkpoints: written atomically, the last K kept, loaded without pickle.
 
 A checkpoint is a folder ``checkpoints/step-00001234/`` holding
-``model.safetensors`` (raw weights), ``ema.safetensors`` (when EMA is on) and
+the raw weights, the EMA weights (when EMA is on) and
 ``state.pt`` (optimizers, scalers, RNG and data-order state, counters; plain
 tensors and containers, loaded with ``weights_only=True``). It is built in a
 temporary folder and renamed into place, so a crash mid-write never leaves a

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genforge.rundir import RunDir
+
 
 class MetricsLogger:
     """Appends one JSON object per line; mirrors numeric values to TensorBoard.
@@ -18,7 +20,7 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = True) -> None:
-        self.path = run_dir / "metrics.jsonl"
+        self.path = RunDir(run_dir).metrics_log
         self._file = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
@@ -47,8 +49,8 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of ``metrics.jsonl`` (an absent file gives an empty list)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """All records of the run's metric log (an absent file gives an empty list)."""
+    path = RunDir(run_dir).metrics_log
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

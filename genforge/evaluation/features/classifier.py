@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.models.base import eval_mode
+
 from genforge.config import from_dict, to_dict
 
 __all__ = ["ClassifierConfig", "EvaluatorClassifier"]
@@ -201,12 +203,8 @@ class EvaluatorClassifier(nn.Module):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = self.head.weight.device
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             outs = [self(chunk.to(device), quantize=quantize) for chunk in images.split(batch_size)]
-        finally:
-            self.train(was_training)
         if not outs:
             self.normalise(images)  # shape check even for N = 0
             return torch.empty(0, self.config.num_classes), torch.empty(0, self.config.feature_dim)
