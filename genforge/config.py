@@ -36,6 +36,12 @@ __all__ = [
 ]
 
 
+# Resource bounds checked up front, so an extreme value is refused before any work instead of hanging or crashing.
+MAX_STEPS = 10**9  # optimizer steps of one run
+MAX_BATCH = 65_536  # examples per training batch
+MAX_THREADS = 1024  # torch intra-op threads (more than any machine has; torch crashes on absurd values)
+
+
 class ConfigError(ValueError):
     """A config is invalid: unknown key, wrong type or out-of-range value."""
 
@@ -65,6 +71,7 @@ class DataConfig:
     split_seed: int = 0  # seed of that split (independent of the training seed)
     hflip: bool = False  # random horizontal flips during training
     max_train: int | None = None  # use only the first N shuffled training images
+    verify: bool = True  # check data_dir files against the built-in dataset's known checksums (--no-verify)
     # text datasets (text:PATH, tinyshakespeare): test_fraction is the validation tail of the corpus
     tokenizer: Literal["char", "byte", "bpe"] = "char"
     vocab_size: int = 2048  # BPE vocabulary size (char/byte derive theirs from the data)
@@ -117,8 +124,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives lists
-        _require(self.max_steps > 0, f"max_steps must be positive, got {self.max_steps}")
-        _require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        _require(0 < self.max_steps <= MAX_STEPS, f"max_steps must be in [1, {MAX_STEPS}], got {self.max_steps}")
+        _require(0 < self.batch_size <= MAX_BATCH, f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
         _require(self.lr > 0, f"lr must be positive, got {self.lr}")
         for group, lr in self.group_lr.items():
             _require(lr > 0, f"group_lr.{group} must be positive, got {lr}")
@@ -132,7 +139,8 @@ class TrainConfig:
         for group, n in self.group_steps.items():
             _require(n >= 1, f"group_steps.{group} must be >= 1, got {n}")
         _require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        _require(self.num_threads >= 0, f"num_threads must be >= 0, got {self.num_threads}")
+        _require(0 <= self.num_threads <= MAX_THREADS,
+                 f"num_threads must be in [0, {MAX_THREADS}] (0 = torch's default), got {self.num_threads}")
         _require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
         _require(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
         _require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
@@ -253,13 +261,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
     if tp is str:
         if isinstance(value, str):
