@@ -1,10 +1,75 @@
-"""Helpers shared by the benchmarks: an idle check and robust summaries."""
+"""Helpers shared by the benchmarks: where the real data is, an idle check and robust summaries.
+
+Scripts that read real data take ``--data-dir DIR`` (:func:`add_data_dir`);
+its default is ``$GENFORGE_TEST_DATA/<folder>`` when that is set, else
+``shared/data/<folder>`` beside the checkout, as in the tests. When the data
+is missing, :func:`require_data` exits with code 2 and one line on stderr
+saying what is missing and which flag to pass. Only the standard library is
+imported here, so that check runs before any heavy import of a script's own.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+EXIT_NO_DATA = 2  # exit status of a benchmark whose input data is missing
+
+
+def default_data_dir(folder: str) -> Path:
+    """``$GENFORGE_TEST_DATA/<folder>`` when the variable is set, else ``<checkout>/../shared/data/<folder>``."""
+    root = os.environ.get("GENFORGE_TEST_DATA")
+    return (Path(root) if root else REPO.parent / "shared" / "data") / folder
+
+
+def add_data_dir(ap: argparse.ArgumentParser, folder: str, holds: str) -> None:
+    """Add ``--data-dir DIR`` (a Path) defaulting to :func:`default_data_dir` of ``folder``."""
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir(folder), metavar="DIR",
+                    help=f"folder holding {holds} (default: $GENFORGE_TEST_DATA/{folder} when set, else "
+                         f"shared/data/{folder} beside the checkout; here {default_data_dir(folder)})")
+
+
+def fail(message: str, code: int = EXIT_NO_DATA) -> NoReturn:
+    """Print ``<script>: <message>`` as one line on stderr and exit with ``code``."""
+    print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def _present(folder: Path, name: str) -> bool:
+    """``name`` is in ``folder``; a ``.gz`` also counts uncompressed, and ``x-idx3-ubyte`` as ``x.idx3-ubyte``."""
+    plain = name.removesuffix(".gz")
+    variants = {name, plain, name.replace("-idx", ".idx"), plain.replace("-idx", ".idx")}
+    return any((folder / v).is_file() for v in variants)
+
+
+def missing_data(folder: Path, names: Sequence[str]) -> str | None:
+    """What is missing of ``names`` in ``folder`` (``None`` when every file is there)."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    missing = [n for n in names if not _present(folder, n)]
+    return f"{folder} lacks {', '.join(missing)}" if missing else None
+
+
+def require_data(folder: Path, names: Sequence[str], what: str, alternative: str = "") -> None:
+    """Exit 2 with one line on stderr unless ``folder`` holds every file of ``names``.
+
+    Args:
+        folder: the ``--data-dir`` given (or its default).
+        names: the files needed there.
+        what: the data set, e.g. ``"MNIST"``.
+        alternative: another way to run, appended as ``", or <alternative>"``.
+    """
+    problem = missing_data(folder, names)
+    if problem is not None:
+        holding = ", ".join(names)
+        fail(f"{what} not found: {problem}; pass --data-dir DIR with a folder holding {holding}"
+             + (f", or {alternative}" if alternative else ""))
 
 
 def cpu_busy_fraction(seconds: float = 1.0) -> float:

@@ -4,18 +4,18 @@ Runs ``genforge.evaluation.images.evaluate_images`` with FID + KID (100 subsets
 of 1000) + precision/recall (k=3) + density/coverage (k=5) + classifier IS +
 mode coverage, in the MNIST evaluator's feature space. The "generated" images
 are 10k shuffled MNIST training images and the reference is the 10k test split
-(real data from ``--data-dir``, by default the shared MNIST folder when present;
-otherwise synthetic 28x28 blobs). Each repeat uses an empty cache, so both
-feature extractions are timed. Prints the median over repeats of every stage
-and of the total, and the FID of the last repeat.
+(real data from ``--data-dir``, by default ``$GENFORGE_TEST_DATA/mnist`` or the
+shared MNIST folder beside the checkout; ``--synthetic`` times synthetic 28x28
+blobs instead, and missing MNIST files without it exit with code 2). Each
+repeat uses an empty cache, so both feature extractions are timed. Prints the
+median over repeats of every stage and of the total, and the FID of the last repeat.
 
-    python bench/eval_images.py [--data-dir DIR] [--n 10000] [--repeats 3] [--threads 0]
+    python bench/eval_images.py [--data-dir DIR | --synthetic] [--n 10000] [--repeats 3] [--threads 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import require_idle, summary  # noqa: E402
+from common import add_data_dir, fail, require_data, require_idle, summary  # noqa: E402
 
 from genforge.config import DataConfig  # noqa: E402
-from genforge.data import ImageData, load_images  # noqa: E402
+from genforge.data import DataError, ImageData, load_images  # noqa: E402
+from genforge.data.mnist import FILE_NAMES  # noqa: E402
 from genforge.evaluation.images import ImageEvalOptions, evaluate_images  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MNIST = Path(os.environ.get("GENFORGE_TEST_DATA", REPO.parent / "shared" / "data")) / "mnist"
 METRICS = ("fid", "kid", "pr", "dc", "is", "modes")
 
 
@@ -51,22 +50,29 @@ def synthetic(n: int) -> ImageData:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_MNIST, help="folder with the MNIST IDX files")
+    add_data_dir(ap, "mnist", "the four MNIST IDX files")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="time synthetic 28x28 images instead of MNIST (the cost does not depend on content)")
     ap.add_argument("--n", type=int, default=10_000, help="images per side")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     args = ap.parse_args()
+    if not args.synthetic:
+        require_data(args.data_dir, FILE_NAMES, "MNIST", alternative="--synthetic to time synthetic images")
     if args.threads:
         torch.set_num_threads(args.threads)
-    busy = require_idle()
-    if (args.data_dir / "train-images-idx3-ubyte.gz").is_file():
-        cfg = DataConfig(name="mnist", data_dir=str(args.data_dir))
-        data = load_images(cfg)
-        source = f"real MNIST from {args.data_dir}"
-    else:
+    if args.synthetic:
         cfg = DataConfig(name="mnist")
         data = synthetic(args.n)
-        source = "synthetic 28x28 (no MNIST files found)"
+        source = "synthetic 28x28 (--synthetic)"
+    else:
+        cfg = DataConfig(name="mnist", data_dir=str(args.data_dir))
+        try:
+            data = load_images(cfg)
+        except DataError as e:
+            fail(str(e))
+        source = f"real MNIST from {args.data_dir}"
+    busy = require_idle()
     idx = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(0))[: args.n]
     generated = data.train_x[idx].contiguous()
     print(f"data: {source}; {generated.shape[0]} 'generated' (shuffled train) vs {min(args.n, len(data.test_x))} "

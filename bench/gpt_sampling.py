@@ -4,9 +4,11 @@ Times ``GPT.generate`` for ``--new`` tokens after the prompt "ROMEO:" at
 temperature 0.8 (the same seed for both paths, which therefore produce the
 same tokens), median of ``--repeats``. Tokens/s counts new tokens of all
 samples in the batch. Uses ``--run RUN_DIR`` (a ``genforge train
-shakespeare-char`` run directory), else trains one first (about 45 s).
+shakespeare-char`` run directory), else trains one first (about 45 s) on Tiny
+Shakespeare from ``--data-dir`` (default ``$GENFORGE_TEST_DATA/tinyshakespeare``
+or the shared folder beside the checkout; missing, it exits with code 2).
 
-    python bench/gpt_sampling.py [--run runs/shakespeare-char-...] [--new 500] [--batch 8]
+    python bench/gpt_sampling.py [--run runs/shakespeare-char-... | --data-dir DIR] [--new 500] [--batch 8]
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import require_idle, summary  # noqa: E402
+from common import add_data_dir, fail, require_data, require_idle, summary  # noqa: E402
 
+from genforge.data import DataError  # noqa: E402
 from genforge.sampling.text import load_text_model  # noqa: E402
-
-SHAKESPEARE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare"
 
 
 def time_generate(model, prompt: torch.Tensor, new: int, use_cache: bool, repeats: int) -> tuple[list[float], torch.Tensor]:
@@ -41,10 +42,14 @@ def time_generate(model, prompt: torch.Tensor, new: int, use_cache: bool, repeat
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="a shakespeare-char run directory (default: train one now)")
+    add_data_dir(ap, "tinyshakespeare", "Tiny Shakespeare's input.txt, to train a model when --run is not given")
     ap.add_argument("--new", type=int, default=500, help="new tokens per sample (default 500)")
     ap.add_argument("--batch", type=int, default=8, help="samples per batch for the batched figure (default 8)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.run is None:
+        require_data(args.data_dir, ["input.txt"], "Tiny Shakespeare",
+                     alternative="--run RUN_DIR with a trained shakespeare-char run")
     require_idle()
     tmp = None
     run = args.run
@@ -53,8 +58,11 @@ def main() -> None:
 
         tmp = tempfile.TemporaryDirectory()
         print("training shakespeare-char first ...", flush=True)
-        run = genforge.train("shakespeare-char", data_dir=SHAKESPEARE_DIR, out=Path(tmp.name) / "run",
-                             progress=False).run_dir
+        try:
+            run = genforge.train("shakespeare-char", data_dir=args.data_dir, out=Path(tmp.name) / "run",
+                                 progress=False).run_dir
+        except DataError as e:
+            fail(str(e))
     model, tok = load_text_model(run)
     cfg = model.config
     print(f"model: {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, context {cfg.block_size}, "

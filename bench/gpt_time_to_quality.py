@@ -13,7 +13,11 @@ AdamW betas (0.9, 0.99), weight decay 0.1, gradient clipping at 1.0, dropout
 with genforge's fused AdamW, so it is a little faster than nanoGPT's own loop
 (``bench/gpt_train.py``) and the ratio errs against the recipe.
 
-    python bench/gpt_time_to_quality.py [--repeats 3] [--target 1.88] [--baseline]
+Tiny Shakespeare comes from ``--data-dir`` (default
+``$GENFORGE_TEST_DATA/tinyshakespeare`` or the shared folder beside the
+checkout); when it is missing the script exits with code 2.
+
+    python bench/gpt_time_to_quality.py [--data-dir DIR] [--repeats 3] [--target 1.88] [--baseline]
 """
 
 from __future__ import annotations
@@ -29,9 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import require_idle  # noqa: E402
+from common import add_data_dir, require_data, require_idle  # noqa: E402
 
-SHAKESPEARE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare"
 NANOGPT_CPU = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=64", "model.dropout=0.0",
                "train.batch_size=12", "train.max_steps=2000", "train.lr=1e-3", "train.warmup_steps=100",
                "train.schedule=cosine", "train.min_lr_ratio=0.1", "train.betas=[0.9,0.99]",
@@ -76,13 +79,12 @@ def report(name: str, runs: list[dict], target: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="shakespeare-char")
-    ap.add_argument("--data-dir", type=Path, default=SHAKESPEARE_DIR)
+    add_data_dir(ap, "tinyshakespeare", "Tiny Shakespeare's input.txt")
     ap.add_argument("--target", type=float, default=1.88)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline", action="store_true", help="also run nanoGPT's CPU configuration once")
     args = ap.parse_args()
-    if not (args.data_dir / "input.txt").is_file():
-        raise SystemExit(f"{args.data_dir / 'input.txt'} not found: pass --data-dir with Tiny Shakespeare")
+    require_data(args.data_dir, ["input.txt"], "Tiny Shakespeare")
     require_idle()
     runs = [run_once(args.recipe, args.data_dir, [], args.target)]
     if args.baseline:  # between the recipe's runs, so host drift hits both

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """examples:
@@ -17,6 +18,37 @@ EPILOG = """examples:
   genforge evaluators build mnist --data-dir ./mnist   train the classifier whose features the metrics use
   genforge recipes show mnist-dcgan
 """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``genforge sample: error: argument --n: ... (see genforge sample -h)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (0 and negatives are refused, never read as "default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinities are refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _add_train(sub) -> None:
@@ -36,6 +68,8 @@ def _add_train(sub) -> None:
                                                      "an existing non-empty one is never overwritten")
     p.add_argument("--resume", action="store_true", help="continue --out RUN_DIR from its newest checkpoint "
                                                          "(model, optimizer, schedule, EMA, RNG, data order)")
+    p.add_argument("--no-verify", action="store_true", help="do not check --data-dir files against the built-in "
+                                                            "dataset's checksums (your own variant of it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -49,22 +83,25 @@ def _add_sample(sub) -> None:
                                    "run's family can be given as --set sample.KEY=VALUE (e.g. sample.noise=true for "
                                    "a VAE); an unknown one is refused with the list of valid ones.")
     p.add_argument("run_dir", help="a run directory written by `genforge train`")
-    p.add_argument("--n", type=int, help="number of images (default 64) or text samples (default 1)")
-    p.add_argument("--label", type=int, help="class label for a conditional model (default: one class per column)")
+    p.add_argument("--n", type=positive_int, help="number of images (default 64) or text samples (default 1)")
+    p.add_argument("--label", help="class of a conditional model, by id or name, e.g. 3 or ankle_boot "
+                                   "(default: one class per column)")
     p.add_argument("--seed", type=int, help="random seed (default 0): same seed, same samples")
     p.add_argument("-o", "--out", metavar="FILE", help="output file (images: default "
                                                        "RUN_DIR/samples/sample-seed<S>.png; text: the terminal)")
-    p.add_argument("--nrow", type=int, help="images per row (default: square-ish)")
-    p.add_argument("--batch-size", type=int, help="images generated per forward pass (default 256)")
+    p.add_argument("--nrow", type=positive_int, help="images per row (default: square-ish)")
+    p.add_argument("--batch-size", type=positive_int, help="images generated per forward pass (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file when it exists")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="a sample option of the run's family or pipeline (repeatable)")
     t = p.add_argument_group("text runs")
     t.add_argument("--prompt", help="text to continue (default: a newline)")
     t.add_argument("--max-new-tokens", type=int, help="tokens to generate per sample (default 500)")
-    t.add_argument("--temperature", type=float, help="0 = greedy; higher = more random (default 0.8)")
-    t.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
-    t.add_argument("--top-p", type=float, help="sample only within the smallest set of tokens of probability p")
+    t.add_argument("--temperature", type=finite_float, help="0 = greedy; higher = more random (default 0.8)")
+    t.add_argument("--top-k", type=positive_int, help="sample only among the k most likely tokens")
+    t.add_argument("--top-p", type=finite_float, help="sample only within the smallest set of tokens of "
+                                                       "probability p")
     t.add_argument("--stop", action="append", metavar="TEXT",
                    help="end a sample before this text (repeatable), e.g. --stop $'\\n\\n'")
     t.add_argument("--best", action="store_true", help="use the weights with the best validation loss (best/)")
@@ -113,6 +150,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--dataset", metavar="NAME", help="reference dataset for --samples (mnist, digits, "
                                                      "imagefolder:PATH …)")
     p.add_argument("--data-dir", metavar="DIR", help="read the dataset's files from DIR")
+    p.add_argument("--no-verify", action="store_true", help="do not check --data-dir files against checksums")
     p.add_argument("--out", metavar="DIR", help="--samples only: output folder (default <stem>-eval beside FILE)")
     p.add_argument("--metrics", type=_csv, metavar="LIST", help="comma-separated metrics (default: all that apply)")
     p.add_argument("--n", type=int, help="generated and reference samples (default: images 10000, or all of "
@@ -146,6 +184,7 @@ def _add_compare(sub) -> None:
                                    "the reason.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or --samples eval folders)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent)")
+    p.add_argument("--overwrite", action="store_true", help="replace leaderboard files that exist in --out")
     p.set_defaults(func=cmd_compare)
 
 
@@ -163,7 +202,7 @@ def _add_evaluators(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from genforge import __version__
 
-    parser = argparse.ArgumentParser(prog="genforge", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = Parser(prog="genforge", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Train, sample, evaluate and compare generative models.",
                                      epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"genforge {__version__}")
@@ -178,7 +217,8 @@ def cmd_train(args) -> int:
     from genforge.tasks import get_task
     from genforge.training.run import train
 
-    outcome = train(args.recipe, config_file=args.config, overrides=args.overrides, data_dir=args.data_dir,
+    overrides = [*args.overrides, *(["data.verify=false"] if args.no_verify else [])]
+    outcome = train(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir,
                     out=args.out, resume=args.resume, progress=False if args.no_progress else None)
     d, r, run = outcome.run_dir, outcome.result, RunDir(outcome.run_dir)
     task = get_task(outcome.config.task)
@@ -215,7 +255,8 @@ def cmd_sample(args) -> int:
     options = sample_options(args)
     pipeline = open_run(args.run_dir, device=args.device, best=args.best)
     request, opts = pipeline.parse(options)
-    written = pipeline.sample_to(args.out, request, opts, run_dir=args.run_dir, stream=sys.stdout)
+    written = pipeline.sample_to(args.out, request, opts, run_dir=args.run_dir, stream=sys.stdout,
+                                 overwrite=args.overwrite)
     if written is not None:
         print(written)
     return 0
@@ -257,7 +298,7 @@ def cmd_eval(args) -> int:
                   reference=args.reference, features=args.features, seed=args.seed,
                   reference_seed=args.reference_seed, batch_size=args.batch_size,
                   kid_subset_size=args.kid_subset_size, allow_small=args.allow_small,
-                  inception_weights=args.inception_weights)
+                  inception_weights=args.inception_weights, verify=not args.no_verify)
     if args.samples:
         if args.run_dir:
             raise ValueError("give either RUN_DIR or --samples FILE, not both")
@@ -281,7 +322,7 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from genforge.evaluation.compare import compare_runs, format_summary
 
-    out = compare_runs(args.run_dirs, out=args.out)
+    out = compare_runs(args.run_dirs, out=args.out, overwrite=args.overwrite)
     print(format_summary(out.leaderboard))
     print(f"\nwrote {out.md_path} and {out.html_path}")
     return 0
@@ -310,14 +351,13 @@ def cmd_evaluators(args) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input: reported as one line, no traceback."""
+    """Exceptions that mean bad input or configuration: one line, exit code 2."""
     from genforge.config import ConfigError
     from genforge.data import DataError
     from genforge.evaluation.features import EvaluatorError
     from genforge.rundir import RunDirError
-    from genforge.training.trainer import TrainingError
 
-    return (ConfigError, DataError, EvaluatorError, RunDirError, TrainingError, FileNotFoundError, ValueError)
+    return (ConfigError, DataError, EvaluatorError, RunDirError, FileNotFoundError, ValueError, TypeError)
 
 
 COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "compare": _add_compare,
@@ -325,16 +365,42 @@ COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "comp
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 bad input or configuration, 1 a failure while running
+    (including Ctrl-C). Every error is one line on stderr; ``GENFORGE_DEBUG=1`` shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    debug = os.environ.get("GENFORGE_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except _user_errors() as e:
-        print(f"genforge {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"genforge {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"genforge {args.command}: interrupted (nothing half-written was kept)", file=sys.stderr)
+        return 1
+    except Exception as e:  # a failure while running: still one line, never a traceback
+        if debug:
+            raise
+        from genforge.training.trainer import TrainingError
+
+        kind = "" if isinstance(e, TrainingError) else f"{type(e).__name__}: "
+        hint = "" if isinstance(e, TrainingError) else " (GENFORGE_DEBUG=1 shows the traceback)"
+        print(f"genforge {args.command}: error: {kind}{_one_line(e)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception's message on one line (OS errors: strerror and the file name)."""
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

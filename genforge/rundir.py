@@ -23,9 +23,17 @@ Bottom layer: imports only ``genforge.config``.
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks; a run directory is then not locked
+    fcntl = None  # type: ignore[assignment]
 
 from genforge.config import ConfigError, load_yaml
 
@@ -33,6 +41,7 @@ CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 STATE = "state.pt"
+MANIFEST = "manifest.json"  # in each checkpoint: size and sha256 of every file, written last
 TOKENIZER = "tokenizer.json"
 METRICS_LOG = "metrics.jsonl"
 TB_DIR = "tb"
@@ -42,12 +51,106 @@ BEST_DIR = "best"
 BEST_JSON = "best.json"
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
+LOCK = ".lock"  # held (flock) by the process training into the run; records its pid, host and start
 SAMPLES_STEM = "samples"
 SAMPLE_SUFFIX = {"image": ".png", "text": ".txt"}  # the file type each task writes its samples as
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists, missing, not a run, unreadable config)."""
+    """The run directory cannot be used as asked (exists, missing, not a run, unreadable config, in use)."""
+
+
+# What `genforge sample/eval/compare` may never overwrite inside a run: the run's own files.
+RUN_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, CHECKPOINTS_DIR, BEST_DIR, EVAL_JSON, EVAL_MD,
+                       LOCK, *(f"{SAMPLES_STEM}{s}" for s in SAMPLE_SUFFIX.values())})
+# What a run that never wrote a checkpoint leaves behind: nothing trained (the weights are those of step 0).
+RESTARTABLE = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, SAMPLES_DIR, CHECKPOINTS_DIR, LOCK,
+                         *(f"{SAMPLES_STEM}{s}" for s in SAMPLE_SUFFIX.values())})
+
+
+def run_file_owner(path: str | Path) -> Path | None:
+    """The run directory whose own file (``RUN_FILES``) ``path`` is or lies in; None for any other path."""
+    path = Path(path).absolute()
+    for parent in list(path.parents)[:4]:
+        if (parent / CONFIG).is_file():
+            first = path.relative_to(parent).parts[0]
+            if first in RUN_FILES:
+                return parent
+    return None
+
+
+def check_output(path: str | Path, *, overwrite: bool = False, what: str = "output") -> Path:
+    """Refuse an output path that would damage something: a run's own file, a folder, an existing file
+    (unless ``overwrite``), or a parent that is a file. Returns the path."""
+    path = Path(path)
+    owner = run_file_owner(path)
+    if owner is not None:
+        raise RunDirError(f"refusing to write {what} {path}: it is a file of the run {owner} "
+                          f"({path.absolute().relative_to(owner.absolute())}); choose another output")
+    if path.is_dir():
+        raise RunDirError(f"{what} {path} is a folder; give a file name")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+            break
+    if path.exists() and not overwrite:
+        raise RunDirError(f"{what} {path} already exists; pass --overwrite to replace it (nothing was changed)")
+    return path
+
+
+class RunLock:
+    """An exclusive OS lock (``flock``) on a run directory, held for the life of one training process.
+
+    Creating the directory and taking the lock come first; every check of what the
+    directory holds happens under the lock, so two processes started at the same
+    instant can never both write one run. The lock file stays (an unlinked lock file
+    could let a third process lock a new inode while a second still holds the old);
+    it records the owner, which a refused process reports.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def owner(self) -> str:
+        """What the lock file says about its holder (empty when unreadable)."""
+        try:
+            return (self.path / LOCK).read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def acquire(self) -> RunLock:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise RunDirError(f"cannot create run directory {self.path}: a file is in the way") from None
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = self.owner() or "another process"
+                raise RunDirError(f"run directory {self.path} is in use: {holder} is training into it; "
+                                  f"wait for it to finish or stop it first (nothing was changed)") from None
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def legacy_task(path: Path) -> str:

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from genforge import __version__
 from genforge.io import atomic_path
 
 from .errors import DataError
 
-__all__ = ["DownloadError", "RemoteFile", "download_file", "download_url", "file_digest", "verify_file"]
+__all__ = ["DownloadError", "RemoteFile", "download_file", "download_url", "file_digest", "cached_digest",
+           "verify_file", "verify_local_file"]
 
 _CHUNK = 1 << 20  # bytes per read
 
@@ -33,12 +35,15 @@ class RemoteFile:
     """One file of a dataset: its name on every mirror and its published checksum(s).
 
     ``sha256`` is checked when known, else ``md5`` (hex digests of the file as
-    served, e.g. of the ``.gz``).
+    served, e.g. of the ``.gz``). ``raw_sha256`` is the sha256 of a ``.gz``
+    file's decompressed bytes, when known: it checks an uncompressed copy
+    given in ``--data-dir`` (see :func:`verify_local_file`).
     """
 
     name: str
     sha256: str | None = None
     md5: str | None = None
+    raw_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.sha256 or self.md5):
@@ -66,13 +71,89 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+# (resolved path, size, mtime_ns, algorithm) → hex digest: each file is hashed at most once per process.
+_DIGESTS: dict[tuple[str, int, int, str], str] = {}
+
+
+def cached_digest(path: Path, algorithm: str = "sha256") -> str:
+    """:func:`file_digest`, remembered in memory by path, size and modification time.
+
+    A file that is rewritten (new size or mtime) is hashed again; an unchanged
+    one is hashed once per process, however often it is verified.
+    """
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, algorithm)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = file_digest(path, algorithm)
+    return digest
+
+
 def verify_file(path: Path, spec: RemoteFile) -> None:
     """Raise :class:`DataError` unless ``path`` has ``spec``'s checksum."""
-    actual = file_digest(path, spec.algorithm)
+    actual = cached_digest(path, spec.algorithm)
     if actual != spec.digest:
         raise DataError(f"{path} is not the expected {spec.name}: {spec.algorithm} {actual}, expected "
                         f"{spec.digest}; delete it so that it is downloaded again, or replace it with the "
                         f"official file")
+
+
+def _owner(digest: str, raw: bool, known: Iterable[tuple[str, RemoteFile]]) -> tuple[str, RemoteFile] | None:
+    """The known ``(dataset, file)`` whose sha256 (of the file as served, or of its decompressed bytes) is ``digest``."""
+    return next(((d, f) for d, f in known if (f.raw_sha256 if raw else f.sha256) == digest), None)
+
+
+def _unverified(path: Path, spec: RemoteFile, dataset: str) -> None:
+    print(f"genforge: warning: {path} is used unverified: only the checksum of {dataset}'s compressed {spec.name} "
+          f"is known (put the .gz file there to have it checked)", file=sys.stderr, flush=True)
+
+
+def verify_local_file(path: Path, spec: RemoteFile, dataset: str,
+                      known: Iterable[tuple[str, RemoteFile]] = ()) -> None:
+    """Check a file the user gave in ``--data-dir`` against the built-in ``dataset``'s ``spec``.
+
+    A file named as served (``spec.name``, e.g. the ``.gz``) is hashed as is and
+    compared with ``spec``'s checksum (so is ``x.idx3-ubyte.gz``). An
+    uncompressed copy of a ``.gz`` file (``x-idx3-ubyte``, ``x.idx3-ubyte``) cannot be
+    compared with the ``.gz`` checksum: it is compared with ``spec.raw_sha256``,
+    the sha256 of the decompressed bytes, when that is known. When it is not
+    (Fashion-MNIST), the file is refused only if it is recognised as another
+    known file, and is otherwise used unverified after a one-line warning on
+    stderr. Each file is hashed at most once per process (:func:`cached_digest`).
+
+    Args:
+        path: the file in the data folder.
+        spec: what ``dataset`` expects there.
+        dataset: the dataset asked for (``data.name``), for the message.
+        known: ``(dataset, file)`` of every built-in file, to say which one a
+            wrong file is.
+
+    Raises:
+        DataError: one line naming the file and the dataset asked for (and the
+            file it is, when recognised); it says to point ``--data-dir`` at the
+            right files or to pass ``--no-verify``.
+    """
+    others = [(d, f) for d, f in known if (d, f.name) != (dataset, spec.name)]
+    fix = f"point --data-dir at {dataset}'s files, or pass --no-verify to use your own variant"
+    raw = spec.name.endswith(".gz") and not path.name.endswith(".gz")
+    expected = spec.raw_sha256 if raw else spec.digest
+    if raw and expected is None and not any(f.raw_sha256 for _, f in others):
+        _unverified(path, spec, dataset)  # nothing known to compare an uncompressed file with
+        return
+    actual = cached_digest(path, "sha256" if raw else spec.algorithm)
+    if actual == expected:
+        return
+    owner = _owner(actual if raw or spec.algorithm == "sha256" else cached_digest(path, "sha256"), raw, others)
+    if owner is not None:
+        d, f = owner
+        raise DataError(f"{path} is {d}'s {f.name}{' (uncompressed)' if raw else ''}, not {dataset}'s"
+                        f"{'' if f.name == spec.name else ' ' + spec.name}; {fix}")
+    if expected is None:
+        _unverified(path, spec, dataset)
+        return
+    what = f"{spec.name} uncompressed" if raw else spec.name
+    raise DataError(f"{path} is not {dataset}'s {what} ({'sha256' if raw else spec.algorithm} {actual}, "
+                    f"expected {expected}); {fix}")
 
 
 def _mb(n: int) -> str:

@@ -8,15 +8,22 @@ channels, resized (shorter side → ``image_size``, antialiased) and centre-crop
 to a square, then everything is held in memory as uint8.
 
 Channels: ``data.channels`` when set. Otherwise native: 3 if any image is in
-colour (RGB, palette, CMYK, …), else 1. Transparency is kept only when
-``channels=4`` is asked for; otherwise images are composited over black.
+colour (RGB, palette, CMYK, …), else 1; a folder that mixes grayscale and
+colour images prints one warning line on stderr with the count per mode, the
+channels chosen and how to choose (``data.channels``). Transparency is kept
+only when ``channels=4`` is asked for; otherwise images are composited over black.
 
 Unreadable files are skipped and reported in one warning (path + reason each).
+So are images above :data:`MAX_PIXELS` (width × height read from the header,
+before any pixel is decoded): a small, highly compressed file (a 1-bit PNG
+of a few KB) can otherwise decode to gigabytes.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +37,13 @@ from .errors import DataError
 from .imagedata import ImageData
 from .transforms import convert_channels, resize_center_crop, split_indices
 
-__all__ = ["load_imagefolder", "IMAGE_EXTENSIONS", "PREFIX"]
+__all__ = ["load_imagefolder", "IMAGE_EXTENSIONS", "MAX_PIXELS", "PREFIX"]
 
 PREFIX = "imagefolder"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+# Largest image decoded, in pixels (width × height from the header): 40 megapixels, e.g. 7746x5164, take
+# about 160 MB as RGBA uint8 and a few times that while converting and resizing. Larger files are skipped.
+MAX_PIXELS = 40_000_000
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
@@ -90,12 +100,41 @@ def _decode(entry: _Entry, channels: int, size: int | None) -> torch.Tensor:
     return t[0]
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def _header(entry: _Entry) -> None:
-    """Fill mode and size from the file header (no pixel decoding)."""
-    with Image.open(entry.path) as im:
+    """Fill mode and size from the file header (no pixel decoding).
+
+    Raises:
+        _TooLarge: the image has more than :data:`MAX_PIXELS` pixels.
+    """
+    limit = f"above the {MAX_PIXELS / 1e6:g}-megapixel limit of imagefolder; downscale it first"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below with our own message
+        try:
+            im = Image.open(entry.path)  # lazy: reads the header only
+        except Image.DecompressionBombError as e:  # over twice Pillow's own limit: it refuses before we can
+            raise _TooLarge(f"{e}; {limit}") from None
+    with im:
         entry.mode, entry.size = im.mode, im.size
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise _TooLarge(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is {limit}")
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
             entry.size = entry.size[::-1]  # EXIF rotation by 90° swaps width and height
+
+
+def _warn_mixed_modes(root: Path, entries: list[_Entry], channels: int) -> None:
+    """One stderr line when grayscale and colour images mix and the native channel count decides."""
+    modes = Counter(e.mode for e in entries)
+    if not (any(m in _GRAY_MODES for m in modes) and any(m not in _GRAY_MODES for m in modes)):
+        return
+    counts = ", ".join(f"{m}: {n}" for m, n in sorted(modes.items(), key=lambda kv: (-kv[1], kv[0])))
+    print(f"genforge: warning: images in {root} mix grayscale and colour modes ({counts}); loading all with "
+          f"{channels} channels; set data.channels (e.g. --set data.channels=1 for grayscale, 3 for RGB) to "
+          f"choose", file=sys.stderr, flush=True)
 
 
 def resolve_root(cfg: DataConfig) -> Path:
@@ -120,6 +159,9 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
     Returns:
         ImageData with uint8 ``[N, C, S, S]`` images; labels from sub-folders or None.
 
+    Files that cannot be read, or hold more than :data:`MAX_PIXELS` pixels, are
+    skipped and listed in one warning.
+
     Raises:
         DataError: folder missing or without any readable image; mixed or
             non-square sizes with ``image_size`` unset; fewer than 2 images.
@@ -141,6 +183,8 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
         try:
             _header(e)
             ok.append(e)
+        except _TooLarge as err:
+            skipped.append(f"  {e.path}: too large: {err}")
         except Exception as err:  # Pillow raises many types for bad files
             skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
 
@@ -154,6 +198,8 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
                             f"{first.path.name}, {other.size[0]}x{other.size[1]} {other.path.name}); set "
                             f"data.image_size (e.g. --set data.image_size=64) to resize and centre-crop them")
     channels = cfg.channels or (3 if any(e.mode not in _GRAY_MODES for e in ok) else 1)
+    if cfg.channels is None:
+        _warn_mixed_modes(root, ok, channels)
 
     images, labels = [], []
     for e in ok:  # pass 2: decode
@@ -163,9 +209,11 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
         except Exception as err:
             skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root}:\n" + "\n".join(skipped), stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} unreadable or too large image(s) in {root}:\n" + "\n".join(skipped),
+                      stacklevel=2)
     if not images:
-        raise DataError(f"image folder {root} holds no readable image ({len(entries)} file(s) failed to decode)")
+        raise DataError(f"image folder {root} holds no readable image ({len(entries)} file(s) failed to decode or "
+                        f"are too large)")
     if size is None and len({tuple(t.shape) for t in images}) > 1:  # headers lied (rare): still refuse a mix
         raise DataError(f"images in {root} decode to different sizes; set data.image_size to resize them")
 

@@ -1,9 +1,13 @@
 """MNIST-format datasets (``mnist``, ``fashion-mnist``): four IDX gz files each.
 
 Files come from ``data.data_dir`` when set (``--data-dir``; ``.gz`` or
-uncompressed, structurally checked), else from ``<cache>/<dataset>/``, where
-missing files are downloaded from the dataset's mirrors and every file is
-verified against its published checksum.
+uncompressed), else from ``<cache>/<dataset>/``, where missing files are
+downloaded from the dataset's mirrors. Every file is verified against the
+dataset's known checksum: in the cache always; in ``data_dir`` unless
+``data.verify`` is false (``--no-verify``), so that e.g. MNIST's files given
+for ``fashion-mnist`` are refused, naming the dataset they belong to (see
+:func:`genforge.data.download.verify_local_file` for uncompressed copies).
+Each file is hashed at most once per process.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 
 from genforge.config import DataConfig
 
-from .download import RemoteFile, download_file, verify_file
+from .download import RemoteFile, download_file, verify_file, verify_local_file
 from .errors import DataError
 from .idx import read_idx_images, read_idx_labels
 from .imagedata import ImageData
@@ -23,7 +27,7 @@ from .imagedata import ImageData
 if TYPE_CHECKING:
     from .registry import DatasetInfo
 
-__all__ = ["load_idx_dataset", "find_local_files", "cached_files"]
+__all__ = ["load_idx_dataset", "find_local_files", "verify_local_files", "cached_files"]
 
 # Role → standard file name; the same four names for every MNIST-format dataset.
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -62,6 +66,20 @@ def find_local_files(folder: Path, names: tuple[str, ...] = FILE_NAMES) -> dict[
         raise DataError(f"data_dir {folder} lacks {', '.join(missing)} (uncompressed copies without .gz are "
                         f"accepted too); put the file(s) there or drop --data-dir to download them")
     return found
+
+
+def verify_local_files(info: DatasetInfo, paths: dict[str, Path]) -> None:
+    """Check ``data_dir`` files (standard name → path) against ``info``'s checksums (:func:`verify_local_file`).
+
+    Raises:
+        DataError: a file is not ``info``'s; names the dataset it belongs to when it is a known file.
+    """
+    from .registry import known_files  # the registry imports this module
+
+    known = known_files()
+    for spec in info.files:
+        if spec.name in paths:
+            verify_local_file(paths[spec.name], spec, info.name, known)
 
 
 def cached_files(info: DatasetInfo, cache_dir: Path) -> dict[str, Path]:
@@ -116,7 +134,7 @@ def load_idx_dataset(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, downlo
     """Load an MNIST-format dataset at its native size (1×28×28 for both built-ins).
 
     Args:
-        cfg: the ``data`` section; only ``data_dir`` is used here.
+        cfg: the ``data`` section; only ``data_dir`` and ``verify`` are used here.
         info: registry entry (file names, checksums, mirrors, classes).
         cache_dir: root of the download cache.
         download: fetch missing files; when False a missing file is a DataError.
@@ -124,6 +142,8 @@ def load_idx_dataset(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, downlo
     """
     if cfg.data_dir is not None:
         paths = find_local_files(Path(cfg.data_dir).expanduser(), tuple(f.name for f in info.files))
+        if cfg.verify:
+            verify_local_files(info, paths)
     else:
         paths = _cache_files(info, cache_dir, download, progress)
     k = len(info.classes)

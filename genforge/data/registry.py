@@ -28,7 +28,7 @@ from .mnist import cached_files, load_idx_dataset
 from .transforms import convert_channels, resize_center_crop, shuffled_subset
 
 __all__ = ["DatasetInfo", "DATASETS", "TextDatasetInfo", "TEXT_DATASETS", "TEXT_PREFIX", "is_text_dataset",
-           "unknown_dataset", "load_images", "list_datasets"]
+           "unknown_dataset", "known_files", "load_images", "list_datasets"]
 
 Loader = Callable[[DataConfig, "DatasetInfo", Path, bool], ImageData]
 
@@ -73,18 +73,25 @@ def _digits(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool)
 
 
 # Checksums of the .gz files; sha256 is what gets verified, md5 is kept for reference.
-# MNIST: md5s as published (torchvision), sha256s of the real files. Fashion-MNIST: md5s as
-# published by Zalando/torchvision, sha256s as published by two independent loaders whose
-# MNIST sha256s match the real files.
+# MNIST: md5s as published (torchvision), sha256s of the real files; raw_sha256 is the sha256
+# of each real file's decompressed bytes (whose md5s equal the published ones), which checks
+# uncompressed copies in --data-dir. Fashion-MNIST: md5s as published by Zalando/torchvision,
+# sha256s as published by two independent loaders whose MNIST sha256s match the real files;
+# no decompressed checksum is known, so its uncompressed copies are used unverified (with a
+# warning) unless they are recognised as another dataset's.
 _MNIST_FILES = (
     RemoteFile("train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
-               sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+               sha256="440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+               raw_sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     RemoteFile("train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432",
-               sha256="3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+               sha256="3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+               raw_sha256="65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
     RemoteFile("t10k-images-idx3-ubyte.gz", md5="9fb629c4189551a2d022fa330f9573f3",
-               sha256="8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+               sha256="8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+               raw_sha256="0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
     RemoteFile("t10k-labels-idx1-ubyte.gz", md5="ec29112dd5afa0611ce80d1b7f02629c",
-               sha256="f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+               sha256="f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+               raw_sha256="ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 )
 _FASHION_FILES = (
     RemoteFile("train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -172,6 +179,15 @@ def is_text_dataset(name: str) -> bool:
     return name in TEXT_DATASETS or name.startswith(TEXT_PREFIX + ":")
 
 
+def known_files() -> list[tuple[str, RemoteFile]]:
+    """``(dataset, file)`` for every checksummed file of every built-in dataset, images then text.
+
+    Used to say which dataset a wrong ``--data-dir`` file belongs to.
+    """
+    return [(info.name, f) for info in DATASETS.values() for f in info.files] + [
+        (info.name, info.file) for info in TEXT_DATASETS.values()]
+
+
 def unknown_dataset(name: str) -> DataError:
     """The error for a name that is no dataset, suggesting the closest built-in one."""
     names = sorted([*DATASETS, *TEXT_DATASETS])
@@ -212,7 +228,8 @@ def load_images(cfg: DataConfig, *, cache_dir: Path | None = None, download: boo
     Args:
         cfg: ``data`` section: ``name`` (a key of :data:`DATASETS` or
             ``imagefolder:PATH``), ``data_dir`` (read the dataset's files from this
-            folder instead of the cache), ``image_size`` (shorter side resized
+            folder instead of the cache), ``verify`` (check ``data_dir`` files
+            against the dataset's known checksums), ``image_size`` (shorter side resized
             to it, antialiased, then centre-cropped square), ``channels`` (1/3/4;
             gray↔RGB↔RGBA, alpha composited over black when dropped),
             ``test_fraction``/``split_seed`` (split of datasets without an
@@ -226,8 +243,9 @@ def load_images(cfg: DataConfig, *, cache_dir: Path | None = None, download: boo
         ImageData with uint8 ``[N, C, S, S]`` train and ``[M, C, S, S]`` test images.
 
     Raises:
-        DataError: unknown name, missing/corrupt files, failed downloads, a
-            folder without readable images …; the message says what to do.
+        DataError: unknown name, missing/corrupt files, a ``data_dir`` file that
+            is not the dataset's (e.g. MNIST's under ``fashion-mnist``), failed
+            downloads, a folder without readable images …; the message says what to do.
     """
     name = cfg.name
     if is_text_dataset(name):

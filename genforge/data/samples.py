@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,9 @@ __all__ = ["NPZ_KEYS", "load_samples"]
 
 def _from_array(a: np.ndarray, what: str) -> Tensor:
     """A numpy array of images → uint8 [N, C, H, W]; see :func:`load_samples` for the accepted layouts."""
-    if a.dtype == object or a.dtype.kind not in "uifb":
+    if a.dtype.kind == "b":  # a mask or thresholded output: scoring it would compare near-black images
+        raise DataError(f"{what}: boolean arrays are not images; save uint8 0..255 or float in [0, 1]")
+    if a.dtype == object or a.dtype.kind not in "uif":
         raise DataError(f"{what}: expected a numeric array of images, got dtype {a.dtype}")
     if a.ndim == 3:
         a = a[:, None]  # [N, H, W] → [N, 1, H, W]
@@ -52,13 +56,26 @@ def _from_array(a: np.ndarray, what: str) -> Tensor:
             raise DataError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "
                             f"map [-1, 1] images with (x + 1) / 2, or save uint8")
         return torch.from_numpy(np.ascontiguousarray(np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)))
-    lo, hi = int(a.min()), int(a.max())  # other integer (or bool) arrays: accepted when they hold 0..255
+    lo, hi = int(a.min()), int(a.max())  # other integer arrays: accepted when they hold 0..255
     if lo < 0 or hi > 255:
         raise DataError(f"{what}: integer images must hold values in 0..255, got {lo}..{hi}")
     return torch.from_numpy(np.ascontiguousarray(a.astype(np.uint8)))
 
 
 NPZ_KEYS = ("samples", "images", "x", "arr_0")  # looked up in this order when an .npz holds several arrays
+
+# What numpy raises for an empty, truncated or damaged .npy/.npz (a bad header or short data: ValueError/EOFError;
+# a cut or corrupt zip: BadZipFile, zlib.error; an unreadable file: OSError).
+_DAMAGED = (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error)
+
+
+def _damaged(p: Path, e: BaseException) -> DataError:
+    """The error for a .npy/.npz numpy cannot read: pickled data, or a truncated or damaged file."""
+    if "pickle" in str(e):  # object arrays: refused without pickle
+        kind = ".npz archive" if p.suffix == ".npz" else ".npy array"
+        return DataError(f"{p} is not a plain {kind} ({e}); save numeric images (uint8 or float) without pickle")
+    return DataError(f"{p} is truncated or damaged and cannot be read ({type(e).__name__}: {e}); write it again "
+                     f"(numpy.save / numpy.savez)")
 
 
 def load_samples(path: str | Path) -> Tensor:
@@ -77,8 +94,12 @@ def load_samples(path: str | Path) -> Tensor:
     - A folder of PNG/JPEG/BMP/WebP images of one square size (class sub-folders allowed;
       labels are ignored).
 
+    Refused: boolean arrays (masks are not images), and empty (0-byte),
+    truncated or damaged files (a DataError naming the file, not a traceback).
+
     Raises:
-        DataError: a missing file, another format, a bad shape or value range.
+        DataError: a missing, empty or damaged file, another format, a bad
+            dtype, shape or value range.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -88,11 +109,13 @@ def load_samples(path: str | Path) -> Tensor:
 
         d = load_imagefolder(DataConfig(name=f"imagefolder:{p}", test_fraction=0.5))
         return torch.cat([d.train_x, d.test_x]).contiguous()
+    if p.suffix in (".npy", ".npz") and p.stat().st_size == 0:
+        raise DataError(f"{p} is empty (0 bytes): it holds no images; write it again (numpy.save / numpy.savez)")
     if p.suffix == ".npy":
         try:
             a = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{p} is not a plain .npy array ({e})") from None
+        except _DAMAGED as e:
+            raise _damaged(p, e) from None
         return _from_array(a, str(p))
     if p.suffix == ".npz":
         try:
@@ -102,8 +125,8 @@ def load_samples(path: str | Path) -> Tensor:
                 if key is None:
                     raise DataError(f"{p} holds arrays {names}; name the images one of {', '.join(NPZ_KEYS)}")
                 a = z[key]
-        except ValueError as e:
-            raise DataError(f"{p} is not a plain .npz archive ({e})") from None
+        except _DAMAGED as e:
+            raise _damaged(p, e) from None
         return _from_array(a, f"{p}[{key}]")
     raise DataError(f"samples {p}: expected a .npy or .npz file of images, or a folder of image files")
 

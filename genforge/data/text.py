@@ -7,7 +7,8 @@
     >>> next(TokenBatches(data.train, 256, 64, seed=0))["x"].shape   # int64 [64, 257]
 
 Sources: ``tinyshakespeare`` (downloaded with a checksum into the cache, or
-``input.txt`` read from ``data.data_dir``, which is taken as is) and
+``input.txt`` read from ``data.data_dir``, checked against the same checksum
+unless ``data.verify`` is false, i.e. ``--no-verify`` for your own variant) and
 ``text:PATH`` for a file, a folder of ``*.txt`` files or a glob (see
 :mod:`genforge.data.corpus`).
 
@@ -34,9 +35,9 @@ from genforge.config import DataConfig
 
 from .cache import default_cache_dir
 from .corpus import SourceFile, find_text_files
-from .download import download_file, verify_file
+from .download import download_file, verify_file, verify_local_file
 from .errors import DataError
-from .registry import DATASETS, TEXT_DATASETS, TEXT_PREFIX, TextDatasetInfo, unknown_dataset
+from .registry import DATASETS, TEXT_DATASETS, TEXT_PREFIX, TextDatasetInfo, known_files, unknown_dataset
 from .tokencache import open_or_build
 from .tokenizers import Tokenizer
 
@@ -81,13 +82,16 @@ class TextData:
 
 def _builtin_file(info: TextDatasetInfo, cfg: DataConfig, cache_dir: Path, download: bool,
                   progress: bool) -> Path:
-    """The corpus file of a built-in dataset: from ``data_dir``, the cache (verified) or a download."""
+    """The corpus file of a built-in dataset: from ``data_dir`` (verified unless ``cfg.verify`` is false), the
+    cache (verified) or a download."""
     name = info.file.name
     if cfg.data_dir is not None:
         folder = Path(cfg.data_dir).expanduser()
         if not (folder / name).is_file():
             raise DataError(f"data_dir {folder} lacks {name} of dataset {info.name!r}; put the file there or drop "
                             f"--data-dir to download it")
+        if cfg.verify:
+            verify_local_file(folder / name, info.file, info.name, known_files())
         return folder / name
     folder = cache_dir / info.name
     path = folder / name
@@ -133,7 +137,8 @@ def load_text(cfg: DataConfig, *, cache_dir: Path | None = None, download: bool 
         cfg: ``data`` section: ``name`` (``tinyshakespeare`` or ``text:PATH``),
             ``tokenizer`` (char/byte/bpe), ``vocab_size`` (bpe only),
             ``test_fraction`` (validation share at the end of the corpus),
-            ``data_dir`` (read a built-in corpus from this folder).
+            ``data_dir`` (read a built-in corpus from this folder), ``verify``
+            (check that file against the corpus's checksum).
         cache_dir: cache root (downloads in ``<root>/<dataset>/``, token ids in
             ``<root>/tokens/``); default :func:`default_cache_dir`.
         download: fetch a missing built-in corpus; False makes it a DataError.
@@ -143,8 +148,9 @@ def load_text(cfg: DataConfig, *, cache_dir: Path | None = None, download: bool 
         TextData with memory-mapped ``train``/``val`` ids and their character counts.
 
     Raises:
-        DataError: unknown name, missing/empty/binary file, invalid UTF-8
-            (file and byte offset; not with ``byte``), failed download or checksum …
+        DataError: unknown name, missing/empty/binary file, a ``data_dir`` file
+            that is not the corpus (with ``verify``), invalid UTF-8 (file and byte
+            offset; not with ``byte``), failed download or checksum …
     """
     files = text_sources(cfg, cache_dir=cache_dir, download=download, progress=progress)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()

@@ -79,6 +79,7 @@ __all__ = [
 IMAGE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll")  # --metrics names
 FEATURE_METRICS = {"fid", "kid", "pr", "dc"}
 CLASSIFIER_METRICS = {"is", "modes"}
+MAX_EVAL_IMAGES = 200_000  # generated (and reference) images of one evaluation; FID's convention is 50k
 
 
 @dataclass(kw_only=True)
@@ -129,18 +130,19 @@ class ImageEvalOptions:
 
     def __post_init__(self) -> None:
         self.metrics = check_metric_names(self.metrics, IMAGE_METRICS, "image")
-        if self.n < 2:
-            raise EvalError(f"n must be >= 2, got {self.n}")
+        if not 2 <= self.n <= MAX_EVAL_IMAGES:
+            raise EvalError(f"n must be in [2, {MAX_EVAL_IMAGES}], got {self.n}")
         if self.reference not in ("test", "train"):
             raise EvalError(f"reference must be 'test' or 'train', got {self.reference!r}")
         if self.features not in ("evaluator", "inception"):
             raise EvalError(f"features must be 'evaluator' or 'inception', got {self.features!r}")
         for name in ("batch_size", "kid_subsets", "kid_subset_size", "pr_k", "dc_k", "is_splits", "recon_samples",
                      "nll_samples"):
-            if getattr(self, name) < 1:
-                raise EvalError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.iw_samples is not None and self.iw_samples < 1:
-            raise EvalError(f"iw_samples must be >= 1, got {self.iw_samples}")
+            value = getattr(self, name)
+            if not 1 <= value <= MAX_EVAL_IMAGES:
+                raise EvalError(f"{name} must be in [1, {MAX_EVAL_IMAGES}], got {value}")
+        if self.iw_samples is not None and not 1 <= self.iw_samples <= 100_000:
+            raise EvalError(f"iw_samples must be in [1, 100000], got {self.iw_samples}")
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -32,7 +32,7 @@ __all__ = ["EVAL_FORMAT", "EvalOutcome", "evaluate_samples", "format_markdown", 
 def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | None = None,
                      out: str | Path | None = None, metrics: tuple[str, ...] | None = None, n: int | None = None,
                      device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = False,
-                     **options: Any) -> EvalOutcome:
+                     verify: bool = True, **options: Any) -> EvalOutcome:
     """Evaluate images made by any tool (see :func:`load_samples`) against ``dataset``.
 
     The reference is the dataset at the samples' size and channels (resized and
@@ -58,7 +58,7 @@ def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | N
     previous = read_eval(out_dir) if out_dir.is_dir() else None
     c, s = int(images.shape[1]), int(images.shape[2])
     data_cfg = DataConfig(name=dataset, data_dir=None if data_dir is None else str(Path(data_dir).expanduser()),
-                          image_size=s, channels=c)
+                          image_size=s, channels=c, verify=verify)
     cache = Path(cache_dir) if cache_dir is not None else None
     t = time.perf_counter()
     data = load_images(data_cfg, cache_dir=cache)

@@ -64,11 +64,13 @@ class TextEvalOptions:
 
     def __post_init__(self) -> None:
         self.metrics = check_metric_names(self.metrics, TEXT_METRICS, "text")
-        for name in ("n", "max_new_tokens", "prompts", "prompt_tokens", "continuation_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise EvalError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature < 0:
-            raise EvalError(f"temperature must be >= 0, got {self.temperature}")
+        for name, hi in (("n", 10_000), ("max_new_tokens", 100_000), ("prompts", 100_000),
+                         ("prompt_tokens", 100_000), ("continuation_tokens", 100_000), ("batch_size", 4096)):
+            value = getattr(self, name)
+            if not 1 <= value <= hi:
+                raise EvalError(f"{name} must be in [1, {hi}], got {value}")
+        if not 0 <= self.temperature < float("inf"):  # also refuses NaN
+            raise EvalError(f"temperature must be a finite number >= 0, got {self.temperature}")
 
 
 def tokenizer_id(tokenizer: Tokenizer) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genforge.config import ConfigError, from_dict
-from genforge.models.base import WEIGHTS_FILE, GenerativeModel, ModelConfig
+from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
 from genforge.rundir import RunDir
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
@@ -39,6 +39,8 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
         FileNotFoundError: the directory lacks ``config.yaml`` or the weights file.
         RunDirError: ``config.yaml`` is not a YAML mapping.
         ConfigError: its ``model`` section is not a valid config of a known family.
+        ValueError: the weights file is not valid safetensors, does not match the
+            config, or holds NaN/Inf (a diverged run).
     """
     run = RunDir(directory)
     cfg_path, w_path = run.config, run.path / weights
@@ -50,5 +52,12 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
         raise ConfigError(f"{cfg_path}: the model section must be a mapping, got {type(model_raw).__name__}")
     config = from_dict(config_class(model_raw.get("family", "")), model_raw, prefix="model")
     model = build(config)
-    model.load_weights(w_path)
+    try:
+        model.load_weights(w_path)
+    except InvalidWeightsFile as e:
+        if not run.checkpoints.is_dir():
+            raise
+        raise InvalidWeightsFile(f"{e}; `genforge train --out {run.path} --resume` continues from the newest "
+                                 f"checkpoint") from None
+    check_finite_weights(model, w_path)
     return model.eval()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
@@ -93,6 +94,7 @@ class ImageModelConfig(ModelConfig):
     image_size: int = 0  # square side in pixels; 0 = take from the data
     num_classes: int = 0  # number of labels in the data (filled in when conditional)
     conditional: bool = False  # class-conditional generation
+    class_names: list[str] = field(default_factory=list)  # names of labels 0..K-1 (filled in when conditional)
 
     def __post_init__(self) -> None:
         if self.channels not in (0, 1, 3, 4):
@@ -271,11 +273,59 @@ class GenerativeModel(nn.Module):
         atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(data, sort_keys=False))
 
     def load_weights(self, path: str | Path) -> None:
-        """Load safetensors weights strictly (every key present, no extras, same shapes)."""
+        """Load safetensors weights strictly (every key present, no extras, same shapes).
+
+        Raises:
+            FileNotFoundError: there is no file at ``path``.
+            InvalidWeightsFile: the file cannot be read as safetensors (0 bytes, garbage, truncated).
+            ValueError: its keys or shapes do not match this model.
+        """
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} not found")
         try:
             missing, unexpected = load_model(self, str(path), strict=False)
+        except SafetensorError as e:
+            raise InvalidWeightsFile(f"{path} is not a valid safetensors file ({_first_line(e)})") from None
         except RuntimeError as e:  # torch reports shape mismatches as RuntimeError
-            raise ValueError(f"{path} does not match this {self.family} model: {e}") from None
+            raise ValueError(f"{path} does not match this {self.family} model: {_first_line(e)}") from None
+        except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:  # anything else that reads garbage
+            raise InvalidWeightsFile(f"{path} is not a valid safetensors file "
+                                     f"({type(e).__name__}: {_first_line(e)})") from None
         if missing or unexpected:
             raise ValueError(f"{path} does not match this {self.family} model: "
                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+# ---- weight checks
+class InvalidWeightsFile(ValueError):
+    """A weights file that cannot be read as safetensors (empty, garbage, truncated)."""
+
+
+class NonFiniteWeights(ValueError):
+    """Weights holding NaN or Inf (a diverged run): every sample would be garbage."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0].strip() if text else type(e).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def non_finite_tensors(module: nn.Module) -> tuple[list[str], int]:
+    """Names of ``module``'s floating-point tensors (parameters and buffers) holding NaN or Inf, and how
+    many floating-point tensors there are."""
+    bad, total = [], 0
+    for name, t in module.state_dict().items():
+        if t.is_floating_point() or t.is_complex():
+            total += 1
+            if not bool(torch.isfinite(t).all()):
+                bad.append(name)
+    return bad, total
+
+
+def check_finite_weights(module: nn.Module, path: str | Path) -> None:
+    """Raise :class:`NonFiniteWeights` when any floating tensor of ``module`` (loaded from ``path``) is not finite."""
+    bad, total = non_finite_tensors(module)
+    if bad:
+        raise NonFiniteWeights(f"{path} holds non-finite weights in {len(bad)} of {total} tensors "
+                               f"(first: {bad[0]}); the run diverged — resume from an earlier checkpoint")

@@ -50,6 +50,9 @@ class Reconstructs:
         raise NotImplementedError
 
 
+MAX_NEW_TOKENS = 1_000_000
+
+
 @dataclass(kw_only=True)
 class LanguageModelOptions(SampleOptions):
     """Decoding options every language model takes (``genforge sample`` flags and ``sample.*`` keys).
@@ -67,8 +70,8 @@ class LanguageModelOptions(SampleOptions):
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not 0 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ValueError(f"max_new_tokens must be in [0, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:

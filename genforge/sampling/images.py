@@ -25,7 +25,7 @@ from torch import Tensor
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
 from genforge.models.capabilities import ImageModel
-from genforge.rundir import RunDir
+from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
 
 
@@ -64,25 +64,50 @@ def display_scale(image_size: int, target: int = 64) -> int:
     return max(1, target // image_size)
 
 
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # suffix → Pillow format
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format a file name asks for; an unsupported suffix is a ``ValueError`` naming the choices."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"cannot write images as {suffix or 'a file without a suffix'!r} ({path}): "
+                         f"name the file .png, .jpg/.jpeg or .webp")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict[str, Any] | None = None,
               scale: int | None = None) -> Path:
-    """Write uint8 [n, C, H, W] as one PNG grid, atomically, with text metadata.
+    """Write uint8 [n, C, H, W] as one image grid, atomically, in the format the suffix names.
 
-    ``metadata`` (e.g. model, seed, label, step) is stored as PNG tEXt chunks,
-    readable with ``PIL.Image.open(path).text``.
+    PNG (lossless) stores ``metadata`` (e.g. model, seed, label, step) as tEXt chunks, readable
+    with ``PIL.Image.open(path).text``; JPEG (quality 95, no alpha) stores it as a comment and
+    WebP is written lossless.
     """
     path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scale = display_scale(images.shape[-1]) if scale is None else scale
     grid = make_grid(images, nrow=nrow, scale=scale)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[2]]
     img = Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode)
-    info = PngInfo()
-    for key, value in (metadata or {}).items():
-        info.add_text(str(key), str(value))
+    text = {str(k): str(v) for k, v in (metadata or {}).items()}
+    if fmt == "PNG":
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        kwargs: dict[str, Any] = {"pnginfo": info}
+    elif fmt == "JPEG":
+        img = img.convert("RGB") if mode == "RGBA" else img
+        kwargs = {"quality": 95, "comment": "; ".join(f"{k}={v}" for k, v in text.items()).encode()}
+    else:
+        kwargs = {"lossless": True}
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", pnginfo=info)
+        img.save(tmp, format=fmt, **kwargs)
     return path
+
+
+MAX_BATCH = 8192  # images per forward pass
 
 
 @dataclass(kw_only=True)
@@ -92,14 +117,14 @@ class ImageRequest:
     Attributes:
         n: images.
         seed: seeds labels and noise: the same seed gives the same images.
-        label: class of every image (conditional models); None = one class per grid column.
+        label: class of every image (conditional models), its id or name; None = one class per grid column.
         nrow: images per grid row (0 = the class count for per-column labels, else square-ish).
         batch_size: images generated per forward pass (does not change the images).
     """
 
     n: int = 64
     seed: int = 0
-    label: int | None = None
+    label: int | str | None = None
     nrow: int = 0
     batch_size: int = 256
 
@@ -108,8 +133,8 @@ class ImageRequest:
             raise ValueError(f"n must be in [1, 100000], got {self.n}")
         if self.nrow < 0:
             raise ValueError(f"nrow must be >= 0, got {self.nrow}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
 
 
 class ImagePipeline:
@@ -147,9 +172,31 @@ class ImagePipeline:
         if request.label is not None:
             if not self.num_classes:
                 raise ValueError(f"{self.name} holds an unconditional model: label cannot be used")
-            if not 0 <= request.label < self.num_classes:
-                raise ValueError(f"label must be in [0, {self.num_classes - 1}], got {request.label}")
+            request.label = self.label_id(request.label)
         return request, opts
+
+    def label_id(self, label: int | str) -> int:
+        """A class label as its id: an int in [0, K), or one of the class names recorded at training
+        (case, spaces, ``_`` and ``-`` ignored; a unique prefix is enough)."""
+        k = self.num_classes
+        if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+            label = int(label)
+        if isinstance(label, int):
+            if not 0 <= label < k:
+                raise ValueError(f"label must be in [0, {k - 1}], got {label}")
+            return label
+        names = list(self.model.config.class_names)
+
+        def norm(text: str) -> str:
+            return "".join(ch for ch in text.lower() if ch.isalnum())
+
+        exact = [i for i, c in enumerate(names) if norm(c) == norm(label)]
+        hits = exact or [i for i, c in enumerate(names) if norm(c).startswith(norm(label)) and norm(label)]
+        if len(hits) == 1:
+            return hits[0]
+        shown = ", ".join(f"{i}={c}" for i, c in enumerate(names)) or "none recorded (give the label id)"
+        why = "matches several classes" if hits else "is not a class name"
+        raise ValueError(f"label {label!r} {why}; classes: {shown}")
 
     @torch.no_grad()
     def generate(self, n: int, *, condition: Any = None, seed: int = 0, batch_size: int = 256,
@@ -208,9 +255,15 @@ class ImagePipeline:
         return save_grid(images, path, nrow=nrow, metadata=meta)
 
     def sample_to(self, out: str | Path | None, request: ImageRequest, options: SampleOptions | None = None, *,
-                  run_dir: str | Path, stream: TextIO | None = None) -> Path:
-        """``genforge sample``: write the grid to ``out`` (default :meth:`default_output`); returns the path."""
-        return self.write(self.default_output(run_dir, request) if out is None else out, request, options)
+                  run_dir: str | Path, stream: TextIO | None = None, overwrite: bool = False) -> Path:
+        """``genforge sample``: write the grid to ``out`` (default :meth:`default_output`); returns the path.
+
+        The path is checked before anything is drawn: a run's own files, folders, unsupported
+        suffixes and (without ``overwrite``) existing files are refused.
+        """
+        path = check_output(self.default_output(run_dir, request) if out is None else out, overwrite=overwrite)
+        image_format(path)
+        return self.write(path, request, options)
 
     def default_output(self, run_dir: str | Path, request: ImageRequest) -> Path:
         """``RUN_DIR/samples/sample-seed<S>[-label<L>].png``."""

@@ -26,15 +26,22 @@ from genforge.data import Tokenizer, load_tokenizer
 from genforge.io import atomic_write_text
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, eval_mode
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions
-from genforge.rundir import RunDir
+from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
 
 TextCallback = Callable[[int, str], None]  # (sample index, newly final text)
 
 
 def default_prompt(tokenizer: Tokenizer) -> str:
-    """The prompt used when none is given: a newline (the start of a new line of text)."""
-    return "\n"
+    """The prompt used when none is given: a newline (the start of a new line of text), or, for a char
+    tokenizer whose corpus has no newline, a space, else the first character of its vocabulary."""
+    for candidate in ("\n", " "):
+        try:
+            if tokenizer.encode(candidate):
+                return candidate
+        except ValueError:
+            continue
+    return tokenizer.decode([0])
 
 
 class _StopFilter:
@@ -68,6 +75,10 @@ class _StopFilter:
         return out
 
 
+MAX_SAMPLES = 10_000  # text samples generated in one batch
+MAX_TOKENS = 1 << 26  # token ids held at once, n × (prompt + max_new_tokens): 512 MB of int64
+
+
 @dataclass(kw_only=True)
 class TextRequest:
     """What to generate, besides the model's decoding options.
@@ -86,8 +97,8 @@ class TextRequest:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n <= 100_000:
-            raise ValueError(f"n must be in [1, 100000], got {self.n}")
+        if not 1 <= self.n <= MAX_SAMPLES:
+            raise ValueError(f"n must be in [1, {MAX_SAMPLES}], got {self.n}")
         self.stop = tuple(self.stop)
 
 
@@ -142,6 +153,9 @@ class TextPipeline:
         ids = tokenizer.encode(prompt)
         if not ids:
             raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
+        if n * (len(ids) + opts.max_new_tokens) > MAX_TOKENS:
+            raise ValueError(f"{n} samples of {len(ids)} prompt + {opts.max_new_tokens} new tokens exceed the limit of "
+                             f"{MAX_TOKENS} token ids in memory at once; lower n or max_new_tokens")
         prompt_ids = torch.tensor(ids, dtype=torch.long).unsqueeze(0).expand(n, -1)  # (n, P)
         decoders = [tokenizer.stream_decoder() for _ in range(n)]
         filters = [_StopFilter(request.stop) for _ in range(n)]
@@ -207,13 +221,14 @@ class TextPipeline:
 
 
     def sample_to(self, out: str | Path | None, request: TextRequest, options: LanguageModelOptions | None = None, *,
-                  run_dir: str | Path | None = None, stream: TextIO) -> Path | None:
+                  run_dir: str | Path | None = None, stream: TextIO, overwrite: bool = False) -> Path | None:
         """``genforge sample``: one sample without ``out`` streams to ``stream`` as it is decoded; several are
-        printed as ``--- sample i (seed S) ---`` blocks; with ``out`` they are written there (returns the path)."""
+        printed as ``--- sample i (seed S) ---`` blocks; with ``out`` they are written there (returns the path;
+        a run's own files, folders and, without ``overwrite``, existing files are refused first)."""
         if request.prompt is not None:
             self.tokenizer.encode(request.prompt)  # a prompt the tokenizer cannot encode fails before any output
         if out is not None:
-            return self.write(out, request, options)
+            return self.write(check_output(out, overwrite=overwrite), request, options)
         if request.n > 1:
             texts = self.generate(request, options)
             stream.write("\n".join(f"--- sample {i} (seed {request.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n")

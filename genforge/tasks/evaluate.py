@@ -27,16 +27,21 @@ from genforge.tasks import get_task
 __all__ = ["evaluate_run", "metrics_for"]
 
 
-def _data_config(raw: dict[str, Any], data_dir: str | Path | None) -> DataConfig:
-    data_raw = dict(raw.get("data") or {})
+def _data_config(raw: dict[str, Any], data_dir: str | Path | None, verify: bool) -> DataConfig:
+    data_raw = raw.get("data") or {}
+    if not isinstance(data_raw, dict):
+        raise EvalError(f"the run's config.yaml has a data section that is not a mapping: {data_raw!r}")
+    data_raw = dict(data_raw)
     if data_dir is not None:
         data_raw["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    if not verify:
+        data_raw["verify"] = False
     return from_dict(DataConfig, data_raw, prefix="data")
 
 
 def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] | None = None, data_dir: str | Path | None = None,
                  device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = False,
-                 **options: Any) -> EvalOutcome:
+                 verify: bool = True, **options: Any) -> EvalOutcome:
     """Evaluate a run directory with the metrics of its task and write its eval files.
 
     Args:
@@ -45,6 +50,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] | None = None,
         data_dir: read the dataset from here instead of the path in ``config.yaml`` / the cache.
         device: where the model (and the image extractor) run.
         cache_dir: genforge cache root (evaluators, reference features, token ids).
+        verify: check ``data_dir`` files against the dataset's known checksums.
         options: fields of the task's options (:class:`ImageEvalOptions` or :class:`TextEvalOptions`);
             those that do not apply to the run's task, and None values, are ignored.
 
@@ -60,7 +66,7 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] | None = None,
     previous = read_eval(run.path)  # a damaged eval.json is reported before any work
     raw = run.read_config()
     task = get_task(run.task(raw))
-    data_cfg = _data_config(raw, data_dir)
+    data_cfg = _data_config(raw, data_dir, verify)
     cache = Path(cache_dir) if cache_dir is not None else None
     opts = task.eval_options(metrics=metrics, device=device, cache_dir=cache, progress=progress, options=options)
     subject = {"kind": "run", "path": str(run.path.resolve()), "name": run.path.resolve().name,

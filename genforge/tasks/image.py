@@ -29,7 +29,8 @@ def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
     if m.conditional and data.num_classes < 2:
         raise ConfigError(f"model.conditional=true but dataset {data.name!r} has no class labels")
     model = dataclasses.replace(m, channels=data.channels, image_size=data.image_size,
-                                num_classes=data.num_classes if m.conditional else 0)
+                                num_classes=data.num_classes if m.conditional else 0,
+                                class_names=list(data.classes) if m.conditional else [])
     return dataclasses.replace(cfg, model=model)
 
 

@@ -33,7 +33,7 @@ class TextTask(Task):
     name = "text"
     pipeline_class = TextPipeline
     metrics = TEXT_METRICS
-    sample_hint = "--prompt 'ROMEO:' --max-new-tokens 300"
+    sample_hint = "--max-new-tokens 300 --temperature 0.8"
 
     def check(self, cfg: RunConfig) -> None:
         if not is_text_dataset(cfg.data.name):

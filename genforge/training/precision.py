@@ -13,6 +13,8 @@ from typing import Callable, ContextManager
 
 import torch
 
+from genforge.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -30,11 +32,18 @@ def resolve_device(device: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={device!r} but CUDA is not available; use device=auto or cpu")
+        raise ConfigError(f"device={device!r} but CUDA is not available on this machine; use auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"train.device={device!r} but MPS is not available; use device=auto or cpu")
+        raise ConfigError(f"device={device!r} but MPS is not available on this machine; use auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -21,11 +21,12 @@ from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overr
                              resolve_run_config, to_dict)
 from genforge.io import atomic_copy, atomic_write_text
 from genforge.models import FAMILIES, GenerativeModel, build, config_class
-from genforge.rundir import RunDir, RunDirError
+from genforge.rundir import LOCK, RESTARTABLE, SAMPLE_SUFFIX, RunDir, RunDirError, RunLock
 from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
-from genforge.training.checkpoint import latest_checkpoint, seed_everything
-from genforge.training.trainer import Trainer, TrainingError, TrainResult
+from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
+from genforge.training.precision import resolve_device
+from genforge.training.trainer import Trainer, TrainResult
 
 __all__ = ["RunDirError", "TrainOutcome", "load_recipe", "resolve", "train"]
 
@@ -84,13 +85,8 @@ def resolve(raw: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def _new_run_dir(out: str | Path | None, name: str) -> Path:
-    if out is not None:
-        run_dir = Path(out)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty; pass --resume to "
-                              f"continue it, or choose another --out (nothing was changed)")
-        return run_dir
+def _default_run_dir(name: str) -> Path:
+    """``runs/<name>-<timestamp>``, made unique with a suffix."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path("runs") / f"{name}-{stamp}"
     i = 1
@@ -100,13 +96,78 @@ def _new_run_dir(out: str | Path | None, name: str) -> Path:
     return run_dir
 
 
+def _never_trained(run: RunDir) -> bool:
+    """Whether ``run`` is a genforge run that never wrote a checkpoint: only files of ``RESTARTABLE`` (the
+    step-0 weights, a metric log, samples) and no best model, so nothing trained would be lost."""
+    entries = {p.name for p in run.path.iterdir() if not p.name.startswith(".") or p.name == LOCK}
+    if not run.config.is_file() or not entries <= RESTARTABLE:
+        return False
+    try:
+        if "genforge_version" not in run.read_config():
+            return False
+    except RunDirError:
+        return False
+    return not run.checkpoints.is_dir() or not any(run.checkpoints.iterdir())
+
+
+def _clear_leftovers(run: RunDir) -> None:
+    """Remove what a run that never checkpointed left (see :func:`_never_trained`); other files stay."""
+    import shutil
+
+    for p in list(run.path.iterdir()):
+        if p.name == LOCK or p.name not in RESTARTABLE:
+            continue
+        if p.name == "samples" and p.is_dir():
+            for f in p.iterdir():
+                if f.name.startswith("step-") and f.suffix in SAMPLE_SUFFIX.values():
+                    f.unlink()
+            if not any(p.iterdir()):
+                p.rmdir()
+        elif p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _prepare(run: RunDir, resume: bool) -> bool:
+    """Under the run's lock: decide how to start; returns whether to resume from a checkpoint.
+
+    A new run needs an empty directory, or one that :func:`_never_trained` (it is restarted in
+    place, saying so). ``--resume`` continues from the newest checkpoint, or, when the run never
+    wrote one, restarts it from step 0 with its own config.
+    """
+    import sys
+
+    removed = remove_stale_temporaries(run.path)
+    if removed:
+        print(f"genforge: removed {len(removed)} temporary file(s) left by an interrupted write in {run.path}",
+              file=sys.stderr)
+    if resume:
+        if latest_checkpoint(run.path) is not None:
+            return True
+        if not _never_trained(run):
+            raise RunDirError(f"--resume: no checkpoint in {run.checkpoints}, and {run.path} holds more than a run "
+                                f"that never checkpointed; nothing was changed")
+        print(f"genforge: {run.path} has no checkpoint: starting it from step 0 with its own config", file=sys.stderr)
+        _clear_leftovers(run)
+        return False
+    entries = [p for p in run.path.iterdir() if p.name != LOCK]
+    if not entries:
+        return False
+    if _never_trained(run):
+        print(f"genforge: restarting {run.path} in place: it holds no checkpoint (nothing trained is lost)",
+              file=sys.stderr)
+        _clear_leftovers(run)
+        return False
+    raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue it, "
+                      f"or choose another --out (nothing was changed)")
+
+
 def _resume_raw(run_dir: Path, overrides: Sequence[str], data_dir: str | Path | None) -> dict[str, Any]:
     """The run's own config (upgraded from older formats by ``rundir``) with the CLI's changes applied."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise RunDirError(f"--resume: {run_dir} is not a genforge run (no {run.config.name})")
-    if latest_checkpoint(run_dir) is None:
-        raise TrainingError(f"--resume: no checkpoint in {run.checkpoints}; nothing to resume")
     raw = run.read_config()
     raw.pop("genforge_version", None)
     return _apply_cli(raw, overrides, data_dir)
@@ -137,10 +198,15 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     else:
         raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
     cfg = resolve(raw)
+    resolve_device(cfg.train.device)  # a device this machine lacks fails before anything is written
     if progress is not None:
         cfg.train.progress = progress
-    run_dir = Path(out) if resume else _new_run_dir(out, name)
-    return _fit(get_task(cfg.task), cfg, RunDir(run_dir), resume, Path(cache_dir) if cache_dir else None)
+    run = RunDir(out if out is not None else _default_run_dir(name))
+    if run.path.exists() and not run.path.is_dir():
+        raise RunDirError(f"--out {run.path} is a file, not a run directory")
+    with RunLock(run.path):
+        resume = _prepare(run, resume)
+        return _fit(get_task(cfg.task), cfg, run, resume, Path(cache_dir) if cache_dir else None)
 
 
 def _fit(task: Task, cfg: RunConfig, run: RunDir, resume: bool, cache: Path | None) -> TrainOutcome:

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 
 from genforge.config import TrainConfig
 from genforge.models.base import GenerativeModel, eval_mode
-from genforge.rundir import EMA_WEIGHTS, WEIGHTS
-from genforge.training.checkpoint import (latest_checkpoint, load_state, rng_state, save_checkpoint,
+from genforge.rundir import CHECKPOINTS_DIR, EMA_WEIGHTS, STATE, WEIGHTS
+from genforge.training.checkpoint import (TrainingError, describe_error, free_bytes, is_disk_full, latest_checkpoint,
+                                          load_state, newest_valid_checkpoint, rng_state, save_checkpoint,
                                           set_rng_state)
 from genforge.training.cpu_memory import retain_freed_memory
 from genforge.training.ema import EMA
@@ -40,8 +41,15 @@ EvalHook = Callable[[GenerativeModel, int], dict[str, float]]  # (sampling model
 BestHook = Callable[[GenerativeModel, int, dict[str, float]], None]  # a new best evaluation
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, nothing to resume, …)."""
+__all__ = ["Trainer", "TrainResult", "TrainingError"]  # TrainingError lives in checkpoint (which raises it too)
+
+
+def _relative(path: Path, base: Path) -> Path:
+    """``path`` relative to ``base`` when inside it (``checkpoints/step-00000300``), else as given."""
+    try:
+        return path.relative_to(base)
+    except ValueError:
+        return path
 
 
 @dataclass
@@ -131,34 +139,64 @@ class Trainer:
         }
 
     def resume(self) -> Path:
-        """Restore everything from the newest checkpoint; raises if there is none."""
-        ckpt = latest_checkpoint(self.run_dir)
+        """Restore everything from the newest checkpoint that verifies and loads; raises if there is none.
+
+        Newer checkpoints that do not verify (truncated, changed or deleted
+        files) or do not load are skipped, one stderr line each.
+        """
+        root = self.run_dir / CHECKPOINTS_DIR
+        ckpt, skipped = newest_valid_checkpoint(self.run_dir, load=self._restore)
+        for folder, reason in skipped:
+            print(f"skipped {_relative(folder, self.run_dir)}: {reason}", file=sys.stderr)
         if ckpt is None:
-            raise TrainingError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}; nothing to resume")
-        self.model.load_weights(ckpt / WEIGHTS)
-        if self.ema is not None:
-            ema_file = ckpt / EMA_WEIGHTS
-            self.ema.shadow.load_weights(ema_file if ema_file.is_file() else ckpt / WEIGHTS)
-        state = load_state(ckpt)
-        self.step = state["step"]
-        self.elapsed_before = state["elapsed_s"]
-        for g, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][g])
-        for g, s in self.scalers.items():
-            s.load_state_dict(state["scalers"][g])
-        if self.ema is not None:
-            self.ema.updates = state["ema_updates"]
-        self.best_value = state.get("best_value", math.inf)
-        set_rng_state(state["rng"])
-        self.batches.load_state_dict(state["data"])
+            if not skipped:
+                raise TrainingError(f"--resume: no checkpoint in {root}; nothing to resume")
+            reasons = "; ".join(f"{folder.name}: {reason}" for folder, reason in skipped)
+            raise TrainingError(f"--resume: none of the {len(skipped)} checkpoint(s) in {root} verifies, "
+                                f"nothing to resume from ({reasons})")
         return ckpt
+
+    def _restore(self, ckpt: Path) -> None:
+        """Load checkpoint ``ckpt`` into the trainer; ValueError naming the file that does not load or fit."""
+        try:
+            state = load_state(ckpt)
+        except Exception as e:
+            raise ValueError(f"{STATE} does not load ({describe_error(e)})") from None
+        ema_file = ckpt / EMA_WEIGHTS if (ckpt / EMA_WEIGHTS).is_file() else ckpt / WEIGHTS
+        for target, file in ((self.model, ckpt / WEIGHTS), (self.ema.shadow if self.ema else None, ema_file)):
+            if target is not None:
+                try:
+                    target.load_weights(file)
+                except Exception as e:
+                    raise ValueError(f"{file.name} does not load ({describe_error(e)})") from None
+        try:
+            self.step = state["step"]
+            self.elapsed_before = state["elapsed_s"]
+            for g, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][g])
+            for g, s in self.scalers.items():
+                s.load_state_dict(state["scalers"][g])
+            if self.ema is not None:
+                self.ema.updates = state["ema_updates"]
+            self.best_value = state.get("best_value", math.inf)
+            set_rng_state(state["rng"])
+            self.batches.load_state_dict(state["data"])
+        except Exception as e:
+            raise ValueError(f"{STATE} does not fit this run ({type(e).__name__}: {describe_error(e)})") from None
 
     def save(self) -> Path:
         ema_model = self.ema.shadow if self.ema is not None else None
         path = save_checkpoint(self.run_dir, self.step, self.model, ema_model, self.state_dict(),
-                               self.cfg.keep_checkpoints)
+                               self.cfg.keep_checkpoints)  # a full disk: TrainingError, earlier ones intact
         if self.on_save is not None:
-            self.on_save(self.sampling_model)
+            try:
+                self.on_save(self.sampling_model)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                raise TrainingError(f"no space left on device while writing the sampling weights into "
+                                    f"{self.run_dir} ({free_bytes(self.run_dir)} bytes free); "
+                                    f"checkpoint {path} is intact") from None
         return path
 
     # ------------------------------------------------------------------ loop
@@ -240,6 +278,33 @@ class Trainer:
                    desc=self.run_dir.name)
         if resumed_from is not None:
             tqdm.write(f"resumed from {resumed_from} (step {self.step})", file=sys.stderr)
+
+        def show(losses: dict[str, float]) -> None:
+            """The bar's postfix: the last window's losses and, with ``max_minutes``, the time left to it
+            (the bar's ETA counts to ``max_steps`` and knows nothing of the time budget)."""
+            parts = [f"{k}={v:.4g}" for k, v in losses.items() if "/" not in k]
+            if cfg.max_minutes:
+                left = max(0.0, cfg.max_minutes - (time.perf_counter() - self._t0) / 60)
+                parts.append(f"stop ≤ {left:.1f}m")
+            bar.set_postfix_str(", ".join(parts), refresh=False)
+
+        def log_window(factor: float) -> dict[str, float]:
+            """Log the mean of the window's scalars (and throughput) at the current step; returns the means."""
+            nonlocal window, window_t, window_steps
+            dt = max(time.perf_counter() - window_t, 1e-9)
+            means = {k: sum(v) / len(v) for k, v in window.items()}
+            per_step = batches_per_step * cfg.grad_accum * self.examples_per_batch
+            record = dict(means, lr=self.peak_lr[order[-1][0]] * factor,
+                          steps_per_s=window_steps / dt,
+                          **{f"{self.unit}_per_s": window_steps * per_step / dt},
+                          elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
+            logger.log(self.step, record)
+            show(means)
+            window, window_t, window_steps = {}, time.perf_counter(), 0
+            return means
+
+        show({})
+        factor = lr_factor(self.step, cfg)
         try:
             while self.step < cfg.max_steps:
                 factor = lr_factor(self.step, cfg)
@@ -256,16 +321,7 @@ class Trainer:
                 bar.update(1)
 
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    dt = time.perf_counter() - window_t
-                    last = {k: sum(v) / len(v) for k, v in window.items()}
-                    per_step = batches_per_step * cfg.grad_accum * self.examples_per_batch
-                    record = dict(last, lr=self.peak_lr[order[-1][0]] * factor,
-                                  steps_per_s=window_steps / dt,
-                                  **{f"{self.unit}_per_s": window_steps * per_step / dt},
-                                  elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
-                    logger.log(self.step, record)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if "/" not in k}, refresh=False)
-                    window, window_t, window_steps = {}, time.perf_counter(), 0
+                    last = log_window(factor)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                     self.run_evaluation(logger)
                     window_t = time.perf_counter()  # evaluation time is not training throughput
@@ -279,6 +335,8 @@ class Trainer:
                 if cfg.max_minutes and time.perf_counter() - self._t0 > cfg.max_minutes * 60:
                     stopped = "max_minutes"
                     break
+            if window_steps:  # stopped early between log steps: the partial window is the run's last record
+                last = log_window(factor)
             self.run_evaluation(logger)
             ckpt = self.save()
             if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):

@@ -12,6 +12,7 @@ from genforge.evaluation.leaderboard.markdown import ASSETS_DIR, render_markdown
 from genforge.evaluation.leaderboard.plots import make_figures
 from genforge.evaluation.protocol import EvalError
 from genforge.io import atomic_path, atomic_write_text
+from genforge.rundir import check_output
 
 __all__ = ["MD_NAME", "HTML_NAME", "CompareOutcome", "compare_runs"]
 
@@ -26,20 +27,26 @@ class CompareOutcome:
     leaderboard: Leaderboard
 
 
-def compare_runs(run_dirs: Sequence[str | Path], *, out: str | Path | None = None) -> CompareOutcome:
+def compare_runs(run_dirs: Sequence[str | Path], *, out: str | Path | None = None,
+                 overwrite: bool = False) -> CompareOutcome:
     """Write ``leaderboard.md``, ``leaderboard.html`` and ``leaderboard_files/*.png`` into ``out``.
 
     Args:
         run_dirs: run directories (or ``genforge eval --samples`` output folders); at least one.
         out: destination folder (created); default :func:`default_out`.
+        overwrite: replace leaderboard files that exist there (otherwise refused before any work).
 
     Returns:
         The paths written and the :class:`Leaderboard` they show.
     """
     if not run_dirs:
         raise EvalError("compare needs at least one run directory")
-    board = build_leaderboard(run_dirs)
     out_dir = Path(out) if out is not None else default_out(run_dirs)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EvalError(f"--out {out_dir} is a file; compare writes a folder (leaderboard.md, leaderboard.html)")
+    for name in (MD_NAME, HTML_NAME):
+        check_output(out_dir / name, overwrite=overwrite, what="leaderboard file")
+    board = build_leaderboard(run_dirs)
     figs = make_figures(board.entries)
     md = render_markdown(board, figs, out_dir)
     page = render_html(board, figs)
