@@ -67,8 +67,8 @@ def require_data(folder: Path, names: Sequence[str], what: str, alternative: str
     """
     problem = missing_data(folder, names)
     if problem is not None:
-        holding = ", ".join(names)
-        fail(f"{what} not found: {problem}; pass --data-dir DIR with a folder holding {holding}"
+        holding = ", ".join(names) if problem.endswith("is not a folder") else ("it" if len(names) == 1 else "them")
+        fail(f"{what} not found: {problem}; pass --data-dir DIR with the folder that holds {holding}"
              + (f", or {alternative}" if alternative else ""))
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXIT_NO_DATA, add_data_dir, fail, missing_data, require_data, require_idle, summary  # noqa: E402
+from common import EXIT_NO_DATA, add_data_dir, fail, require_data, require_idle, summary  # noqa: E402
 
 from genforge.config import TrainConfig  # noqa: E402
 from genforge.data import TokenBatches  # noqa: E402

@@ -99,7 +99,7 @@ def verify_file(path: Path, spec: RemoteFile) -> None:
 
 
 def _owner(digest: str, raw: bool, known: Iterable[tuple[str, RemoteFile]]) -> tuple[str, RemoteFile] | None:
-    """The known ``(dataset, file)`` whose sha256 (of the file as served, or of its decompressed bytes) is ``digest``."""
+    """The known ``(dataset, file)`` whose sha256 (of the file as served, or ``raw``: decompressed) is ``digest``."""
     return next(((d, f) for d, f in known if (f.raw_sha256 if raw else f.sha256) == digest), None)
 
 

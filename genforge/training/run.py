@@ -134,33 +134,36 @@ def _prepare(run: RunDir, resume: bool) -> bool:
 
     A new run needs an empty directory, or one that :func:`_never_trained` (it is restarted in
     place, saying so). ``--resume`` continues from the newest checkpoint, or, when the run never
-    wrote one, restarts it from step 0 with its own config.
+    wrote one, restarts it from step 0 with its own config. Leftovers of writes a killed process
+    never finished are removed once the run is going ahead; a refused command changes nothing.
     """
     import sys
 
-    removed = remove_stale_temporaries(run.path)
-    if removed:
-        print(f"genforge: removed {len(removed)} temporary file(s) left by an interrupted write in {run.path}",
-              file=sys.stderr)
-    if resume:
-        if latest_checkpoint(run.path) is not None:
-            return True
+    def say(msg: str) -> None:
+        print(f"genforge: {msg}", file=sys.stderr, flush=True)
+
+    if resume and latest_checkpoint(run.path) is not None:
+        resuming = True
+    elif resume:
         if not _never_trained(run):
             raise RunDirError(f"--resume: no checkpoint in {run.checkpoints}, and {run.path} holds more than a run "
-                                f"that never checkpointed; nothing was changed")
-        print(f"genforge: {run.path} has no checkpoint: starting it from step 0 with its own config", file=sys.stderr)
+                              f"that never checkpointed; nothing was changed")
+        say(f"{run.path} has no checkpoint: starting it from step 0 with its own config")
         _clear_leftovers(run)
-        return False
-    entries = [p for p in run.path.iterdir() if p.name != LOCK]
-    if not entries:
-        return False
-    if _never_trained(run):
-        print(f"genforge: restarting {run.path} in place: it holds no checkpoint (nothing trained is lost)",
-              file=sys.stderr)
+        resuming = False
+    elif not [p for p in run.path.iterdir() if not p.name.startswith(".")]:  # hidden: the lock, temporaries
+        resuming = False
+    elif _never_trained(run):
+        say(f"restarting {run.path} in place: it holds no checkpoint (nothing trained is lost)")
         _clear_leftovers(run)
-        return False
-    raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue it, "
-                      f"or choose another --out (nothing was changed)")
+        resuming = False
+    else:
+        raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue "
+                          f"it, or choose another --out (nothing was changed)")
+    removed = remove_stale_temporaries(run.path)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) left by an interrupted write in {run.path}")
+    return resuming
 
 
 def _resume_raw(run_dir: Path, overrides: Sequence[str], data_dir: str | Path | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.fixture
 def run(tmp_path) -> Path:
     """A finished toy run with checkpoints at steps 2, 4, …, 10 (EMA on)."""
+    (tmp_path / "run").mkdir()
     trainer, _ = make(tmp_path / "run", checkpoint_every=2, keep_checkpoints=10)
     trainer.fit()
     return tmp_path / "run"
@@ -79,16 +80,27 @@ def _truncate_state(f: Path) -> str:
     return f"state.pt: {size - 7} bytes, manifest says {size}"
 
 
-CORRUPTIONS = {
+def _garbage_manifest(f: Path) -> str:
+    (f / MANIFEST).write_text("{not json")
+    return "manifest.json unreadable"
+
+
+def _grown_weights(f: Path) -> str:
+    size = (f / WEIGHTS).stat().st_size
+    with open(f / WEIGHTS, "ab") as fh:
+        fh.write(b"\0")
+    return f"model.safetensors: {size + 1} bytes, manifest says {size}"
+
+
+CORRUPTIONS = {  # kind -> corrupt the checkpoint folder and return how the reason starts
     "truncated state": _truncate_state,
     "flipped weights": lambda f: flip(f / WEIGHTS) or "model.safetensors: sha256 mismatch",
     "flipped state": lambda f: flip(f / STATE, 40) or "state.pt: sha256 mismatch",
     "deleted ema": lambda f: (f / EMA_WEIGHTS).unlink() or "ema.safetensors missing",
     "deleted state": lambda f: (f / STATE).unlink() or "state.pt missing",
     "deleted manifest": lambda f: (f / MANIFEST).unlink() or "manifest.json missing",
-    "garbage manifest": lambda f: (f / MANIFEST).write_text("{not json") or "manifest.json unreadable",
-    "grown weights": lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes() + b"\0")
-    or "model.safetensors: ",
+    "garbage manifest": _garbage_manifest,
+    "grown weights": _grown_weights,
 }
 
 
@@ -117,14 +129,13 @@ def test_checkpoint_without_manifest_from_before_manifests_is_accepted_when_it_l
 # ---------------------------------------------------------------------------- resume
 def test_resume_skips_corrupt_checkpoints_and_matches_an_uninterrupted_run(tmp_path, run, capsys):
     reference = weights(step_dir(run, 10))
-    _truncate_state(step_dir(run, 10))
+    truncated = _truncate_state(step_dir(run, 10))
     flip(step_dir(run, 8) / WEIGHTS)
     capsys.readouterr()
     trainer, _ = make(run, checkpoint_every=2, keep_checkpoints=10)
     result = trainer.fit(resume=True)
     err = capsys.readouterr().err
-    size = (step_dir(run, 6) / STATE).stat().st_size  # same-sized states: the truncated one was this size - 7
-    assert f"skipped checkpoints/step-00000010: state.pt: {size - 7} bytes, manifest says {size}\n" in err
+    assert f"skipped checkpoints/step-00000010: {truncated}\n" in err
     assert "skipped checkpoints/step-00000008: model.safetensors: sha256 mismatch\n" in err
     assert err.count("skipped ") == 2
     assert f"resumed from {step_dir(run, 6)} (step 6)" in err
@@ -207,7 +218,11 @@ def test_disk_full_while_writing_is_one_line_and_leaves_earlier_checkpoints(run,
 
 def test_other_write_errors_are_not_called_a_full_disk(run, monkeypatch):
     trainer, _ = make(run, max_steps=12)
-    monkeypatch.setattr(ckpt_mod.torch, "save", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "nope")))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", denied)
     with pytest.raises(PermissionError):
         trainer.fit(resume=True)
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

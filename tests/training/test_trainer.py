@@ -199,3 +199,40 @@ def test_ema_averages_float_buffers_and_copies_counters():
     d = 0.5  # min(0.5, (1+n)/(10+n)) = 0.5 from the 9th update on
     assert 0 < 4.0 - float(ema.shadow.running_mean[0]) < 4.0 * d ** 11
     assert int(ema.shadow.num_batches_tracked) == 7
+
+
+def test_a_run_stopped_between_log_steps_logs_its_last_partial_window(tmp_path):
+    trainer, _ = make(tmp_path, log_every=4, max_steps=20)
+
+    def stop_at_6(model, step):  # as if SIGINT arrived during step 6
+        if step == 6:
+            trainer._stop_signal = "SIGINT"
+
+    trainer.on_sample, trainer.cfg.sample_every = stop_at_6, 3
+    result = trainer.fit()
+    assert (result.step, result.stopped) == (6, "interrupted")
+    records = [r for r in read_metrics(tmp_path) if "a" in r]
+    assert [r["step"] for r in records] == [4, 6]  # the window of steps 5-6 is logged too
+    assert result.last_losses == {k: records[-1][k] for k in result.last_losses}
+    assert set(result.last_losses) == {"a", "b", "extra"}
+
+
+def test_max_minutes_stop_logs_the_final_step(tmp_path):
+    trainer, _ = make(tmp_path, log_every=1000, max_steps=1000, max_minutes=1e-9, checkpoint_every=0)
+    result = trainer.fit()
+    assert (result.step, result.stopped) == (1, "max_minutes")
+    records = read_metrics(tmp_path)
+    assert records[-1]["step"] == 1 and result.last_losses["a"] == records[-1]["a"]
+
+
+def test_max_steps_not_a_multiple_of_log_every_is_logged_once(tmp_path):
+    trainer, _ = make(tmp_path, log_every=4, max_steps=10)
+    result = trainer.fit()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [4, 8, 10]
+    assert result.last_losses["a"] == read_metrics(tmp_path)[-1]["a"]
+
+
+@pytest.mark.parametrize("max_minutes", [0.0, 5.0])
+def test_progress_bar_with_and_without_a_time_budget(tmp_path, max_minutes):
+    trainer, _ = make(tmp_path, progress=True, max_minutes=max_minutes)
+    assert trainer.fit().step == 10
