@@ -4,8 +4,8 @@ Scripts that read real data take ``--data-dir DIR`` (:func:`add_data_dir`);
 its default is ``$GENFORGE_TEST_DATA/<folder>`` when that is set, else
 ``shared/data/<folder>`` beside the checkout, as in the tests. When the data
 is missing, :func:`require_data` exits with code 2 and one line on stderr
-saying what is missing and which flag to pass. Only the standard library is
-imported here, so that check runs before any heavy import of a script's own.
+saying what is missing and which flag to pass, before any timing starts. Only
+the standard library is imported here.
 """
 
 from __future__ import annotations

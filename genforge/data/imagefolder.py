@@ -21,6 +21,7 @@ of a few KB) can otherwise decode to gigabytes.
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections import Counter
@@ -110,18 +111,19 @@ def _header(entry: _Entry) -> None:
     Raises:
         _TooLarge: the image has more than :data:`MAX_PIXELS` pixels.
     """
-    limit = f"above the {MAX_PIXELS / 1e6:g}-megapixel limit of imagefolder; downscale it first"
+    limit = f"is above imagefolder's limit of {MAX_PIXELS / 1e6:g} megapixels; downscale it first"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below with our own message
         try:
             im = Image.open(entry.path)  # lazy: reads the header only
         except Image.DecompressionBombError as e:  # over twice Pillow's own limit: it refuses before we can
-            raise _TooLarge(f"{e}; {limit}") from None
+            m = re.search(r"\((\d+) pixels\)", str(e))
+            raise _TooLarge(f"{int(m[1]) / 1e6:.0f} megapixels {limit}" if m else f"{e}") from None
     with im:
         entry.mode, entry.size = im.mode, im.size
         w, h = im.size
         if w * h > MAX_PIXELS:
-            raise _TooLarge(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is {limit}")
+            raise _TooLarge(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels) {limit}")
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
             entry.size = entry.size[::-1]  # EXIF rotation by 90° swaps width and height
 

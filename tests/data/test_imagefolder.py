@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +171,56 @@ def test_data_dir_form(tmp_path):
     assert len(data.train_x) + len(data.test_x) == 3
     with pytest.raises(DataError, match="already names a folder"):
         load_images(DataConfig(name=f"imagefolder:{tmp_path}", data_dir=str(tmp_path)))
+
+
+def test_mixed_grayscale_and_colour_warn_once(tmp_path, capsys):
+    for i in range(3):
+        solid("L", (8, 8), 50 * i).save(tmp_path / f"g{i}.png")
+    solid("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "c.png")
+    data, _ = load(DataConfig(name=f"imagefolder:{tmp_path}"))
+    assert data.channels == 3 and len(data.train_x) + len(data.test_x) == 4
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"genforge: warning: images in {tmp_path} mix grayscale and colour modes (L: 3, RGB: 1); "
+                     f"loading all with 3 channels; set data.channels (e.g. --set data.channels=1 for grayscale, "
+                     f"3 for RGB) to choose"]
+    gray, _ = load(DataConfig(name=f"imagefolder:{tmp_path}", channels=1))  # a choice made: nothing to say
+    assert gray.channels == 1 and capsys.readouterr().err == ""
+
+
+def bilevel_png(path: Path, width: int, height: int) -> None:
+    """A black 1-bit PNG written row by row: a few KB on disk, ``width * height`` pixels once decoded."""
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits of one row
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 100 MP (Pillow only warns) and 400 MP (Pillow refuses)
+def test_huge_image_is_skipped_before_decoding(tmp_path, monkeypatch, side):
+    from genforge.data import imagefolder
+
+    for i in range(3):
+        solid("L", (8, 8), 60 * i).save(tmp_path / f"{i}.png")
+    bomb = tmp_path / "bomb.png"
+    bilevel_png(bomb, side, side)
+    assert bomb.stat().st_size < 100_000
+    if side == 10_000:  # (Pillow refuses to open the 400 MP one at all)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(bomb) as im:
+                assert im.size == (side, side) and im.mode == "1"
+    decoded = []
+    real = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda e, c, s: decoded.append(e.path.name) or real(e, c, s))
+    data, messages = load(DataConfig(name=f"imagefolder:{tmp_path}"))
+    assert len(data.train_x) + len(data.test_x) == 3 and data.image_size == 8
+    assert "bomb.png" not in decoded  # refused from the header, never decoded
+    assert len(messages) == 1 and imagefolder.MAX_PIXELS == 40_000_000
+    megapixels = "10000x10000 pixels (100 megapixels)" if side == 10_000 else "400 megapixels"
+    assert f"{bomb}: too large: {megapixels} is above imagefolder's limit of 40 megapixels; downscale it first" in \
+        messages[0], messages

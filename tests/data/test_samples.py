@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,41 @@ def test_bad_sample_files_are_refused(tmp_path):
         load_samples(tmp_path / "x.txt")
     with pytest.raises(DataError, match="not found"):
         load_samples(tmp_path / "missing.npy")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_boolean_arrays_are_refused(tmp_path, suffix):
+    mask = np.random.default_rng(0).random((4, 8, 8)) > 0.5
+    path = tmp_path / f"mask{suffix}"
+    np.save(path, mask) if suffix == ".npy" else np.savez(path, samples=mask)
+    with pytest.raises(DataError, match=r"boolean arrays are not images; save uint8 0\.\.255 or float in \[0, 1\]"):
+        load_samples(path)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_empty_and_truncated_files_are_named(tmp_path, suffix):
+    empty = tmp_path / f"empty{suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        load_samples(empty)
+    assert str(err.value) == (f"{empty} is empty (0 bytes): it holds no images; write it again "
+                              f"(numpy.save / numpy.savez)")
+    full = tmp_path / f"full{suffix}"
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    np.save(full, images) if suffix == ".npy" else np.savez(full, samples=images)
+    raw = full.read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 10, 20):  # data, end and header cut off
+        path = tmp_path / f"cut{cut}{suffix}"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(DataError, match=re.escape(f"{path} is truncated or damaged and cannot be read")):
+            load_samples(path)
+
+
+def test_damaged_npz_member_is_named(tmp_path):
+    path = tmp_path / "gen.npz"
+    np.savez_compressed(path, samples=np.random.default_rng(0).integers(0, 256, (64, 16, 16), dtype=np.uint8))
+    raw = bytearray(path.read_bytes())
+    raw[200:240] = bytes(40)  # inside the compressed member; the zip directory at the end stays intact
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=re.escape(f"{path} is truncated or damaged")):
+        load_samples(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, recipe):
         corpus = tmp_path / "corpus"
         corpus.mkdir()
         (corpus / "input.txt").write_text("".join(f"Line {i}: to be or not to be.\n" for i in range(400)))
-        extra = ("--data-dir", str(corpus))
+        extra = ("--data-dir", str(corpus), "--no-verify")  # our own corpus, not the real Tiny Shakespeare
         env = dict(os.environ, GENFORGE_CACHE=str(tmp_path / "cache"))
     run(train_cmd(recipe, straight, *extra), env)
 
@@ -67,3 +68,37 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, recipe):
     assert a.keys() == b.keys()
     different = [k for k in a if not (a[k] == b[k]).all()]
     assert different == [], f"resumed run differs in {different[:5]}"
+
+
+def test_resume_skips_corrupt_checkpoints_through_the_cli(tmp_path):
+    """The newest checkpoints damaged: resume says which it skipped, continues from the next, ends identical."""
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    run(train_cmd("tiny-gan", straight))
+    shutil.copytree(straight, damaged)
+    folders = dict(list_checkpoints(damaged))
+    for step in (250, 300):  # as if the run had been killed at step 200
+        shutil.rmtree(folders[step])
+    state = folders[200] / "state.pt"
+    state.write_bytes(state.read_bytes()[:-100])  # truncated
+    (folders[150] / "ema.safetensors").unlink()
+
+    proc = subprocess.run(train_cmd(None, damaged, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped checkpoints/step-00000200: state.pt: " in proc.stderr
+    assert "skipped checkpoints/step-00000150: ema.safetensors missing" in proc.stderr
+    assert f"resumed from {folders[100]} (step 100)" in proc.stderr
+    a, b = final_tensors(straight), final_tensors(damaged)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_resume_with_no_valid_checkpoint_is_one_line_without_pickle_advice(tmp_path):
+    killed = tmp_path / "run"
+    run(train_cmd("tiny-gan", killed, "--set", "train.max_steps=100"))
+    for _, folder in list_checkpoints(killed):
+        (folder / "state.pt").write_bytes(b"\x00" * 64)
+    proc = subprocess.run(train_cmd(None, killed, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    *skips, line = proc.stderr.strip().splitlines()
+    assert [s.split(":")[0] for s in skips] == ["skipped checkpoints/step-00000100", "skipped checkpoints/step-00000050"]
+    assert line.startswith("genforge train: error: --resume: none of the 2 checkpoint(s) in ")
+    assert "step-00000100: state.pt: 64 bytes, manifest says " in line and "weights_only" not in line
