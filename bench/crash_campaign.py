@@ -251,7 +251,10 @@ def table(rows: list[Row]) -> str:
              "yes" if rows and all(r.identical for r in rows) else "NO", f"{sum(r.seconds for r in rows):.0f}")
     lines = [head, *body, total]
     widths = [max(len(x[i]) for x in lines) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, body), fmt(total)])
 
 

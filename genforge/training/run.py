@@ -129,37 +129,46 @@ def _clear_leftovers(run: RunDir) -> None:
             p.unlink()
 
 
-def _prepare(run: RunDir, resume: bool) -> bool:
-    """Under the run's lock: decide how to start; returns whether to resume from a checkpoint.
+def _decide(run: RunDir, resume: bool) -> tuple[bool, str]:
+    """How a training may start in ``run``, without changing anything: (resume from a checkpoint?, what
+    to clear first: ``""`` nothing, ``"restart"`` a run that never checkpointed, ``"from-zero"`` the same
+    for ``--resume``). Raises ``RunDirError`` when the directory must not be used.
 
-    A new run needs an empty directory, or one that :func:`_never_trained` (it is restarted in
-    place, saying so). ``--resume`` continues from the newest checkpoint, or, when the run never
-    wrote one, restarts it from step 0 with its own config. Leftovers of writes a killed process
-    never finished are removed once the run is going ahead; a refused command changes nothing.
+    A new run needs an empty directory (hidden files such as the lock do not count), or one that
+    :func:`_never_trained`; ``--resume`` needs a checkpoint, or a run that never wrote one.
     """
+    if not run.path.exists():
+        return False, ""
+    if resume and latest_checkpoint(run.path) is not None:
+        return True, ""
+    if resume:
+        if not _never_trained(run):
+            raise RunDirError(f"--resume: no checkpoint in {run.checkpoints}, and {run.path} holds more than a run "
+                              f"that never checkpointed; nothing was changed")
+        return False, "from-zero"
+    if not [p for p in run.path.iterdir() if not p.name.startswith(".")]:
+        return False, ""
+    if _never_trained(run):
+        return False, "restart"
+    raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue "
+                      f"it, or choose another --out (nothing was changed)")
+
+
+def _prepare(run: RunDir, resume: bool) -> bool:
+    """Under the run's lock: decide again (see :func:`_decide`), clear what a failed run left, and remove
+    leftovers of writes a killed process never finished; returns whether to resume from a checkpoint."""
     import sys
 
     def say(msg: str) -> None:
         print(f"genforge: {msg}", file=sys.stderr, flush=True)
 
-    if resume and latest_checkpoint(run.path) is not None:
-        resuming = True
-    elif resume:
-        if not _never_trained(run):
-            raise RunDirError(f"--resume: no checkpoint in {run.checkpoints}, and {run.path} holds more than a run "
-                              f"that never checkpointed; nothing was changed")
+    resuming, clear = _decide(run, resume)
+    if clear == "from-zero":
         say(f"{run.path} has no checkpoint: starting it from step 0 with its own config")
-        _clear_leftovers(run)
-        resuming = False
-    elif not [p for p in run.path.iterdir() if not p.name.startswith(".")]:  # hidden: the lock, temporaries
-        resuming = False
-    elif _never_trained(run):
+    elif clear == "restart":
         say(f"restarting {run.path} in place: it holds no checkpoint (nothing trained is lost)")
+    if clear:
         _clear_leftovers(run)
-        resuming = False
-    else:
-        raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue "
-                          f"it, or choose another --out (nothing was changed)")
     removed = remove_stale_temporaries(run.path)
     if removed:
         say(f"removed {len(removed)} temporary file(s) left by an interrupted write in {run.path}")
@@ -207,15 +216,17 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     run = RunDir(out if out is not None else _default_run_dir(name))
     if run.path.exists() and not run.path.is_dir():
         raise RunDirError(f"--out {run.path} is a file, not a run directory")
-    with RunLock(run.path):
-        resume = _prepare(run, resume)
-        return _fit(get_task(cfg.task), cfg, run, resume, Path(cache_dir) if cache_dir else None)
-
-
-def _fit(task: Task, cfg: RunConfig, run: RunDir, resume: bool, cache: Path | None) -> TrainOutcome:
-    """The one training flow: data → fitted config → model → batches → hooks → Trainer → final samples."""
+    _decide(run, resume)  # refuse early: before the data is loaded or anything is created
+    task, cache = get_task(cfg.task), Path(cache_dir) if cache_dir else None
     data = task.load_data(cfg.data, cache_dir=cache)
     cfg = task.fit(cfg, data)
+    with RunLock(run.path):  # from here on, this process alone decides and writes
+        resume = _prepare(run, resume)
+        return _fit(task, cfg, data, run, resume, cache)
+
+
+def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache: Path | None) -> TrainOutcome:
+    """The one training flow (data loaded, config fitted to it): model → batches → hooks → Trainer → samples."""
     seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
     model = build(cfg.model)
     batches = task.batches(cfg, data)

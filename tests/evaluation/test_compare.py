@@ -27,7 +27,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     runs = {r: train(r, overrides=["train.max_steps=6", "train.log_every=2"], out=root / r, progress=False).run_dir
             for r in ("tiny-gan", "tiny-vae")}
     corpus = write_corpus(root / "corpus")
-    runs["tiny-gpt"] = train("tiny-gpt", overrides=["train.max_steps=4", "train.log_every=2", "train.eval_every=2"],
+    runs["tiny-gpt"] = train("tiny-gpt", overrides=["train.max_steps=4", "train.log_every=2", "train.eval_every=2",
+                                                        "data.verify=false"],
                              data_dir=corpus, out=root / "tiny-gpt", cache_dir=root / "cache", progress=False).run_dir
     runs["cache"] = root / "cache"
     return runs

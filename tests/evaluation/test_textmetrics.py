@@ -37,7 +37,7 @@ def text_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("text")
     corpus = write_corpus(root / "corpus")
     cache = root / "cache"
-    run = train("tiny-gpt", overrides=["train.max_steps=3"], data_dir=corpus, out=root / "run", cache_dir=cache,
+    run = train("tiny-gpt", overrides=["train.max_steps=3", "data.verify=false"], data_dir=corpus, out=root / "run", cache_dir=cache,
                 progress=False).run_dir
     return run, corpus, cache
 
@@ -49,7 +49,7 @@ def test_text_run_eval_json(text_run):
     assert list(byname) == ["loss", "perplexity", "bpc", "distinct_1", "distinct_2", "self_bleu", "bleu"]
     assert byname["perplexity"]["value"] == pytest.approx(math.exp(byname["loss"]["value"]))
     model, tok = load_text_model(run)
-    data = load_text(DataConfig(name="tinyshakespeare", data_dir=str(corpus)), cache_dir=cache, progress=False)
+    data = load_text(DataConfig(name="tinyshakespeare", data_dir=str(corpus), verify=False), cache_dir=cache, progress=False)
     direct = heldout_nll(model, data.val, block_size=model.config.block_size, batch_size=64)
     assert byname["loss"]["value"] == pytest.approx(direct["val/loss"], rel=1e-6)  # the whole split
     p = byname["loss"]["protocol"]
@@ -70,7 +70,7 @@ def test_text_run_eval_json(text_run):
 
 def test_text_eval_is_seeded_and_options_are_checked(text_run):
     run, corpus, cache = text_run
-    cfg = DataConfig(name="tinyshakespeare", data_dir=str(corpus))
+    cfg = DataConfig(name="tinyshakespeare", data_dir=str(corpus), verify=False)
     data = load_text(cfg, cache_dir=cache, progress=False)
     model, tok = load_text_model(run)
     opts = TextEvalOptions(metrics=("distinct", "bleu"), **SMALL)
@@ -88,7 +88,7 @@ def test_text_eval_is_seeded_and_options_are_checked(text_run):
 
 def test_bleu_prompts_are_non_overlapping_windows(text_run):
     run, corpus, cache = text_run
-    cfg = DataConfig(name="tinyshakespeare", data_dir=str(corpus))
+    cfg = DataConfig(name="tinyshakespeare", data_dir=str(corpus), verify=False)
     data = load_text(cfg, cache_dir=cache, progress=False)
     model, tok = load_text_model(run)
     windows = data.val.size // 32
@@ -97,7 +97,7 @@ def test_bleu_prompts_are_non_overlapping_windows(text_run):
     assert r.results[0].protocol.n_generated == windows
     assert any(f"only {windows} non-overlapping windows" in w for w in r.warnings)
     with pytest.raises(EvalError, match="at least"):
-        evaluate_text(TextPipeline(model, tok), data, cfg, TextEvalOptions(metrics=("bleu",), prompt_tokens=10**6))
+        evaluate_text(TextPipeline(model, tok), data, cfg, TextEvalOptions(metrics=("bleu",), prompt_tokens=90_000))
 
 
 def test_changed_corpus_is_refused(text_run, tmp_path):

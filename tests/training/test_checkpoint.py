@@ -196,9 +196,10 @@ def test_same_step_saved_again_replaces_the_old_one(run):
 
 
 # ---------------------------------------------------------------------------- full disk
-@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 662"),
-                                   RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"),
-                                   OSError(28, "No space left on device")])
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 662"),
+    RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"),
+    OSError(28, "No space left on device")])
 def test_disk_full_while_writing_is_one_line_and_leaves_earlier_checkpoints(run, monkeypatch, error):
     trainer, _ = make(run, checkpoint_every=2, keep_checkpoints=10, max_steps=12)
 

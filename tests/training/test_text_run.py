@@ -34,7 +34,7 @@ def corpus(tmp_path, monkeypatch) -> Path:
 
 
 def train(corpus: Path, out: Path, *sets: str) -> None:
-    argv = ["train", "tiny-gpt", "--data-dir", str(corpus), "--out", str(out), "--no-progress"]
+    argv = ["train", "tiny-gpt", "--data-dir", str(corpus), "--no-verify", "--out", str(out), "--no-progress"]
     for s in sets:
         argv += ["--set", s]
     assert main(argv) == 0
@@ -45,11 +45,13 @@ def test_text_run_artifacts_and_validation(corpus, tmp_path):
     train(corpus, out, "train.max_steps=40", "train.eval_every=20", "train.sample_every=20",
           "train.checkpoint_every=20")
     names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "tb" not in p.parts}
-    assert names == {"config.yaml", "model.safetensors", "tokenizer.json", "metrics.jsonl", "samples.txt",
+    assert names == {".lock", "config.yaml", "model.safetensors", "tokenizer.json", "metrics.jsonl", "samples.txt",
                      "samples/step-00000020.txt", "samples/step-00000040.txt",
                      "best/config.yaml", "best/model.safetensors", "best/tokenizer.json", "best/best.json",
                      "checkpoints/step-00000020/model.safetensors", "checkpoints/step-00000020/state.pt",
-                     "checkpoints/step-00000040/model.safetensors", "checkpoints/step-00000040/state.pt"}
+                     "checkpoints/step-00000020/manifest.json",
+                     "checkpoints/step-00000040/model.safetensors", "checkpoints/step-00000040/state.pt",
+                     "checkpoints/step-00000040/manifest.json"}
     records = read_metrics(out)
     evals = [r for r in records if "val/loss" in r]
     assert [r["step"] for r in evals] == [20, 40]
@@ -122,7 +124,7 @@ def test_streaming_callback_reassembles_the_text(corpus, tmp_path):
 ])
 def test_bad_text_configs(corpus, tmp_path, capsys, sets, message):
     out = tmp_path / "bad"
-    argv = ["train", "tiny-gpt", "--data-dir", str(corpus), "--out", str(out), "--no-progress"]
+    argv = ["train", "tiny-gpt", "--data-dir", str(corpus), "--no-verify", "--out", str(out), "--no-progress"]
     for s in sets:
         argv += ["--set", s]
     assert main(argv) == 2
@@ -132,7 +134,7 @@ def test_bad_text_configs(corpus, tmp_path, capsys, sets, message):
 
 
 def test_image_family_on_text_data_is_refused(corpus, tmp_path, capsys):
-    argv = ["train", "tiny-gan", "--data-dir", str(corpus), "--set", "data.name=tinyshakespeare",
+    argv = ["train", "tiny-gan", "--data-dir", str(corpus), "--no-verify", "--set", "data.name=tinyshakespeare",
             "--out", str(tmp_path / "x"), "--no-progress"]
     assert main(argv) == 2
     assert "text" in capsys.readouterr().err
