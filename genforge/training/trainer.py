@@ -12,6 +12,7 @@ generator update), each update on a fresh batch.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 import signal
 import sys
 import time
@@ -254,97 +255,137 @@ class Trainer:
     def _handle_signal(self, signum, frame) -> None:
         self._stop_signal = signal.Signals(signum).name
 
+    @contextmanager
+    def _graceful_stop(self) -> Iterator[None]:
+        """SIGINT/SIGTERM set a flag that ends the run after the current step (main thread only)."""
+        old = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._handle_signal)
+        except ValueError:  # not the main thread: no graceful stop, nothing else changes
+            old = {}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _progress_bar(self) -> tqdm:
+        cfg = self.cfg
+        return tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                    disable=not cfg.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                    desc=self.run_dir.name)
+
+    def _show(self, bar: tqdm, losses: dict[str, float]) -> None:
+        """The bar's postfix: the last window's losses and, with ``max_minutes``, the time left to it
+        (the bar's ETA counts to ``max_steps`` and knows nothing of the time budget)."""
+        parts = [f"{k}={v:.4g}" for k, v in losses.items() if "/" not in k]
+        if self.cfg.max_minutes:
+            left = max(0.0, self.cfg.max_minutes - (time.perf_counter() - self._t0) / 60)
+            parts.append(f"stop ≤ {left:.1f}m")
+        bar.set_postfix_str(", ".join(parts), refresh=False)
+
+    def _step(self, order: list[tuple[str, int]], window: _Window) -> float:
+        """One training step: every group's updates, the EMA, the step counter; returns the lr factor used."""
+        factor = lr_factor(self.step, self.cfg)
+        for g, opt in self.optimizers.items():
+            set_lr(opt, self.peak_lr[g] * factor)
+        for group, repeats in order:
+            for _ in range(repeats):
+                window.add(self._update(group))
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        window.steps += 1
+        return factor
+
+    def _periodic(self, logger: MetricsLogger, window: _Window) -> None:
+        """Evaluation, samples and checkpoints due at the current step (the last step's come after the loop)."""
+        cfg, step = self.cfg, self.step
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
+            self.run_evaluation(logger)
+            window.restart_clock()  # evaluation time is not training throughput
+        if cfg.sample_every and step % cfg.sample_every == 0 and self.on_sample is not None:
+            self.on_sample(self.sampling_model, step)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            self.save()
+
+    def _stop_reason(self) -> str | None:
+        if self._stop_signal is not None:
+            return "interrupted"
+        if self.cfg.max_minutes and time.perf_counter() - self._t0 > self.cfg.max_minutes * 60:
+            return "max_minutes"
+        return None
+
     def fit(self, *, resume: bool = False) -> TrainResult:
         """Train until ``max_steps`` (or ``max_minutes``, or SIGINT/SIGTERM), then checkpoint."""
         cfg = self.cfg
         resumed_from = self.resume() if resume else None
         self._t0 = time.perf_counter()
-        logger = MetricsLogger(self.run_dir)
-        old_handlers = {}
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                old_handlers[sig] = signal.signal(sig, self._handle_signal)
-        except ValueError:  # not the main thread: no graceful stop, nothing else changes
-            old_handlers = {}
         order = [(g, cfg.group_steps.get(g, 1)) for g in self.groups]
-        batches_per_step = sum(n for _, n in order)
-        window: dict[str, list[float]] = {}
-        window_t, window_steps = time.perf_counter(), 0
+        per_step = sum(n for _, n in order) * cfg.grad_accum * self.examples_per_batch
+        window = _Window()
         last: dict[str, float] = {}
         stopped = "max_steps"
-        ckpt: Path | None = None
-        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not cfg.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0,
-                   desc=self.run_dir.name)
+        logger, bar = MetricsLogger(self.run_dir), self._progress_bar()
         if resumed_from is not None:
             tqdm.write(f"resumed from {resumed_from} (step {self.step})", file=sys.stderr)
 
-        def show(losses: dict[str, float]) -> None:
-            """The bar's postfix: the last window's losses and, with ``max_minutes``, the time left to it
-            (the bar's ETA counts to ``max_steps`` and knows nothing of the time budget)."""
-            parts = [f"{k}={v:.4g}" for k, v in losses.items() if "/" not in k]
-            if cfg.max_minutes:
-                left = max(0.0, cfg.max_minutes - (time.perf_counter() - self._t0) / 60)
-                parts.append(f"stop ≤ {left:.1f}m")
-            bar.set_postfix_str(", ".join(parts), refresh=False)
-
         def log_window(factor: float) -> dict[str, float]:
-            """Log the mean of the window's scalars (and throughput) at the current step; returns the means."""
-            nonlocal window, window_t, window_steps
-            dt = max(time.perf_counter() - window_t, 1e-9)
-            means = {k: sum(v) / len(v) for k, v in window.items()}
-            per_step = batches_per_step * cfg.grad_accum * self.examples_per_batch
-            record = dict(means, lr=self.peak_lr[order[-1][0]] * factor,
-                          steps_per_s=window_steps / dt,
-                          **{f"{self.unit}_per_s": window_steps * per_step / dt},
-                          elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
-            logger.log(self.step, record)
-            show(means)
-            window, window_t, window_steps = {}, time.perf_counter(), 0
+            """Log the window's means and throughput at the current step; returns the means."""
+            means, throughput = window.flush(per_step, self.unit)
+            logger.log(self.step, dict(means, lr=self.peak_lr[order[-1][0]] * factor, **throughput,
+                                       elapsed_s=self.elapsed_before + time.perf_counter() - self._t0))
+            self._show(bar, means)
             return means
 
-        show({})
+        self._show(bar, {})
         factor = lr_factor(self.step, cfg)
         try:
-            while self.step < cfg.max_steps:
-                factor = lr_factor(self.step, cfg)
-                for g, opt in self.optimizers.items():
-                    set_lr(opt, self.peak_lr[g] * factor)
-                for group, repeats in order:
-                    for _ in range(repeats):
-                        for k, v in self._update(group).items():
-                            window.setdefault(k, []).append(v)
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                self.step += 1
-                window_steps += 1
-                bar.update(1)
-
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+            with self._graceful_stop():
+                while self.step < cfg.max_steps:
+                    factor = self._step(order, window)
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        last = log_window(factor)
+                    self._periodic(logger, window)
+                    reason = self._stop_reason()
+                    if reason is not None:
+                        stopped = reason
+                        break
+                if window.steps:  # stopped early between log steps: the partial window is the run's last record
                     last = log_window(factor)
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                    self.run_evaluation(logger)
-                    window_t = time.perf_counter()  # evaluation time is not training throughput
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.on_sample is not None:
+                self.run_evaluation(logger)
+                ckpt = self.save()
+                if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
                     self.on_sample(self.sampling_model, self.step)
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
-                    ckpt = self.save()
-                if self._stop_signal is not None:
-                    stopped = "interrupted"
-                    break
-                if cfg.max_minutes and time.perf_counter() - self._t0 > cfg.max_minutes * 60:
-                    stopped = "max_minutes"
-                    break
-            if window_steps:  # stopped early between log steps: the partial window is the run's last record
-                last = log_window(factor)
-            self.run_evaluation(logger)
-            ckpt = self.save()
-            if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
-                self.on_sample(self.sampling_model, self.step)
         finally:
             bar.close()
             logger.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
         elapsed = self.elapsed_before + time.perf_counter() - self._t0
         return TrainResult(self.step, stopped, elapsed, last, ckpt)
+
+
+class _Window:
+    """Scalars of the steps since the last log line, and the clock their throughput is measured with."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.steps = 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.t = time.perf_counter()
+
+    def add(self, logged: dict[str, float]) -> None:
+        for k, v in logged.items():
+            self.values.setdefault(k, []).append(v)
+
+    def flush(self, examples_per_step: int, unit: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(mean of each scalar, throughput record) of the window; starts a new one."""
+        dt = max(time.perf_counter() - self.t, 1e-9)
+        means = {k: sum(v) / len(v) for k, v in self.values.items()}
+        record = {"steps_per_s": self.steps / dt, f"{unit}_per_s": self.steps * examples_per_step / dt}
+        self.values, self.steps = {}, 0
+        self.restart_clock()
+        return means, record
