@@ -52,6 +52,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     w["png"].write_bytes(b"not really a png, but it exists")
     w["empty_npy"] = root / "empty.npy"
     w["empty_npy"].write_bytes(b"")
+    np.save(root / "good.npy", np.zeros((200, 8, 8), dtype=np.uint8))
     w["bool_npy"] = root / "bool.npy"
     np.save(w["bool_npy"], np.zeros((20, 8, 8), dtype=bool))
     w["empty_txt"] = root / "empty.txt"
@@ -180,6 +181,7 @@ CASES = [
     ["eval", "--samples", "{file}", "--dataset", "digits"],
     ["eval", "--samples", "{empty_npy}"],
     ["eval", "--samples", "{empty_npy}", "{gan}", "--dataset", "digits"],
+    ["eval", "--samples", "{tmp}/good.npy", "--dataset", "digits", "--out", "{gan}"],
     # ---- compare, recipes, evaluators
     ["compare", "{tmp}/no-such-run"],
     ["compare", "{gan}", "--out", "{file}"],

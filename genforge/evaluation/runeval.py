@@ -55,6 +55,9 @@ def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | N
     out_dir = Path(out) if out is not None else src.resolve().parent / f"{src.resolve().name.split('.')[0]}-eval"
     if out_dir.exists() and not out_dir.is_dir():
         raise EvalError(f"--out {out_dir} exists and is not a folder")
+    if RunDir(out_dir).config.is_file():
+        raise EvalError(f"--out {out_dir} is a training run; `eval --samples` writes a folder of its own "
+                        f"(eval.json, eval.md, samples.png), so choose another --out")
     previous = read_eval(out_dir) if out_dir.is_dir() else None
     c, s = int(images.shape[1]), int(images.shape[2])
     data_cfg = DataConfig(name=dataset, data_dir=None if data_dir is None else str(Path(data_dir).expanduser()),
