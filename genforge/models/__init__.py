@@ -11,11 +11,12 @@ from pathlib import Path
 from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
 from genforge.rundir import RunDir
+from genforge.models.diffusion import Diffusion
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
 from genforge.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT}
+FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load"]
 

@@ -40,7 +40,7 @@ def final_tensors(run_dir: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("recipe", ["tiny-gan", "tiny-vae", "tiny-gpt"])
+@pytest.mark.parametrize("recipe", ["tiny-gan", "tiny-vae", "tiny-gpt", "tiny-diffusion"])
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path, recipe):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     extra: tuple[str, ...] = ()
