@@ -80,8 +80,9 @@ def _add_sample(sub) -> None:
                                    "them), through the same sampling pipeline training and eval use. Image runs "
                                    "write a PNG grid that carries model, seed and label as text metadata; text runs "
                                    "stream the continuation of --prompt to the terminal. Any sample option of the "
-                                   "run's family can be given as --set sample.KEY=VALUE (e.g. sample.noise=true for "
-                                   "a VAE); an unknown one is refused with the list of valid ones.")
+                                   "run's family can be given as a flag or as --set sample.KEY=VALUE (e.g. --noise "
+                                   "for a VAE; --steps 20 --sampler ddim --guidance 2 for a diffusion model); an "
+                                   "unknown one is refused with the list of valid ones.")
     p.add_argument("run_dir", help="a run directory written by `genforge train`")
     p.add_argument("--n", type=positive_int, help="number of images (default 64) or text samples (default 1)")
     p.add_argument("--label", help="class of a conditional model, by id or name, e.g. 3 or ankle_boot "
@@ -246,7 +247,31 @@ def sample_options(args) -> dict:
     given = apply_overrides({}, args.overrides)
     if set(given) - {"sample"}:
         raise ConfigError(f"genforge sample takes --set sample.KEY=VALUE, got {sorted(set(given) - {'sample'})}")
-    return {**raw, **given.get("sample", {})}
+    return {**raw, **family_flags(getattr(args, "extra", [])), **given.get("sample", {})}
+
+
+def family_flags(extra: list[str]) -> dict:
+    """Flags the parser does not know, as sample options of the run's family: ``--steps 20 --sampler ddim``
+    (or ``--steps=20``) → ``{"steps": 20, "sampler": "ddim"}``; a flag without a value is ``true``. Values
+    are read as YAML scalars, as ``--set`` reads them; the family's options dataclass then checks them."""
+    from genforge.config import ConfigError, parse_override
+
+    out: dict = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or len(token) < 3:
+            raise ConfigError(f"unexpected argument {token!r}")
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            nxt = extra[i + 1] if i + 1 < len(extra) else None
+            if nxt is not None and not nxt.startswith("--"):
+                value, i = nxt, i + 1
+            else:
+                value = "true"
+        out[name.replace("-", "_")] = parse_override(f"x={value}")[1]
+        i += 1
+    return out
 
 
 def cmd_sample(args) -> int:
@@ -368,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit codes: 0 done, 2 bad input or configuration, 1 a failure while running
     (including Ctrl-C). Every error is one line on stderr; ``GENFORGE_DEBUG=1`` shows the traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "sample":  # only `sample` takes the family's own options as flags
+        parser.parse_args(argv)  # reports the unknown arguments the usual way
+    args.extra = extra
     if args.command is None:
         parser.print_help()
         return 0

@@ -197,3 +197,16 @@ def test_the_readme_layout_shows_the_layering_tests_arrows():
     assert set(shown) == set(layers), "every layer of the layering test has one README line, and no other"
     for layer, allowed in layers.items():
         assert shown[layer] == allowed, layer
+
+
+def test_family_options_can_be_given_as_flags(runs, tmp_path, capsys):
+    vae = runs["tiny-vae"]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["sample", str(vae), "--n", "6", "--seed", "2", "--noise", "-o", str(a)]) == 0
+    assert main(["sample", str(vae), "--n", "6", "--seed", "2", "--set", "sample.noise=true", "-o", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert main(["sample", str(vae), "--steps", "20"]) == 2
+    assert "unknown sample option 'steps'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # only sample takes family flags
+        main(["train", "tiny-vae", "--steps", "20"])
+    assert e.value.code == 2 and "unrecognized arguments: --steps 20" in capsys.readouterr().err
