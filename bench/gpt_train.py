@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXIT_NO_DATA, add_data_dir, fail, require_data, require_idle, summary  # noqa: E402
+from peak import matmul_peak  # noqa: E402
 
 from genforge.config import TrainConfig  # noqa: E402
 from genforge.data import TokenBatches  # noqa: E402
@@ -74,25 +74,6 @@ def corpus_ids(data_dir: Path | None) -> np.ndarray:
     chars = sorted(set(text))
     lut = {c: i for i, c in enumerate(chars)}
     return np.array([lut[c] for c in text[: int(0.9 * len(text))]], dtype=np.uint16)
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 3.0) -> float:
-    """Best GFLOP/s of an n×n×n matmul in ``dtype`` over about ``budget_s`` seconds.
-
-    A dtype without a fast path (bf16 on CPUs lacking AVX-512 BF16/AMX) is
-    measured on smaller matrices so the probe stays short.
-    """
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    t = time.perf_counter()
-    torch.mm(a, b)
-    if time.perf_counter() - t > 1.0 and n > 512:
-        return matmul_peak(dtype, 512, budget_s)
-    best, start = math.inf, time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def model(vocab: int) -> GPT:

@@ -142,7 +142,9 @@ def _add_eval(sub) -> None:
                                    "reconstruction / likelihood for VAEs. Text runs: loss, perplexity and bits per "
                                    "character on the whole validation split, distinct-n and self-BLEU of samples, "
                                    "BLEU of continuations of held-out prompts.",
-                       epilog="image metrics: fid,kid,pr,dc,is,modes,recon,nll   text metrics: ppl,distinct,"
+                       epilog="image runs also take their family's sample options as flags (e.g. --steps 50 "
+                              "--guidance 2 for diffusion); they are recorded in each metric's protocol\n"
+                              "image metrics: fid,kid,pr,dc,is,modes,recon,nll   text metrics: ppl,distinct,"
                               "self_bleu,bleu\n--samples accepts .npy/.npz of uint8 (or float in [0, 1]) images "
                               "[N,H,W], [N,H,W,C] or [N,C,H,W], or a folder of image files")
     p.add_argument("run_dir", nargs="?", help="run directory written by `genforge train`")
@@ -323,7 +325,8 @@ def cmd_eval(args) -> int:
                   reference=args.reference, features=args.features, seed=args.seed,
                   reference_seed=args.reference_seed, batch_size=args.batch_size,
                   kid_subset_size=args.kid_subset_size, allow_small=args.allow_small,
-                  inception_weights=args.inception_weights, verify=not args.no_verify)
+                  inception_weights=args.inception_weights, verify=not args.no_verify,
+                  sample=family_flags(args.extra))
     if args.samples:
         if args.run_dir:
             raise ValueError("give either RUN_DIR or --samples FILE, not both")
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     (including Ctrl-C). Every error is one line on stderr; ``GENFORGE_DEBUG=1`` shows the traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "sample":  # only `sample` takes the family's own options as flags
+    if extra and args.command not in ("sample", "eval"):  # these two take the family's sample options as flags
         parser.parse_args(argv)  # reports the unknown arguments the usual way
     args.extra = extra
     if args.command is None:

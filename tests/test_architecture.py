@@ -210,3 +210,23 @@ def test_family_options_can_be_given_as_flags(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # only sample takes family flags
         main(["train", "tiny-vae", "--steps", "20"])
     assert e.value.code == 2 and "unrecognized arguments: --steps 20" in capsys.readouterr().err
+
+
+def test_eval_draws_with_the_familys_options_and_records_them(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "diffusion"
+    assert main(["train", "tiny-diffusion", "--out", str(run), *FAST]) == 0
+    ids = {}
+    for steps in ("3", "5"):
+        assert main(["eval", str(run), "--metrics", "fid,kid", "--n", "150", "--allow-small", "--kid-subset-size",
+                     "50", "--steps", steps, "--sampler", "ddim", "--no-progress"]) == 0
+        record = json.loads((run / "eval.json").read_text())
+        fid = next(r for r in record["results"] if r["metric"] == "fid")
+        kid = next(r for r in record["results"] if r["metric"] == "kid")
+        assert fid["protocol"]["params"]["sample"] == {"sampler": "ddim", "steps": int(steps)}
+        assert kid["protocol"]["params"]["sample"] == fid["protocol"]["params"]["sample"]
+        ids[steps] = fid["protocol_id"]
+    assert ids["3"] != ids["5"]  # a FID at 3 sampler steps is never ranked with one at 5
+    assert main(["eval", str(run), "--metrics", "fid", "--n", "150", "--allow-small", "--steps", "0"]) == 2
+    assert "steps must be >= 1" in capsys.readouterr().err

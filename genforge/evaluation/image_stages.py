@@ -72,15 +72,23 @@ class ImageEval:
         self.results.append(Result(metric, None if value is None else float(value), Protocol(metric=metric, **proto),
                                    None if std is None else float(std), details))
 
+    def params(self, **params: Any) -> dict[str, Any]:
+        """A metric's protocol params, plus the sample options the images were drawn with where they differ
+        from the family's defaults (a FID at 10 sampler steps is not a FID at 50)."""
+        sample = self.generation.get("sample_options")
+        return {**params, "sample": sample} if sample else params
+
     def feature_protocol(self) -> dict[str, Any]:
         f = self.features
-        return dict(self.base, extractor=f.id, extractor_sha256=f.sha256, feature_dim=f.dim,
-                    n_generated=self.n_gen, seed=self.opts.seed)
+        proto = dict(self.base, extractor=f.id, extractor_sha256=f.sha256, feature_dim=f.dim,
+                     n_generated=self.n_gen, seed=self.opts.seed)
+        return dict(proto, params=self.params()) if self.params() else proto
 
     def classifier_protocol(self) -> dict[str, Any]:
         e = self.evaluator
-        return dict(self.base, extractor=e.id, extractor_sha256=e.sha256, feature_dim=e.num_classes,
-                    n_generated=self.n_gen, seed=self.opts.seed)
+        proto = dict(self.base, extractor=e.id, extractor_sha256=e.sha256, feature_dim=e.num_classes,
+                     n_generated=self.n_gen, seed=self.opts.seed)
+        return dict(proto, params=self.params()) if self.params() else proto
 
 
 def extract_features(ev: ImageEval) -> None:
@@ -119,9 +127,9 @@ def kid_stage(ev: ImageEval) -> None:
     opts, ss = ev.opts, ev.kid_subset_size
     with ev.clock("kid"):
         mean, std = kid_metric.kid(ev.gen_f, ev.ref_f, subsets=opts.kid_subsets, subset_size=ss, seed=opts.seed)
-    ev.add("kid", mean, dict(ev.feature_protocol(), params={"subsets": opts.kid_subsets, "subset_size": ss,
-                                                            "kernel": "cubic polynomial",
-                                                            "std": "population, over subsets"}), std=std)
+    ev.add("kid", mean, dict(ev.feature_protocol(), params=ev.params(subsets=opts.kid_subsets, subset_size=ss,
+                                                            kernel="cubic polynomial",
+                                                            std="population, over subsets")), std=std)
 
 
 def prdc_stage(ev: ImageEval) -> None:
@@ -132,15 +140,15 @@ def prdc_stage(ev: ImageEval) -> None:
     for group, names, k in (("pr", ("precision", "recall"), opts.pr_k), ("dc", ("density", "coverage"), opts.dc_k)):
         if group in ev.metrics:
             for name in names:
-                ev.add(name, m[name], dict(ev.feature_protocol(), params={"k": k}))
+                ev.add(name, m[name], dict(ev.feature_protocol(), params=ev.params(k=k)))
 
 
 def is_stage(ev: ImageEval) -> None:
     logits, splits = classifier_logits(ev), ev.opts.is_splits
     with ev.clock("is"):
         mean, std = inception_score(logits, splits=splits, shuffle_seed=ev.opts.seed)
-    ev.add("is", mean, dict(ev.classifier_protocol(), params={"splits": splits, "logits": "evaluator classifier",
-                                                              "std": "population, over splits"}), std=std,
+    ev.add("is", mean, dict(ev.classifier_protocol(), params=ev.params(splits=splits, logits="evaluator classifier",
+                                                                       std="population, over splits")), std=std,
            max_possible=ev.evaluator.num_classes)
 
 
@@ -148,7 +156,7 @@ def modes_stage(ev: ImageEval) -> None:
     logits = classifier_logits(ev)
     with ev.clock("modes"):
         mc = mode_coverage(logits, ev.ref.y, ev.evaluator.num_classes)
-    proto = dict(ev.classifier_protocol(), params={"threshold": mc["threshold"], "kl": "KL(generated || reference)"})
+    proto = dict(ev.classifier_protocol(), params=ev.params(threshold=mc["threshold"], kl="KL(generated || reference)"))
     ev.add("modes_hit", mc["classes_hit"], proto, num_classes=mc["num_classes"])
     ev.add("modes_kl", mc["kl"], proto)
 

@@ -43,7 +43,7 @@ N and comparable only at equal N.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,8 @@ class ImageEvalOptions:
         inception_weights: explicit Inception weights file (default: found by ``find_or_fetch``).
         cache_dir: genforge cache root (evaluators, reference features, Inception weights).
         progress: print stage lines on stderr.
+        sample: the family's sample options for the generated images (e.g. ``steps``, ``guidance``); those
+            that differ from the family's defaults are recorded in every generation metric's protocol.
     """
 
     metrics: tuple[str, ...] | None = None
@@ -127,6 +129,7 @@ class ImageEvalOptions:
     inception_weights: str | None = None
     cache_dir: Path | None = None
     progress: bool = False
+    sample: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = check_metric_names(self.metrics, IMAGE_METRICS, "image")
@@ -231,9 +234,15 @@ def _generated(data: ImageData, opts: ImageEvalOptions, ref: Reference, n_gen: i
         else:
             generation["conditioning"] = "unconditional"
         generation.update(source="model", family=pipeline.model.family, n=n_gen, seed=opts.seed)
+        options = pipeline.model.parse_sample_options(opts.sample)
+        defaults = pipeline.model.sample_options()
+        changed = {k: v for k, v in vars(options).items() if getattr(defaults, k) != v}
+        if changed:
+            generation["sample_options"] = changed
         log(opts.progress, f"generating {n_gen} images (seed {opts.seed}) …")
         with clock("generate"):
-            gen_x = pipeline.generate(n_gen, condition=labels, seed=opts.seed, batch_size=opts.batch_size)
+            gen_x = pipeline.generate(n_gen, condition=labels, seed=opts.seed, batch_size=opts.batch_size,
+                                      options=options)
         return gen_x, generation
     gen_x = samples
     if gen_x.dtype != torch.uint8 or gen_x.ndim != 4:

@@ -30,7 +30,8 @@ from torch import Tensor
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, SampleOptions, eval_mode,
                                   labels_for, unpack_image_batch)
 from genforge.models.capabilities import ImageModel
-from genforge.models.schedules import SAMPLERS, FlowSchedule, NoiseSchedule, make_sampler
+from genforge.models.samplers import SAMPLERS, make_sampler
+from genforge.models.schedules import FlowSchedule, NoiseSchedule
 from genforge.models.unet import UNet, plan_levels
 
 _LOG_2 = math.log(2.0)

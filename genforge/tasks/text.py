@@ -66,6 +66,9 @@ class TextTask(Task):
 
     def eval_options(self, *, metrics: tuple[str, ...] | None, device: str, cache_dir: Path | None,
                      progress: bool, options: dict[str, Any]) -> TextEvalOptions:
+        if options.get("sample"):
+            raise ConfigError(f"text evaluation takes its decoding settings as --temperature/--max-new-tokens; "
+                              f"unknown options {sorted(options['sample'])}")
         return TextEvalOptions(metrics=metrics, progress=progress, **pick_fields(TextEvalOptions, options))
 
     def evaluate(self, pipeline: TextPipeline, data: TextData, data_cfg: DataConfig, opts: TextEvalOptions) -> Report:

@@ -8,16 +8,8 @@ import re
 import pytest
 import torch
 
-from genforge.models.schedules import (
-    SAMPLERS,
-    DDIMSampler,
-    DDPMSampler,
-    DPMSolverPP2M,
-    FlowEuler,
-    FlowSchedule,
-    NoiseSchedule,
-    make_sampler,
-)
+from genforge.models.samplers import SAMPLERS, DDIMSampler, DDPMSampler, DPMSolverPP2M, FlowEuler, make_sampler
+from genforge.models.schedules import FlowSchedule, NoiseSchedule
 
 SHAPE = (2, 3, 8, 8)
 TOL = 1e-5
