@@ -95,8 +95,8 @@ def main() -> None:
                              guidance=guidance)
                 times.append(time.perf_counter() - t)
             s = statistics.median(times)
-            print(f"sample 64 images, {sampler} {args.steps} steps, guidance {guidance}: {summary(times)} s "
-                  f"({64 / s:.0f} images/s)", flush=True)
+            print(f"sample 64 images, {sampler} {args.steps} steps, guidance {guidance}: median {s:.2f} s "
+                  f"(min {min(times):.2f}, max {max(times):.2f}, n={len(times)}; {64 / s:.1f} images/s)", flush=True)
 
 
 if __name__ == "__main__":
