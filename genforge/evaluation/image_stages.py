@@ -82,13 +82,15 @@ class ImageEval:
         f = self.features
         proto = dict(self.base, extractor=f.id, extractor_sha256=f.sha256, feature_dim=f.dim,
                      n_generated=self.n_gen, seed=self.opts.seed)
-        return dict(proto, params=self.params()) if self.params() else proto
+        params = self.params()
+        return dict(proto, params=params) if params else proto
 
     def classifier_protocol(self) -> dict[str, Any]:
         e = self.evaluator
         proto = dict(self.base, extractor=e.id, extractor_sha256=e.sha256, feature_dim=e.num_classes,
                      n_generated=self.n_gen, seed=self.opts.seed)
-        return dict(proto, params=self.params()) if self.params() else proto
+        params = self.params()
+        return dict(proto, params=params) if params else proto
 
 
 def extract_features(ev: ImageEval) -> None:

@@ -32,9 +32,8 @@ from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Like
 from genforge.models.capabilities import ImageModel
 from genforge.models.samplers import SAMPLERS, make_sampler
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
-from genforge.models.unet import UNet, plan_levels
+from genforge.models.unet import UNet
 
-_LOG_2 = math.log(2.0)
 
 
 @dataclass(kw_only=True)
@@ -121,7 +120,6 @@ class Diffusion(GenerativeModel, ImageModel):
         super().__init__(config)
         config.check_complete()
         self.config: DiffusionConfig = config
-        plan_levels(config.image_size, config.width)  # validates the side
         self.unet = UNet(config.channels, config.image_size, width=config.width, blocks=config.blocks,
                          max_mult=config.max_mult, attention=config.attention, dropout=config.dropout,
                          num_classes=self.num_classes)
@@ -220,31 +218,19 @@ class Diffusion(GenerativeModel, ImageModel):
                                   "prediction": self.config.prediction})
 
     def _vlb_terms(self, x0: Tensor, t: Tensor, y: Tensor | None, generator: torch.Generator | None) -> Tensor:
-        """Per-image VLB term at timestep t (nats): the decoder NLL at t = 0, else KL(q(x_{t-1}|x_t,x0) ‖ p)."""
+        """Per-image VLB term at timestep t (nats): the decoder NLL at t = 0, else KL(q(x_{t-1}|x_t,x0) ‖ p).
+
+        x0 [B, C, S, S] in [-1, 1], t int64 [B]; computed in float64 from the schedule's posterior."""
         sch = self.schedule
-        ab = sch.alphas_cumprod.to(x0.device, torch.float64)
-        betas = sch.betas.to(x0.device, torch.float64)
-        ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
-        var = betas * (1 - ab_prev) / (1 - ab)
-        log_var = torch.log(torch.cat([var[1:2], var[1:]]))  # clipped at t = 0 (improved-diffusion)
-
-        def per(v: Tensor) -> Tensor:
-            return v[t].view(-1, 1, 1, 1)
-
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        x0d = x0.double()
-        x_t = (per(ab).sqrt() * x0d + (1 - per(ab)).sqrt() * noise.double())
+        x0 = x0.double()
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, torch.float64)
+        x_t = sch.add_noise(x0, noise, t)
         out = self.unet(x_t.float(), t.float(), y).double()
-        if self.config.prediction == "epsilon":
-            x0_hat = (x_t - (1 - per(ab)).sqrt() * out) / per(ab).sqrt()
-        else:
-            x0_hat = per(ab).sqrt() * x_t - (1 - per(ab)).sqrt() * out
-        c1 = per(betas * ab_prev.sqrt() / (1 - ab))
-        c2 = per((1 - ab_prev) * (1 - betas).sqrt() / (1 - ab))
-        true_mean, model_mean = c1 * x0d + c2 * x_t, c1 * x0_hat + c2 * x_t
-        lv = per(log_var).expand_as(x_t)
+        true_mean, log_var = sch.posterior(x0, x_t, t)
+        model_mean, _ = sch.posterior(sch.predict_x0(out, x_t, t, self.config.prediction), x_t, t)
+        lv = log_var.expand_as(x_t)
         kl = _normal_kl(true_mean, lv, model_mean, lv).flatten(1).sum(1)
-        decoder = _discretized_gaussian_nll(x0d, model_mean, lv).flatten(1).sum(1)
+        decoder = _discretized_gaussian_nll(x0, model_mean, lv).flatten(1).sum(1)
         return torch.where(t == 0, decoder, kl)
 
     @torch.no_grad()
@@ -270,5 +256,5 @@ class Diffusion(GenerativeModel, ImageModel):
                 t = torch.full((b,), j, dtype=torch.long)
             else:
                 t = torch.randint(lo, hi, (b,), generator=generator)
-            total += (hi - lo) * self._vlb_terms(x0.float(), t.to(x0.device), y, generator)
+            total += (hi - lo) * self._vlb_terms(x0, t.to(x0.device), y, generator)
         return -total.float()
