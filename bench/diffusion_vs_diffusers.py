@@ -3,6 +3,7 @@ time, both scored by ``genforge eval --samples`` on the same number of images at
 
     python bench/diffusion_vs_diffusers.py --minutes 10 --n 10000        # the comparison the issue asks for
     python bench/diffusion_vs_diffusers.py --minutes 0.3 --n 300         # a smoke run
+    python bench/diffusion_vs_diffusers.py --contenders genforge,dcgan --keep runs/bench   # against our own GAN
 
 Each contender trains in a fresh process, one after the other, on the real MNIST training split:
 
@@ -10,9 +11,10 @@ Each contender trains in a fresh process, one after the other, on the real MNIST
 - diffusers: a plain diffusers-style loop (the shape of diffusers' ``train_unconditional`` example):
   ``UNet2DModel`` (1.11 M parameters: blocks 32/64/64, attention at 14x14, class embeddings),
   ``DDPMScheduler`` (1000 steps, linear betas), ε-prediction MSE, AdamW lr 2e-4, batch 64, for M minutes.
+- dcgan: ``genforge train mnist-dcgan`` for the same M minutes (its step budget lifted so time is the only limit).
 
-Both then draw ``--n`` class-balanced images with ``--steps`` model evaluations each (genforge: Euler;
-diffusers: its ``DPMSolverMultistepScheduler``), written as ``.npz`` and scored by ``genforge eval --samples``
+Each then draws ``--n`` class-balanced images, the diffusion models with ``--steps`` model evaluations each
+(genforge: Euler; diffusers: its ``DPMSolverMultistepScheduler``), the GAN in one forward pass, written as ``.npz`` and scored by ``genforge eval --samples``
 against the MNIST test split in the evaluator's feature space. diffusers is a test/bench dependency only.
 """
 
@@ -30,10 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_dir, require_data, require_idle  # noqa: E402
+from common import add_data_dir, fail, require_data, require_idle  # noqa: E402
 
 MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz")
+
+
+CONTENDERS = ("genforge", "diffusers", "dcgan")
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -98,11 +103,23 @@ def sample_diffusers(weights: Path, n: int, steps: int) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def sample_genforge(run: Path, n: int, steps: int) -> np.ndarray:
+def sample_genforge(run: Path, n: int, options: dict) -> np.ndarray:
     from genforge.tasks import open_run
 
     pipe = open_run(run)
-    return pipe.generate(n, condition=_labels(n).tolist(), seed=0, options={"steps": steps}).numpy()
+    return pipe.generate(n, condition=_labels(n).tolist(), seed=0, options=options).numpy()
+
+
+def train_genforge(recipe: str, data_dir: Path, minutes: float, run: Path, *extra: str) -> dict:
+    """``genforge train RECIPE`` for ``minutes`` in a subprocess; steps, seconds and the logged median images/s."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "genforge.cli", "train", recipe, "--data-dir", str(data_dir), "--out",
+                    str(run), "--no-progress", "--set", f"train.max_minutes={minutes}", *extra],
+                   check=True, capture_output=True)
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_s"] for r in logs if "images_per_s" in r]
+    return {"steps": logs[-1]["step"], "seconds": time.perf_counter() - t0,
+            "images_per_s": float(np.median(rates)) if rates else float("nan")}
 
 
 def score(samples: Path, data_dir: Path, n: int) -> dict[str, float]:
@@ -120,17 +137,13 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "diffusers":
         info = train_diffusers(args.data_dir, args.minutes, work / "diffusers.pt")
         images = sample_diffusers(work / "diffusers.pt", args.n, args.steps)
+    elif args.worker == "genforge":
+        info = train_genforge("mnist-diffusion", args.data_dir, args.minutes, work / "genforge-run")
+        images = sample_genforge(work / "genforge-run", args.n, {"steps": args.steps})
     else:
-        run = work / "genforge-run"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "genforge.cli", "train", "mnist-diffusion", "--data-dir",
-                        str(args.data_dir), "--out", str(run), "--no-progress", "--set",
-                        f"train.max_minutes={args.minutes}"], check=True, capture_output=True)
-        logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        rates = [r["images_per_s"] for r in logs if "images_per_s" in r]
-        info = {"steps": logs[-1]["step"], "seconds": time.perf_counter() - t0,
-                "images_per_s": float(np.median(rates)) if rates else float("nan")}
-        images = sample_genforge(run, args.n, args.steps)
+        info = train_genforge("mnist-dcgan", args.data_dir, args.minutes, work / "dcgan-run",
+                              "--set", "train.max_steps=100000000")
+        images = sample_genforge(work / "dcgan-run", args.n, {})
     np.savez(work / f"{args.worker}.npz", x=images)
     (work / f"{args.worker}.json").write_text(json.dumps(info))
 
@@ -141,18 +154,31 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="images each contender draws and is scored on")
     ap.add_argument("--steps", type=int, default=20, help="model evaluations per image when sampling")
     add_data_dir(ap, "mnist", "MNIST's four IDX files")
-    ap.add_argument("--worker", choices=["genforge", "diffusers"], help=argparse.SUPPRESS)
+    ap.add_argument("--contenders", default="genforge,diffusers,dcgan",
+                    help="comma-separated, trained in this order: genforge, diffusers, dcgan (default: all three)")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="keep the genforge run directories (and diffusers' weights) in DIR instead of deleting them")
+    ap.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     require_data(args.data_dir, MNIST, "MNIST")
     if args.worker:
         worker(args)
         return
+    names = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CONTENDERS))
+    if unknown or not names:
+        fail(f"--contenders: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONTENDERS)}")
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        fail(f"--keep: {args.keep} exists and is not empty; give a new folder")
     require_idle()
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         rows = {}
-        for name in ("genforge", "diffusers"):
-            subprocess.run([sys.executable, __file__, "--worker", name, "--work", work, "--minutes", str(args.minutes),
+        for name in names:
+            subprocess.run([sys.executable, __file__, "--worker", name, "--work", str(work), "--minutes",
+                            str(args.minutes),
                             "--n", str(args.n), "--steps", str(args.steps), "--data-dir", str(args.data_dir)],
                            check=True)
             info = json.loads((Path(work) / f"{name}.json").read_text())
@@ -161,9 +187,11 @@ def main() -> None:
             print(f"{name:<9} {r['steps']:>6} steps in {r['seconds'] / 60:.1f} min ({r['images_per_s']:.0f} img/s)  "
                   f"FID {r['fid']:.3f}  precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
                   f"coverage {r['coverage']:.3f}", flush=True)
-    ratio = rows["genforge"]["fid"] / rows["diffusers"]["fid"]
-    print(f"FID ratio genforge / diffusers at {args.minutes:g} min of training, N={args.n}, {args.steps} model "
-          f"evaluations per image: {ratio:.2f}")
+    for other in ("diffusers", "dcgan"):
+        if "genforge" in rows and other in rows:
+            ratio = rows["genforge"]["fid"] / rows[other]["fid"]
+            print(f"FID ratio genforge / {other} at {args.minutes:g} min of training, N={args.n}: {ratio:.2f}"
+                  + (f" ({args.steps} model evaluations per image each)" if other == "diffusers" else ""))
 
 
 if __name__ == "__main__":
