@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from genforge import __version__
 from genforge.config import from_dict, to_dict
 from genforge.io import atomic_path, atomic_write_text
+from genforge.models import rng
 from genforge.rundir import CONFIG as CONFIG_FILE
 from genforge.rundir import WEIGHTS as WEIGHTS_FILE
 
@@ -161,7 +162,7 @@ def labels_for(n: int, condition: Any, num_classes: int, device: torch.device,
             raise ValueError("this model is unconditional: condition must be None")
         return None
     if condition is None:
-        return torch.randint(num_classes, (n,), generator=generator, device="cpu").to(device)
+        return rng.randint(num_classes, (n,), generator).to(device)
     y = torch.as_tensor(condition, dtype=torch.long)
     if y.ndim == 0:
         y = y.expand(n)

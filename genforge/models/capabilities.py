@@ -114,6 +114,60 @@ class LanguageModel:
         """
         raise NotImplementedError
 
+    def new_slots(self, slots: int) -> Any:
+        """A decoding state for ``slots`` independent sequences (:meth:`prefill` / :meth:`decode`)."""
+        raise NotImplementedError
+
+    def prefill(self, ids: Tensor, cache: Any, slots: Tensor) -> Tensor:
+        """Encode windows ``ids`` int64 [n, P] into ``slots`` int64 [n] of ``cache`` → next-token logits [n, V]."""
+        raise NotImplementedError
+
+    def decode(self, tokens: Tensor, cache: Any, slots: Tensor) -> Tensor:
+        """Append one token per slot (int64 [B] to slots [B], each at its own length) → logits [B, V].
+
+        Continuous batching: sequences join (:meth:`prefill`) and leave between calls.
+        """
+        raise NotImplementedError
+
+
+def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Mask all but the ``top_k`` largest logits and the smallest nucleus of mass ``top_p``: [B, V] → [B, V]."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already ≥ top_p
+        drop[:, 0] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row by inverse-CDF sampling: probs [B, V] (CPU) → int64 [B].
+
+    Equivalent in distribution to ``torch.multinomial(probs, 1)`` (a token of
+    probability 0 is never drawn) at a third of its cost for one row.
+    """
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]  # (B, 1)
+    return (cdf < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
+
+
+def next_tokens(logits: Tensor, generator: torch.Generator | None, *, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Choose the next token of each row: logits float [B, V] → int64 [B] on the logits' device.
+
+    Temperature 0 is greedy (argmax); otherwise the logits are divided by the temperature,
+    filtered by ``top_k`` / ``top_p`` and one token is drawn per row from ``generator``
+    (B uniform numbers, drawn on the CPU, so a seeded request gives the same tokens anywhere).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1).cpu()
+    return _draw(probs, generator).to(logits.device)
+
 
 def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:
     """Names of ``model``'s declared capabilities, e.g. ``("sample", "conditional", "likelihood:bound")``."""

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, SampleOptions, eval_mode,
                                   labels_for, unpack_image_batch)
 from genforge.models.capabilities import ImageModel
@@ -197,7 +198,7 @@ class Diffusion(GenerativeModel, ImageModel):
         name = opts.sampler or ("dpm++" if self.config.objective == "ddpm" else "euler")
         sampler = make_sampler(name, self.schedule, opts.steps, prediction=self.config.prediction, eta=opts.eta)
         c, s = self.config.channels, self.config.image_size
-        x = torch.randn(n, c, s, s, generator=generator).to(device)  # [n, C, S, S]
+        x = rng.randn((n, c, s, s), generator).to(device)  # [n, C, S, S]
         with eval_mode(self.unet):
             for i, t in enumerate(sampler.timesteps):
                 fed = torch.full((n,), float(t), device=device)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.models import rng
 from genforge.models.base import (
     Batch,
     GenerativeModel,
@@ -224,7 +225,7 @@ class GAN(GenerativeModel, ImageModel):
             raise ValueError(f"n must be >= 1, got {n}")
         device = self.device
         y = labels_for(n, condition, self.num_classes, device, generator)
-        z = torch.randn(n, self.config.z_dim, generator=generator).to(device)  # [n, Z]
+        z = rng.randn((n, self.config.z_dim), generator).to(device)  # [n, Z]
         with eval_mode(self.generator):
             x = self.generator(z, y)
         return ((x.float() + 1) / 2).clamp_(0, 1)

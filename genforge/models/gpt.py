@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genforge.models.base import Batch, GenerativeModel, Likelihood, ModelConfig, eval_mode
-from genforge.models.capabilities import LanguageModel, LanguageModelOptions
+from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
 
 
 @dataclass(kw_only=True)
@@ -80,6 +80,23 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
+
+
+class SlotCache:
+    """Keys and values of ``slots`` independent sequences, each at its own position (continuous batching).
+
+    ``k, v`` float [L, S, H, block_size, D]; ``lengths`` int64 [S] positions filled per slot;
+    ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`), taken once.
+    """
+
+    def __init__(self, config: GPTConfig, slots: int, device: torch.device, dtype: torch.dtype,
+                 plan: tuple) -> None:
+        self.plan = plan
+        hd = config.n_embd // config.n_head
+        shape = (config.n_layer, slots, config.n_head, config.block_size, hd)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
 
 
 class CausalSelfAttention(nn.Module):
@@ -139,31 +156,6 @@ class Block(nn.Module):
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache, layer)
         return x + self.mlp(self.ln_2(x))
-
-
-def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Mask all but the ``top_k`` largest logits and the smallest nucleus of mass ``top_p``: [B, V] → [B, V]."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already ≥ top_p
-        drop[:, 0] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return logits
-
-
-def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One token per row by inverse-CDF sampling: probs [B, V] (CPU) → int64 [B].
-
-    Equivalent in distribution to ``torch.multinomial(probs, 1)`` (a token of
-    probability 0 is never drawn) at a third of its cost for one row.
-    """
-    cdf = probs.cumsum(dim=-1)  # (B, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]  # (B, 1)
-    return (cdf < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
 
 
 class GPT(GenerativeModel, LanguageModel):
@@ -376,14 +368,63 @@ class GPT(GenerativeModel, LanguageModel):
                 else:  # one new position
                     h = self._step(ids[:, length - 1], cache, plan)
                 logits = F.linear(h, wte).float()  # (B, V), the tied output head
-                if temperature == 0:
-                    nxt = logits.argmax(dim=-1)
-                else:
-                    probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1).cpu()
-                    nxt = _draw(probs, generator).to(self.device)
+                nxt = next_tokens(logits, generator, temperature=temperature, top_k=top_k, top_p=top_p)
                 ids[:, length] = nxt
                 length += 1
                 yield nxt
+
+    # ------------------------------------------------------------------ continuous batching
+    def new_slots(self, slots: int) -> SlotCache:
+        return SlotCache(self.config, slots, self.device, next(self.parameters()).dtype, self._decode_plan())
+
+    @torch.inference_mode()
+    def prefill(self, ids: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
+        """Encode ``ids`` int64 [n, P] into slots ``slots`` int64 [n] (replacing what they held) → logits [n, V].
+
+        The same computation as the first step of :meth:`generate_stream` on ``ids``.
+        """
+        n, P = ids.shape
+        if P > self.config.block_size:
+            raise ValueError(f"a window of {P} tokens exceeds block_size={self.config.block_size}")
+        with eval_mode(self):
+            local = KVCache(self.config, n, self.device, cache.k.dtype)
+            h = self._forward(ids.to(self.device, torch.long), local)[:, -1]  # (n, C)
+        cache.k[:, slots, :, :P] = local.k[:, :, :, :P]
+        cache.v[:, slots, :, :P] = local.v[:, :, :, :P]
+        cache.lengths[slots] = P
+        return F.linear(h, self.transformer.wte.weight).float()  # (n, V), the tied head
+
+    @torch.inference_mode()
+    def decode(self, tokens: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
+        """One new position for each of ``slots`` int64 [B], each at its own length → logits float [B, V].
+
+        ``tokens`` int64 [B] is the newest token of each slot's sequence; keys past a slot's
+        length are masked, so rows never see each other.
+        """
+        cfg = self.config
+        wte, wpe, layers, (lnf_w, lnf_b) = cache.plan
+        pos = cache.lengths[slots]  # (B,)
+        if int(pos.max()) + 1 > cfg.block_size:
+            raise ValueError(f"a sequence of {int(pos.max()) + 1} tokens exceeds block_size={cfg.block_size}")
+        B, C, H = tokens.shape[0], cfg.n_embd, cfg.n_head
+        T = int(pos.max()) + 1  # keys attended: the longest slot's
+        mask = (torch.arange(T, device=pos.device) <= pos[:, None]).view(B, 1, 1, T)  # (B, 1, 1, T)
+        eps = 1e-5
+
+        def linear(a: Tensor, w_t: Tensor, b: Tensor | None) -> Tensor:  # a [B, in] @ w_t [in, out] (+ b)
+            return a @ w_t if b is None else torch.addmm(b, a, w_t)
+
+        x = F.embedding(tokens.to(self.device), wte) + wpe[pos]  # (B, C)
+        for i, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, p2w, p2b) in enumerate(layers):
+            q, k, v = linear(F.layer_norm(x, (C,), l1w, l1b, eps), aw, ab).view(B, 3, H, C // H).unbind(1)
+            cache.k[i, slots, :, pos] = k  # (B, H, D) at each slot's position
+            cache.v[i, slots, :, pos] = v
+            keys, values = cache.k[i, slots, :, :T], cache.v[i, slots, :, :T]  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=mask)  # (B, H, 1, D)
+            x = x + linear(y.view(B, C), pw, pb)
+            x = x + linear(F.gelu(linear(F.layer_norm(x, (C,), l2w, l2b, eps), fw, fb)), p2w, p2b)
+        cache.lengths[slots] += 1
+        return F.linear(F.layer_norm(x, (C,), lnf_w, lnf_b, eps), wte).float()  # (B, V)
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor:

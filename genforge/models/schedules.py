@@ -24,6 +24,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from genforge.models import rng
+
 PREDICTIONS = ("epsilon", "v")  # what a DDPM-objective model outputs: the noise, or v = sqrt(ab) eps - sqrt(1-ab) x0
 
 
@@ -42,7 +44,7 @@ def _per_example(values: Tensor, like: Tensor) -> Tensor:
 def _draw_noise(x: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
     """Standard normal noise shaped like ``x``: ``noise`` when given, else drawn on the CPU from ``generator``."""
     if noise is None:
-        noise = torch.randn(tuple(x.shape), generator=generator)
+        noise = rng.randn(tuple(x.shape), generator)
     elif noise.shape != x.shape:
         raise ValueError(f"noise must have the shape of x {list(x.shape)}, got {list(noise.shape)}")
     return noise.to(x.device, x.dtype)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.models import rng
 from genforge.models.base import (
     Batch,
     GenerativeModel,
@@ -237,14 +238,14 @@ class VAE(GenerativeModel, ImageModel, Reconstructs):
             raise ValueError(f"n must be >= 1, got {n}")
         device = self.device
         y = labels_for(n, condition, self.num_classes, device, generator)
-        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)  # [n, L]
+        z = rng.randn((n, self.config.latent_dim), generator).to(device)  # [n, L]
         out = self.decode(z, y).float()
         if not noise:
             return self._mean(out)
         if self.config.likelihood == "bernoulli":
-            u = torch.rand(out.shape, generator=generator).to(device)
+            u = rng.rand(out.shape, generator).to(device)
             return (u < torch.sigmoid(out)).float()
-        eps = torch.randn(out.shape, generator=generator).to(device)
+        eps = rng.randn(out.shape, generator).to(device)
         return (out + torch.exp(self._log_sigma()) * eps).clamp_(0, 1)
 
     @torch.no_grad()

@@ -9,7 +9,8 @@ import torch
 
 from genforge import models
 from genforge.config import ConfigError, from_dict
-from genforge.models.gpt import GPT, GPTConfig, _filter_logits
+from genforge.models.capabilities import _filter_logits
+from genforge.models.gpt import GPT, GPTConfig
 from tests.models.contract import ModelContract
 
 
@@ -181,7 +182,7 @@ def test_vocab_size_is_required_to_build():
 
 
 def test_draw_matches_the_distribution_and_skips_zero_probability_tokens():
-    from genforge.models.gpt import _draw
+    from genforge.models.capabilities import _draw
 
     probs = torch.tensor([[0.5, 0.0, 0.3, 0.2]]).expand(20000, -1)
     tokens = _draw(probs, torch.Generator().manual_seed(0))

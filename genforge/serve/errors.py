@@ -1,0 +1,76 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with the right HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+         405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+         429: "rate_limit_error", 500: "server_error", 503: "service_unavailable", 504: "timeout"}
+
+
+class APIError(Exception):
+    """An error answered as JSON: ``status``, a one-line ``message``, the request field it is about."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"), "param": param,
+                      "code": code}}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str:
+    """A pydantic location (``("body", "max_tokens")``) as the request field name (``max_tokens``)."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install(app, on_error) -> None:
+    """Register handlers that answer every error in the OpenAI shape; ``on_error(request, status)`` counts it."""
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError):
+        on_error(request, exc.status)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid value"))
+        if first.get("type") == "json_invalid":
+            field, message = "body", f"the body is not valid JSON ({first.get('ctx', {}).get('error', message)})"
+        elif first.get("type") == "extra_forbidden":
+            message = f"unknown field {field!r}"
+        else:
+            message = f"{field}: {message}"
+        on_error(request, 400)
+        return error_response(400, message, field, first.get("type"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        on_error(request, exc.status_code)
+        message = {404: f"no route {request.method} {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        on_error(request, 500)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
