@@ -79,6 +79,21 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class Gate:
+    """ASGI middleware: ``check(scope)`` returns a response to answer instead of the app, or None.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``), so the app still sees the client's disconnect.
+    """
+
+    def __init__(self, app, check) -> None:
+        self.app, self.check = app, check
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (response := self.check(scope)) is not None:
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class EventBridge:
     """Engine events (from its thread) into an asyncio queue on the server's loop."""
 
@@ -148,24 +163,25 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
     errors.install(app, on_error)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_error=on_error)
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next):
+    def gate(scope) -> Response | None:
         """API key on everything but the open paths; 503 for the API while the models load."""
-        path = request.url.path
-        if path not in OPEN_PATHS and not path.startswith("/docs") and path != "/openapi.json":
-            if settings.api_key is not None:
-                header = request.headers.get("authorization", "")
-                given = header[7:] if header[:7].lower() == "bearer " else ""
-                if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-                    on_error(request, 401)
-                    return errors.error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                                 "authorization", "invalid_api_key",
-                                                 headers={"WWW-Authenticate": "Bearer"})
-            if not state["ready"] and path.startswith("/v1/"):
-                on_error(request, 503)
-                why = f"loading failed: {state['error']}" if state["error"] else "the models are still loading"
-                return errors.error_response(503, f"not ready: {why}", code="not_ready", headers={"Retry-After": "5"})
-        return await call_next(request)
+        path = scope["path"]
+        if path in OPEN_PATHS or path.startswith("/docs") or path == "/openapi.json":
+            return None
+        if settings.api_key is not None:
+            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            given = header[7:] if header[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+                on_error(None, 401)
+                return errors.error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                             "authorization", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if not state["ready"] and path.startswith("/v1/"):
+            on_error(None, 503)
+            why = f"loading failed: {state['error']}" if state["error"] else "the models are still loading"
+            return errors.error_response(503, f"not ready: {why}", code="not_ready", headers={"Retry-After": "5"})
+        return None
+
+    app.add_middleware(Gate, check=gate)
 
     def lookup(request: Request, name: str, task: str) -> ServedModel:
         request.state.model = name if name in by_name else ""
