@@ -208,3 +208,24 @@ def test_stream_format_is_server_sent_events_ending_in_done(server):
     events = [json.loads(line[6:]) for line in lines[:-1]]
     assert all(e["object"] == "text_completion" for e in events)
     assert events[-1]["choices"][0]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_concurrent_seeded_requests_get_what_they_get_alone(server):
+    url, app = server
+    bodies = [{"model": "tiny-gpt", "prompt": p, "max_tokens": 40, "seed": s, "temperature": t, "top_k": k}
+              for p, s, t, k in (("line", 1, 1.0, None), ("of a", 2, 0.7, 5), ("small", 3, 1.3, None), ("l", 4, 0, 1))]
+    alone = [httpx.post(f"{url}/v1/completions", json=b, timeout=60).json()["choices"][0]["text"] for b in bodies]
+    together: dict[int, str] = {}
+    steps_before = app.state.models["tiny-gpt"].engine.steps
+
+    def send(i: int) -> None:
+        together[i] = httpx.post(f"{url}/v1/completions", json=bodies[i], timeout=60).json()["choices"][0]["text"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [together[i] for i in range(len(bodies))] == alone
+    # they shared decode steps: fewer batched steps than 4 requests x 39 steps one after another
+    assert app.state.models["tiny-gpt"].engine.steps - steps_before < 4 * 39
