@@ -1,11 +1,11 @@
 """Quality against sampling cost for a diffusion run: FID (and recall, coverage) at several step counts.
 
-    python bench/diffusion_steps.py runs/mnist-diffusion --steps 10,20,50,100 --n 2000
-    python bench/diffusion_steps.py runs/mnist-diffusion --steps 20,1000 --n 500 --sampler euler
+    python bench/diffusion_steps.py --run runs/mnist-diffusion --steps 10,20,50,100 --n 2000
+    python bench/diffusion_steps.py --run runs/mnist-diffusion --steps 20,1000 --n 500 --sampler euler
 
 For each step count the run draws ``--n`` class-balanced images (seed 0, the same initial noise for every
 step count) through its sampling pipeline, timed, and ``genforge eval --samples`` scores them against the
-dataset's test split in the evaluator's feature space. FID depends on N: compare only rows of one N.
+MNIST test split in the evaluator's feature space. FID depends on N: compare only rows of one N.
 """
 
 from __future__ import annotations
@@ -21,19 +21,24 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_data_dir, fail, require_idle  # noqa: E402
+from common import add_data_dir, fail, require_data, require_idle  # noqa: E402
+
+MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+         "t10k-labels-idx1-ubyte.gz")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="a diffusion run directory")
+    ap.add_argument("--run", type=Path, help="a diffusion run directory (trained on MNIST)")
     ap.add_argument("--steps", default="10,20,50,100", help="comma-separated step counts (default: 10,20,50,100)")
     ap.add_argument("--n", type=int, default=2000, help="images per step count (default: 2000)")
     ap.add_argument("--sampler", default=None, help="sampler (default: the run's family default)")
     ap.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the family's, 1)")
-    ap.add_argument("--dataset", default="mnist", help="reference dataset of genforge eval --samples (default: mnist)")
-    add_data_dir(ap, "mnist", "the reference dataset's files")
+    add_data_dir(ap, "mnist", "MNIST's four IDX files (the reference: its test split)")
     args = ap.parse_args()
+    require_data(args.data_dir, MNIST, "MNIST")
+    if args.run is None:
+        fail("give the diffusion run to measure with --run RUN")
     try:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError:
@@ -64,7 +69,7 @@ def main() -> None:
             np.savez(path, x=images)
             out = Path(tmp) / f"eval-{s}"
             subprocess.run([sys.executable, "-m", "genforge.cli", "eval", "--samples", str(path), "--dataset",
-                            args.dataset, "--data-dir", str(args.data_dir), "--n", str(args.n), "--metrics",
+                            "mnist", "--data-dir", str(args.data_dir), "--n", str(args.n), "--metrics",
                             "fid,pr,dc", "--out", str(out), "--no-progress",
                             *(["--allow-small"] if args.n < 2048 else [])], check=True, capture_output=True)
             r = {x["metric"]: x["value"] for x in json.loads((out / "eval.json").read_text())["results"]}

@@ -244,8 +244,9 @@ def _add_serve(sub) -> None:
                         f"{d.timeout:g})")
     p.add_argument("--max-tokens", type=positive_int, default=d.max_tokens, metavar="N",
                    help=f"largest max_tokens of a completion (default: {d.max_tokens})")
-    p.add_argument("--max-n", type=positive_int, default=d.max_n, metavar="N",
-                   help=f"largest n (samples) of a completion (default: {d.max_n})")
+    p.add_argument("--max-n", type=positive_int, default=None, metavar="N",
+                   help=f"largest n (samples) of a completion, at most --max-batch (default: {d.max_n}, or "
+                        f"--max-batch when smaller)")
     p.add_argument("--max-images", type=positive_int, default=d.max_images, metavar="N",
                    help=f"largest n of an image request (default: {d.max_images})")
     p.add_argument("--max-prompt-chars", type=positive_int, default=d.max_prompt_chars, metavar="N",
@@ -274,9 +275,10 @@ def cmd_serve(args) -> int:
     except ImportError as e:
         raise ConfigError(f"genforge serve needs the serve extra ({e.name} is not installed): "
                           f"pip install 'genforge[serve]'") from None
+    default_n = serve.ServeSettings().max_n
     settings = serve.ServeSettings(api_key=args.api_key or os.environ.get("GENFORGE_API_KEY") or None,
                                    max_batch=args.max_batch, max_queue=args.max_queue, timeout=args.timeout,
-                                   max_tokens=args.max_tokens, max_n=min(args.max_n, args.max_batch),
+                                   max_tokens=args.max_tokens, max_n=args.max_n or min(default_n, args.max_batch),
                                    max_images=args.max_images, max_prompt_chars=args.max_prompt_chars,
                                    max_body_bytes=args.max_body_bytes, batch_window_s=args.batch_window,
                                    max_steps=args.max_steps)
