@@ -16,9 +16,7 @@ knows about HTTP.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from dataclasses import astuple, dataclass, field
 from typing import Callable
 
@@ -27,12 +25,12 @@ from torch import Tensor
 
 from genforge.models.base import SampleOptions, eval_mode
 from genforge.models.rng import RowGenerators
-from genforge.sampling.engine import EngineClosed, QueueFull
+from genforge.sampling.queue import Handle, Worker
 from genforge.sampling.images import ImagePipeline, to_uint8
 
 
-@dataclass(eq=False)
-class ImageJob:
+@dataclass(eq=False, kw_only=True)
+class ImageJob(Handle):
     """One request: ``n`` images of ``label`` (None = drawn from the seed) with ``options``."""
 
     n: int
@@ -44,23 +42,11 @@ class ImageJob:
     notify: Callable[[], None] | None = None  # called (from the batcher's thread) when the job is done
     images: Tensor | None = None
     error: str | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def key(self) -> tuple:
         """Requests with equal keys can share a batch."""
         return type(self.options), astuple(self.options), self.label is None
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
 
     def result(self, timeout: float | None = None) -> Tensor:
         """The images uint8 [n, C, H, W]; RuntimeError with the reason when the job failed or was cancelled."""
@@ -71,7 +57,7 @@ class ImageJob:
         return self.images
 
 
-class ImageBatcher:
+class ImageBatcher(Worker):
     """Batches concurrent image requests of one model (see the module docstring).
 
     Args:
@@ -84,17 +70,13 @@ class ImageBatcher:
 
     def __init__(self, pipe: ImagePipeline, *, max_batch: int = 64, window_s: float = 0.01, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None) -> None:
-        if max_batch < 1 or window_s < 0 or max_queue < 0:
-            raise ValueError(f"max_batch must be >= 1, window_s and max_queue >= 0; got {max_batch}, {window_s}, "
-                             f"{max_queue}")
+        if max_batch < 1 or window_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and window_s >= 0; got {max_batch}, {window_s}")
+        super().__init__(max_queue=max_queue, name=f"genforge-images-{pipe.name}")
         self.pipe, self.model = pipe, pipe.model
-        self.max_batch, self.window_s, self.max_queue = max_batch, window_s, max_queue
+        self.max_batch, self.window_s = max_batch, window_s
         self.on_batch = on_batch
-        self.waiting: deque[ImageJob] = deque()
-        self.wake = threading.Condition()
-        self.closed = False
         self.busy = 0  # images being drawn now
-        self.thread = threading.Thread(target=self._loop, name=f"genforge-images-{pipe.name}", daemon=True)
         self.thread.start()
 
     def submit(self, n: int, *, label: int | None, seed: int, options: SampleOptions,
@@ -103,28 +85,7 @@ class ImageBatcher:
         ``notify`` is called from the batcher's thread when the job is done."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        job = ImageJob(n=n, label=label, seed=seed, options=options, notify=notify)
-        with self.wake:
-            if self.closed:
-                raise EngineClosed("the server is shutting down")
-            if len(self.waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} image requests are already waiting (limit {self.max_queue})")
-            self.waiting.append(job)
-            self.wake.notify()
-        return job
-
-    @property
-    def jobs_waiting(self) -> int:
-        return len(self.waiting)
-
-    def close(self, timeout: float | None = 10.0) -> None:
-        """Refuse new requests, cancel the waiting ones and stop after the batch in progress."""
-        with self.wake:
-            self.closed = True
-            for job in self.waiting:
-                job.cancel()
-            self.wake.notify()
-        self.thread.join(timeout)
+        return self.enqueue(ImageJob(n=n, label=label, seed=seed, options=options, notify=notify), "image requests")
 
     def _take(self) -> list[ImageJob] | None:
         """The next batch: the oldest job plus same-key jobs that arrive within the window (None: closed)."""

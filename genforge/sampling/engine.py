@@ -23,9 +23,7 @@ step. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
@@ -34,7 +32,10 @@ from torch import Tensor
 
 from genforge.models.base import eval_mode
 from genforge.models.capabilities import LanguageModelOptions, next_tokens
+from genforge.sampling.queue import EngineClosed, Handle, QueueFull, Worker
 from genforge.sampling.text import TextPipeline, TextRequest, _StopFilter, default_prompt
+
+__all__ = ["EngineClosed", "Event", "Job", "JobDone", "QueueFull", "SampleDone", "TextEngine", "TextPiece", "Tokens"]
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,8 @@ class JobDone:
 Event = Union[Tokens, TextPiece, SampleDone, JobDone]
 
 
-class QueueFull(RuntimeError):
-    """More jobs are waiting than the engine accepts."""
-
-
-class EngineClosed(RuntimeError):
-    """The engine was closed and takes no more jobs."""
-
-
-@dataclass(eq=False)
-class Job:
+@dataclass(eq=False, kw_only=True)
+class Job(Handle):
     """One submitted request: its rows, its generator and the incremental text of each sample."""
 
     request: TextRequest
@@ -96,8 +89,6 @@ class Job:
     start: int = 0  # the window the model sees is ids[:, start:length]
     encoded: bool = False
     generated: int = 0
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         n = self.request.n
@@ -105,20 +96,8 @@ class Job:
         self.filters = [_StopFilter(self.request.stop) for _ in range(n)]
         self.decoders: list[Any] = []
 
-    def cancel(self) -> None:
-        """Leave the batch at the next step (no more tokens are generated for this job)."""
-        self._cancel.set()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has left the batch; False on timeout."""
-        return self._done.wait(timeout)
-
-
-class TextEngine:
+class TextEngine(Worker):
     """A decode loop over one language model shared by concurrent requests (see the module docstring).
 
     Args:
@@ -130,19 +109,16 @@ class TextEngine:
 
     def __init__(self, pipe: TextPipeline, *, max_rows: int = 32, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None) -> None:
-        if max_rows < 1 or max_queue < 0:
-            raise ValueError(f"max_rows must be >= 1 and max_queue >= 0, got {max_rows} and {max_queue}")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        super().__init__(max_queue=max_queue, name=f"genforge-text-{pipe.name}")
         self.pipe, self.model = pipe, pipe.model
-        self.max_rows, self.max_queue = max_rows, max_queue
+        self.max_rows = max_rows
         self.on_batch = on_batch
         self.cache = self.model.new_slots(max_rows)
         self.free = list(range(max_rows))
-        self.waiting: deque[Job] = deque()
         self.running: list[Job] = []
-        self.wake = threading.Condition()
-        self.closed = False
         self.steps = 0  # batched decode calls made
-        self.thread = threading.Thread(target=self._loop, name=f"genforge-text-{pipe.name}", daemon=True)
         self.thread.start()
 
     # ------------------------------------------------------------------ requests
@@ -166,31 +142,14 @@ class TextEngine:
         opts, ids = self.prepare(request, options)
         job = Job(request=request, options=opts, sink=sink, prompt_ids=ids)
         job.decoders = [self.pipe.tokenizer.stream_decoder() for _ in range(request.n)]
-        with self.wake:
-            if self.closed:
-                raise EngineClosed("the server is shutting down")
-            if len(self.waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} requests are already waiting (limit {self.max_queue})")
-            self.waiting.append(job)
-            self.wake.notify()
-        return job
+        return self.enqueue(job)
 
     @property
     def rows_running(self) -> int:
         return self.max_rows - len(self.free)
 
-    @property
-    def jobs_waiting(self) -> int:
-        return len(self.waiting)
-
-    def close(self, timeout: float | None = 10.0) -> None:
-        """Cancel every job and stop the loop."""
-        with self.wake:
-            self.closed = True
-            for job in [*self.waiting, *self.running]:
-                job.cancel()
-            self.wake.notify()
-        self.thread.join(timeout)
+    def active(self) -> list[Job]:
+        return list(self.running)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> None:
