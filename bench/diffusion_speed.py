@@ -3,6 +3,7 @@ to sample a 64-image grid with each sampler.
 
     python bench/diffusion_speed.py                      # the mnist-diffusion recipe's U-Net at 28x28
     python bench/diffusion_speed.py --steps 20 --repeats 5
+    python bench/diffusion_speed.py --objective ddpm --train-steps 20   # the DDPM samplers on the same U-Net
 
 Training throughput is measured on synthetic 28x28 batches through genforge's Trainer (the same step as
 ``genforge train``), FLOPs per image counted with ``torch.utils.flop_counter`` (forward + backward), and
@@ -33,9 +34,9 @@ from genforge.training.run import resolve  # noqa: E402
 from genforge.training.trainer import Trainer  # noqa: E402
 
 
-def build(recipe: str) -> tuple[Diffusion, object]:
+def build(recipe: str, objective: str | None = None) -> tuple[Diffusion, object]:
     cfg = resolve(load_yaml(recipe_path(recipe)))
-    model_cfg = DiffusionConfig(**{**vars(cfg.model), "channels": 1, "image_size": 28, "num_classes": 10,
+    model_cfg = DiffusionConfig(**{**vars(cfg.model), **({"objective": objective} if objective else {}), "channels": 1, "image_size": 28, "num_classes": 10,
                                    "class_names": [str(i) for i in range(10)]})
     torch.manual_seed(0)
     return Diffusion(model_cfg), cfg
@@ -67,10 +68,13 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=60)
     ap.add_argument("--steps", type=int, default=20, help="sampler steps")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--objective", choices=["flow", "ddpm"], default=None,
+                    help="time this objective's samplers on the recipe's U-Net (default: the recipe's; ddpm gives "
+                         "the ddpm, ddim and dpm++ samplers)")
     args = ap.parse_args()
     require_idle()
     peak = matmul_peak(torch.float32)
-    model, cfg = build(args.recipe)
+    model, cfg = build(args.recipe, args.objective)
     params = sum(p.numel() for p in model.parameters())
     batch = {"x": torch.randint(0, 256, (cfg.train.batch_size, 1, 28, 28), dtype=torch.uint8),
              "y": torch.randint(0, 10, (cfg.train.batch_size,))}

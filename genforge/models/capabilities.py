@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import torch
 from torch import Tensor
 
+from genforge.models import rng
 from genforge.models.base import Batch, SampleOptions
 
 if TYPE_CHECKING:
@@ -144,24 +145,25 @@ def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Te
     return logits
 
 
-def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+def _draw(probs: Tensor, generator: rng.Generator) -> Tensor:
     """One token per row by inverse-CDF sampling: probs [B, V] (CPU) → int64 [B].
 
     Equivalent in distribution to ``torch.multinomial(probs, 1)`` (a token of
     probability 0 is never drawn) at a third of its cost for one row.
     """
     cdf = probs.cumsum(dim=-1)  # (B, V)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]  # (B, 1)
+    u = rng.rand((probs.shape[0], 1), generator).to(cdf.dtype) * cdf[:, -1:]  # (B, 1)
     return (cdf < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
 
 
-def next_tokens(logits: Tensor, generator: torch.Generator | None, *, temperature: float = 1.0,
+def next_tokens(logits: Tensor, generator: rng.Generator, *, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Choose the next token of each row: logits float [B, V] → int64 [B] on the logits' device.
 
     Temperature 0 is greedy (argmax); otherwise the logits are divided by the temperature,
     filtered by ``top_k`` / ``top_p`` and one token is drawn per row from ``generator``
-    (B uniform numbers, drawn on the CPU, so a seeded request gives the same tokens anywhere).
+    (B uniform numbers, drawn on the CPU, so a seeded request gives the same tokens anywhere; with
+    :class:`~genforge.models.rng.RowGenerators` each request's rows draw from its own generator).
     """
     if temperature == 0:
         return logits.argmax(dim=-1)

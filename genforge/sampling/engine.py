@@ -32,6 +32,7 @@ from torch import Tensor
 
 from genforge.models.base import eval_mode
 from genforge.models.capabilities import LanguageModelOptions, next_tokens
+from genforge.models.rng import RowGenerators
 from genforge.sampling.queue import EngineClosed, Handle, QueueFull, Worker
 from genforge.sampling.text import TextPipeline, TextRequest, _StopFilter, default_prompt
 
@@ -215,13 +216,21 @@ class TextEngine(Worker):
             for job in decoding:
                 logits[id(job)] = out[row:row + job.request.n]
                 row += job.request.n
-        for job in list(self.running):
-            if id(job) in logits:
-                self._advance(job, logits[id(job)])
+        ready = [job for job in self.running if id(job) in logits]
+        groups: dict[tuple, list[Job]] = {}
+        for job in ready:  # jobs with the same decoding options choose their tokens in one call
+            groups.setdefault(tuple(sorted(job.options.decoding().items())), []).append(job)
+        for jobs in groups.values():
+            rows = torch.cat([logits[id(j)] for j in jobs]) if len(jobs) > 1 else logits[id(jobs[0])]
+            generators = RowGenerators([(j.generator, j.request.n) for j in jobs])
+            nxt = next_tokens(rows, generators, **jobs[0].options.decoding())  # (rows,)
+            start = 0
+            for job in jobs:
+                self._advance(job, nxt[start:start + job.request.n])
+                start += job.request.n
 
-    def _advance(self, job: Job, logits: Tensor) -> None:
-        """Draw the job's next tokens from its logits [n, V] and pass the text they complete to its sink."""
-        nxt = next_tokens(logits, job.generator, **job.options.decoding())  # (n,)
+    def _advance(self, job: Job, nxt: Tensor) -> None:
+        """Append the job's next tokens int64 [n] and pass the text they complete to its sink."""
         job.ids[:, job.length] = nxt
         job.length += 1
         job.generated += 1
