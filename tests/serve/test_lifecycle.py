@@ -56,8 +56,13 @@ def test_a_full_queue_answers_429_with_retry_after(served_runs):
     with running_server([str(served_runs["tiny-gpt"])], settings) as (url, app):
         engine = app.state.models["tiny-gpt"].engine
         body = {"model": "tiny-gpt", "prompt": "line", "max_tokens": 100_000}
-        clients = [threading.Thread(target=lambda: httpx.post(f"{url}/v1/completions", json=body, timeout=5),
-                                    daemon=True) for _ in range(2)]
+        def hold_a_slot() -> None:  # gives up after 5 s: its request is then cancelled by the server
+            try:
+                httpx.post(f"{url}/v1/completions", json=body, timeout=5)
+            except httpx.HTTPError:
+                pass
+
+        clients = [threading.Thread(target=hold_a_slot, daemon=True) for _ in range(2)]
         clients[0].start()
         while not engine.running:
             time.sleep(0.01)
