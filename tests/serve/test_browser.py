@@ -53,7 +53,7 @@ def test_the_page_streams_text_and_renders_images(served_runs, browser, tmp_path
         prompt.send_keys("line")
         tokens = browser.find_element(By.ID, "max_tokens")
         tokens.clear()
-        tokens.send_keys("400")
+        tokens.send_keys("2000")  # long enough to watch it grow on a fast machine
         browser.find_element(By.ID, "seed").send_keys("7")
         browser.find_element(By.ID, "go").click()
         output = browser.find_element(By.ID, "output")
@@ -68,7 +68,7 @@ def test_the_page_streams_text_and_renders_images(served_runs, browser, tmp_path
         assert len(seen) >= 3, f"the text did not grow token by token: {seen}"  # several partial lengths observed
         assert output.text.startswith("line") and len(output.text) > 100
         status = browser.find_element(By.ID, "status").text
-        assert "seed 7" in status and "400 tokens" in status
+        assert "seed 7" in status and "2000 tokens" in status
         browser.save_screenshot(str(tmp_path / "text.png"))
 
         Select(browser.find_element(By.ID, "model")).select_by_value("tiny-diffusion")
