@@ -42,6 +42,11 @@ class ImageModel:
         """Number of class labels it is conditioned on; 0 for an unconditional model."""
         return self.config.num_classes if self.config.conditional else 0
 
+    @property
+    def class_names(self) -> list[str]:
+        """Names of labels 0..K-1 recorded at training (empty when unconditional or none were recorded)."""
+        return list(self.config.class_names) if self.num_classes else []
+
 
 class Reconstructs:
     """A family with an encoder: images can be reconstructed through it."""

@@ -185,7 +185,7 @@ class ImagePipeline:
             if not 0 <= label < k:
                 raise ValueError(f"label must be in [0, {k - 1}], got {label}")
             return label
-        names = list(self.model.config.class_names)
+        names = self.model.class_names
 
         def norm(text: str) -> str:
             return "".join(ch for ch in text.lower() if ch.isalnum())

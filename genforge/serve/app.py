@@ -28,80 +28,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from genforge.config import ConfigError
 from genforge.serve import errors
 from genforge.serve.errors import APIError
-from genforge.serve.metrics import Metrics
+from genforge.serve.metrics import Metrics, Tracker
+from genforge.serve.middleware import BodyLimit, EventBridge, Gate
 from genforge.serve.registry import ServedModel
 from genforge.serve.schemas import ChatRequest, CompletionRequest, ImageGenerationRequest
 from genforge.serve.settings import ServeSettings
-from genforge.sampling.engine import EngineClosed, JobDone, QueueFull, SampleDone, TextPiece, Tokens
+from genforge.sampling.engine import EngineClosed, JobDone, QueueFull, SampleDone, TextPiece
 
 OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/favicon.ico")
 OPTION_PARAMS = {"max_new_tokens": "max_tokens"}  # genforge option names → the request fields that set them
-
-
-class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes is answered 413 before the app reads it all."""
-
-    def __init__(self, app, limit: int, on_error) -> None:
-        self.app, self.limit, self.on_error = app, limit, on_error
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._refuse(scope, receive, send)
-        seen = 0
-        chunks = []
-        while True:  # read the body here so an undeclared (chunked) one is bounded too
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await self._refuse(scope, receive, send)
-            chunks.append(message)
-            if not message.get("more_body"):
-                break
-        replay = iter(chunks)
-
-        async def replayed():
-            try:
-                return next(replay)
-            except StopIteration:
-                return await receive()
-
-        return await self.app(scope, replayed, send)
-
-    async def _refuse(self, scope, receive, send):
-        self.on_error(None, 413)
-        response = errors.error_response(413, f"the request body is larger than the limit of {self.limit} bytes",
-                                         "body", "body_too_large")
-        await response(scope, receive, send)
-
-
-class Gate:
-    """ASGI middleware: ``check(scope)`` returns a response to answer instead of the app, or None.
-
-    Pure ASGI (not ``BaseHTTPMiddleware``), so the app still sees the client's disconnect.
-    """
-
-    def __init__(self, app, check) -> None:
-        self.app, self.check = app, check
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (response := self.check(scope)) is not None:
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-class EventBridge:
-    """Engine events (from its thread) into an asyncio queue on the server's loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop, self.queue = loop, asyncio.Queue()
-
-    def __call__(self, event: Any) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
 
 
 def _png(image) -> str:
@@ -493,38 +428,3 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
                 "genforge": {"seed": seed, "label": req.label, "options": options_out, "model": model.name}}
 
     return app
-
-
-class Tracker:
-    """Latency metrics of one request: queue time, time to first token, time per output token, tokens."""
-
-    def __init__(self, metrics: Metrics, model: str, arrived: float, jobs: list) -> None:
-        self.metrics, self.model, self.arrived, self.jobs = metrics, model, arrived, jobs
-        self.first: float | None = None
-        self.last: float | None = None
-        self.tokens = 0
-        self.prompted = False
-
-    def saw(self, event: Any) -> None:
-        if isinstance(event, Tokens):
-            now = time.perf_counter()
-            if self.first is None:
-                self.first = now
-                self.metrics.ttft.labels(model=self.model).observe(now - self.arrived)
-                starts = [j.started for j in self.jobs if j.started is not None]
-                if starts:
-                    self.metrics.queue_time.labels(model=self.model).observe(min(starts) - self.arrived)
-            self.last = now
-            self.tokens += event.count
-            self.metrics.generation_tokens.labels(model=self.model).inc(event.count)
-        elif isinstance(event, JobDone):
-            self.metrics.prompt_tokens.labels(model=self.model).inc(event.prompt_tokens)
-
-    def finished(self, status: int) -> None:
-        m = self.model
-        if status == 200:
-            self.metrics.latency.labels(model=m).observe(time.perf_counter() - self.arrived)
-            steps = self.tokens // max(1, sum(j.request.n for j in self.jobs))
-            if self.first is not None and self.last is not None and steps > 1:
-                self.metrics.tpot.labels(model=m).observe((self.last - self.first) / (steps - 1))
-        self.metrics.answered(m, status)

@@ -5,9 +5,12 @@ One :class:`Metrics` per app, on its own registry (several apps can live in one 
 
 from __future__ import annotations
 
-from typing import Callable
+import time
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from genforge.sampling.engine import JobDone, Tokens
 
 LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -50,3 +53,38 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Tracker:
+    """Latency metrics of one request: queue time, time to first token, time per output token, tokens."""
+
+    def __init__(self, metrics: Metrics, model: str, arrived: float, jobs: list) -> None:
+        self.metrics, self.model, self.arrived, self.jobs = metrics, model, arrived, jobs
+        self.first: float | None = None
+        self.last: float | None = None
+        self.tokens = 0
+        self.prompted = False
+
+    def saw(self, event: Any) -> None:
+        if isinstance(event, Tokens):
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now
+                self.metrics.ttft.labels(model=self.model).observe(now - self.arrived)
+                starts = [j.started for j in self.jobs if j.started is not None]
+                if starts:
+                    self.metrics.queue_time.labels(model=self.model).observe(min(starts) - self.arrived)
+            self.last = now
+            self.tokens += event.count
+            self.metrics.generation_tokens.labels(model=self.model).inc(event.count)
+        elif isinstance(event, JobDone):
+            self.metrics.prompt_tokens.labels(model=self.model).inc(event.prompt_tokens)
+
+    def finished(self, status: int) -> None:
+        m = self.model
+        if status == 200:
+            self.metrics.latency.labels(model=m).observe(time.perf_counter() - self.arrived)
+            steps = self.tokens // max(1, sum(j.request.n for j in self.jobs))
+            if self.first is not None and self.last is not None and steps > 1:
+                self.metrics.tpot.labels(model=m).observe((self.last - self.first) / (steps - 1))
+        self.metrics.answered(m, status)

@@ -77,7 +77,7 @@ class ServedModel:
         else:
             c, h, w = model.image_shape
             out.update(channels=c, image_size=h, num_classes=model.num_classes,
-                       class_names=list(getattr(model.config, "class_names", []) or []))
+                       class_names=model.class_names)
         return out
 
 

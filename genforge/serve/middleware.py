@@ -1,0 +1,75 @@
+"""ASGI pieces of the app: the body-size limit, the API-key / readiness gate, and the bridge that carries
+engine events from the engine's thread onto the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from genforge.serve import errors
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes is answered 413 before the app reads it all."""
+
+    def __init__(self, app, limit: int, on_error) -> None:
+        self.app, self.limit, self.on_error = app, limit, on_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._refuse(scope, receive, send)
+        seen = 0
+        chunks = []
+        while True:  # read the body here so an undeclared (chunked) one is bounded too
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(scope, receive, send)
+            chunks.append(message)
+            if not message.get("more_body"):
+                break
+        replay = iter(chunks)
+
+        async def replayed():
+            try:
+                return next(replay)
+            except StopIteration:
+                return await receive()
+
+        return await self.app(scope, replayed, send)
+
+    async def _refuse(self, scope, receive, send):
+        self.on_error(None, 413)
+        response = errors.error_response(413, f"the request body is larger than the limit of {self.limit} bytes",
+                                         "body", "body_too_large")
+        await response(scope, receive, send)
+
+
+class Gate:
+    """ASGI middleware: ``check(scope)`` returns a response to answer instead of the app, or None.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``), so the app still sees the client's disconnect.
+    """
+
+    def __init__(self, app, check) -> None:
+        self.app, self.check = app, check
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (response := self.check(scope)) is not None:
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class EventBridge:
+    """Engine events (from its thread) into an asyncio queue on the server's loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.queue = loop, asyncio.Queue()
+
+    def __call__(self, event: Any) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
