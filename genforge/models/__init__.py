@@ -14,9 +14,11 @@ from genforge.rundir import RunDir
 from genforge.models.diffusion import Diffusion
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
+from genforge.models.superres import SuperRes
 from genforge.models.vae import VAE
 
-FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion}
+FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion,
+                                        "superres": SuperRes}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load"]
 

@@ -11,6 +11,15 @@ methods.
 - :class:`Reconstructs`: maps images through an encoder and back (MSE/PSNR/SSIM).
 - :class:`LanguageModel`: per-token likelihood and streaming generation of token
   ids, with the decoding options of :class:`LanguageModelOptions`.
+- :class:`LatentSpace`: samples are a deterministic rendering of Gaussian latents
+  (GAN/VAE ``z``, a diffusion model's initial noise): interpolation walks them.
+- :class:`Inverts`: real images map back to latents (VAE encoder, ODE inversion).
+- :class:`Inpaints`: masked pixels are filled in and the known ones kept.
+- :class:`Upscales`: low-resolution images are turned into high-resolution ones.
+
+Conditional image models take labels as int64 ``[B]`` or, where rendering
+latents, as class weights float ``[B, K]`` (rows summing to 1: a soft label
+that interpolates between classes).
 """
 
 from __future__ import annotations
@@ -53,6 +62,68 @@ class Reconstructs:
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """uint8 images [B, C, S, S] (+ labels [B] for a conditional model) → float32 [B, C, S, S] in [0, 1]."""
+        raise NotImplementedError
+
+
+class LatentSpace:
+    """Samples are ``render(z, y)`` of latents drawn by ``draw_latents``; ``sample`` is exactly that
+    (plus any sampler noise), so a seed's latents render to that seed's sample."""
+
+    def draw_latents(self, n: int, condition: Any = None,
+                     generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
+        """The labels and latents ``sample(n, condition=..., generator=...)`` starts from, drawn in its
+        order: (z float32 [n, ...] standard normal, labels int64 [n] or None)."""
+        raise NotImplementedError
+
+    def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """Latents z [n, ...] (+ labels int64 [n] or class weights float [n, K]) → images float32
+        [n, C, S, S] in [0, 1], deterministically (options that would add noise are refused)."""
+        raise NotImplementedError
+
+
+class Inverts(LatentSpace):
+    """Real images map to latents that render back to (approximately) them."""
+
+    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """Images float32 [B, C, S, S] in [0, 1] (+ labels [B]) → latents [B, ...] for :meth:`render`."""
+        raise NotImplementedError
+
+
+class Inpaints:
+    """Fills the masked pixels of images, consistent with the known ones.
+
+    ``inpaint_options`` is the family's options dataclass (steps, restarts, ...), parsed like sample
+    options from plain values (:meth:`parse_inpaint_options`)."""
+
+    inpaint_options: ClassVar[type[SampleOptions]] = SampleOptions
+    inpaint_method: ClassVar[str] = ""  # one line naming the method, stored with every result
+
+    def parse_inpaint_options(self, options: Any = None) -> SampleOptions:
+        from genforge.config import from_dict
+
+        if isinstance(options, self.inpaint_options):
+            return options
+        return from_dict(self.inpaint_options, dict(options or {}), prefix="inpaint")
+
+    def inpaint(self, x: Tensor, fill: Tensor, *, condition: Any = None, generator: rng.Generator = None,
+                **options: Any) -> Tensor:
+        """Images float32 [B, C, S, S] in [0, 1] and ``fill`` bool [B, 1, S, S] (True = restore this pixel;
+        the values under it are ignored) → float32 [B, C, S, S] in [0, 1]. ``condition``: None (the model
+        is used unconditionally), an int or B labels. Known pixels come back as given."""
+        raise NotImplementedError
+
+
+class Upscales:
+    """Super-resolution: a low-resolution image in, the model's image size out."""
+
+    @property
+    def upscale_factors(self) -> tuple[int, ...]:
+        """The factors f it was trained for: inputs of side ``image_size / f``."""
+        raise NotImplementedError
+
+    def upscale(self, low: Tensor, *, generator: rng.Generator = None, **options: Any) -> Tensor:
+        """Low-resolution images float32 [B, C, s, s] in [0, 1] (s = S / f for a trained factor f) →
+        float32 [B, C, S, S] in [0, 1]."""
         raise NotImplementedError
 
 
@@ -183,6 +254,14 @@ def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:
         names.append("conditional")
     if isinstance(model, Reconstructs):
         names.append("reconstruct")
+    if isinstance(model, LatentSpace):
+        names.append("interpolate")
+    if isinstance(model, Inverts):
+        names.append("invert")
+    if isinstance(model, Inpaints):
+        names.append("inpaint")
+    if isinstance(model, Upscales):
+        names.append("upscale")
     if isinstance(model, LanguageModel):
         names += ["token_nll", "stream"]
     info = model.describe_likelihood()

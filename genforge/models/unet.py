@@ -88,14 +88,15 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε / v / velocity predictor: (x [B, C, S, S], t float [B], labels [B] or None) → [B, C, S, S].
+    """ε / v / velocity predictor: (x [B, C + Cc, S, S], t float [B], labels [B] or None) → [B, C, S, S].
 
-    Labels use index ``num_classes`` as "no label" (classifier-free guidance trains it by label dropout);
+    ``cond_channels`` Cc: a conditioning image concatenated to x_t by the caller (super-resolution);
+    0 = none. Labels may be class weights float [B, K] instead (a soft label). Labels use index ``num_classes`` as "no label" (classifier-free guidance trains it by label dropout);
     ``None`` means no label for the whole batch.
     """
 
     def __init__(self, channels: int, image_size: int, *, width: int = 32, blocks: int = 1, max_mult: int = 4,
-                 attention: bool = True, dropout: float = 0.0, num_classes: int = 0) -> None:
+                 attention: bool = True, dropout: float = 0.0, num_classes: int = 0, cond_channels: int = 0) -> None:
         super().__init__()
         self.shape = plan_levels(image_size, width, max_mult)
         self.num_classes = num_classes
@@ -104,7 +105,7 @@ class UNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.label = nn.Embedding(num_classes + 1, emb) if num_classes else None
         ws = self.shape.widths
-        self.stem = nn.Conv2d(channels, ws[0], 3, padding=1)
+        self.stem = nn.Conv2d(channels + cond_channels, ws[0], 3, padding=1)  # x_t (+ a conditioning image)
         self.down = nn.ModuleList()
         skips = [ws[0]]
         w = ws[0]
@@ -137,7 +138,11 @@ class UNet(nn.Module):
         if self.label is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-            e = e + self.label(y)
+            if y.is_floating_point():  # class weights [B, K] (or [B, K+1] with the "no label" entry)
+                w = F.pad(y, (0, self.num_classes + 1 - y.shape[1])).to(e.dtype)
+                e = e + w @ self.label.weight
+            else:
+                e = e + self.label(y)
         return e
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
