@@ -169,8 +169,8 @@ def test_capabilities_are_declared_by_each_family():
     gan = GAN(GANConfig(channels=1, image_size=8, conditional=True, num_classes=10, g_width=4, d_width=4, z_dim=4))
     vae = VAE(VAEConfig(channels=1, image_size=8, latent_dim=2, width=4))
     gpt = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    assert gan.capabilities() == ("sample", "conditional")
-    assert vae.capabilities() == ("sample", "reconstruct", "likelihood:bound")
+    assert gan.capabilities() == ("sample", "conditional", "interpolate", "inpaint")
+    assert vae.capabilities() == ("sample", "reconstruct", "interpolate", "invert", "inpaint", "likelihood:bound")
     assert gpt.capabilities() == ("sample", "token_nll", "stream", "likelihood:exact")
     info = vae.describe_likelihood(k=7)
     assert info.importance_samples == 7 and info.stochastic and "K=7" in info.estimate

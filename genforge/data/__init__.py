@@ -24,6 +24,7 @@ Layer rule: imports only ``genforge.config`` and ``genforge.io`` from genforge.
 from .cache import default_cache_dir
 from .errors import DataError
 from .imagedata import ImageData
+from .imagefolder import read_image
 from .registry import DATASETS, TEXT_DATASETS, DatasetInfo, is_text_dataset, list_datasets, load_images
 from .stream import BatchStream
 from .text import TextData, load_text
@@ -34,6 +35,7 @@ __all__ = [
     "DataError",
     "ImageData",
     "load_images",
+    "read_image",
     "BatchStream",
     "DATASETS",
     "DatasetInfo",

@@ -38,7 +38,7 @@ from .errors import DataError
 from .imagedata import ImageData
 from .transforms import convert_channels, resize_center_crop, split_indices
 
-__all__ = ["load_imagefolder", "IMAGE_EXTENSIONS", "MAX_PIXELS", "PREFIX"]
+__all__ = ["load_imagefolder", "read_image", "IMAGE_EXTENSIONS", "MAX_PIXELS", "PREFIX"]
 
 PREFIX = "imagefolder"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
@@ -80,8 +80,31 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info
 
 
+def read_image(path: str | Path, channels: int) -> tuple[torch.Tensor, str]:
+    """One image file → (uint8 ``[channels, H, W]`` at its own size, the file's Pillow mode).
+
+    Colour and transparency are converted as :func:`convert_channels` does (RGB → gray by luma, alpha
+    composited over black); the mode tells the caller what was converted.
+
+    Raises:
+        DataError: the file is missing, not an image Pillow can read, or larger than :data:`MAX_PIXELS`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    entry = _Entry(path, None)
+    try:
+        _header(entry)
+        return _decode(entry, channels, None), entry.mode
+    except _TooLarge as e:
+        raise DataError(f"{path}: {e}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable image ({why})") from None
+
+
 def _decode(entry: _Entry, channels: int, size: int | None) -> torch.Tensor:
-    """One file → uint8 ``[channels, S, S]``."""
+    """One file → uint8 ``[channels, S, S]`` (``[channels, H, W]`` when ``size`` is None)."""
     with Image.open(entry.path) as im:
         if size is not None and im.format == "JPEG":
             im.draft("RGB" if im.mode not in _GRAY_MODES else "L", (size, size))  # fast DCT-domain downscale

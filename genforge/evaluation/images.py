@@ -54,6 +54,7 @@ from genforge.config import DataConfig
 from genforge.data import ImageData
 from genforge.data.transforms import shuffled_subset
 from genforge.evaluation.features import Extractor, evaluator_extractor, inception_extractor
+from genforge.evaluation.applications import APP_METRICS, run_app_stages
 from genforge.evaluation.features.evaluators import EvaluatorError
 from genforge.evaluation.image_stages import ImageEval, run_stages
 from genforge.evaluation.progress import Clock, log
@@ -62,7 +63,7 @@ from genforge.evaluation.proxy import proxy_fid_hook
 from genforge.evaluation.reference import Reference, balanced_labels, reference_features, reference_subsample
 from genforge.metrics.guards import SampleSizeError, check_sample_sizes
 from genforge.models.base import GenerativeModel
-from genforge.models.capabilities import Reconstructs
+from genforge.models.capabilities import ImageModel, Inpaints, Reconstructs, Upscales
 from genforge.sampling.images import ImagePipeline
 
 __all__ = [
@@ -76,7 +77,8 @@ __all__ = [
     "reference_features",
 ]
 
-IMAGE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll")  # --metrics names
+SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll")
+IMAGE_METRICS = SAMPLE_METRICS + APP_METRICS  # --metrics names; the application metrics run only when asked
 FEATURE_METRICS = {"fid", "kid", "pr", "dc"}
 CLASSIFIER_METRICS = {"is", "modes"}
 MAX_EVAL_IMAGES = 200_000  # generated (and reference) images of one evaluation; FID's convention is 50k
@@ -130,9 +132,32 @@ class ImageEvalOptions:
     cache_dir: Path | None = None
     progress: bool = False
     sample: dict[str, Any] = field(default_factory=dict)
+    app_n: int = 1000
+    masks: list[str] = field(default_factory=lambda: ["center", "left"])
+    inpaint_labels: str = "auto"
+    inpaint: dict[str, Any] = field(default_factory=dict)
+    cas_n: int = 10_000
+    augment_fraction: float = 0.01
+    augment_n: int = 10_000
+    classifier_epochs: float = 5.0
 
     def __post_init__(self) -> None:
         self.metrics = check_metric_names(self.metrics, IMAGE_METRICS, "image")
+        if self.inpaint_labels not in ("auto", "given", "none"):
+            raise EvalError(f"inpaint_labels must be auto, given or none, got {self.inpaint_labels!r}")
+        if not 0 < self.augment_fraction < 1:
+            raise EvalError(f"augment_fraction must be in (0, 1), got {self.augment_fraction}")
+        if not 0 < self.classifier_epochs <= 1000:
+            raise EvalError(f"classifier_epochs must be in (0, 1000], got {self.classifier_epochs}")
+        for name in ("app_n", "cas_n", "augment_n"):
+            if not 10 <= getattr(self, name) <= MAX_EVAL_IMAGES:
+                raise EvalError(f"{name} must be in [10, {MAX_EVAL_IMAGES}], got {getattr(self, name)}")
+        from genforge.sampling.masks import is_builtin
+
+        self.masks = list(self.masks)
+        bad = [m for m in self.masks if not is_builtin(m)]
+        if bad or not self.masks:
+            raise EvalError(f"masks must be built-in masks (center, left, right, top, bottom, random:F), got {bad}")
         if not 2 <= self.n <= MAX_EVAL_IMAGES:
             raise EvalError(f"n must be in [2, {MAX_EVAL_IMAGES}], got {self.n}")
         if self.reference not in ("test", "train"):
@@ -155,12 +180,24 @@ def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel |
     """Metric groups to run, and notes on those skipped because they do not apply (capabilities are declared)."""
     can_recon = isinstance(model, Reconstructs)
     can_nll = model is not None and model.describe_likelihood() is not None
-    why = {"recon": "the model does not reconstruct images" if model is not None else "samples have no model",
-           "nll": "the model has no likelihood" if model is not None else "samples have no model"}
-    ok = {"recon": can_recon, "nll": can_nll}
+    conditional = isinstance(model, ImageModel) and model.num_classes > 0
+    no_model = "samples have no model"
+    why = {"recon": "the model does not reconstruct images" if model is not None else no_model,
+           "nll": "the model has no likelihood" if model is not None else no_model,
+           "inpaint": "the model cannot inpaint" if model is not None else no_model,
+           "upscale": "the model is not a super-resolution model" if model is not None else no_model,
+           "cas": "it needs a class-conditional model" if model is not None else no_model}
+    why["augment"] = why["cas"]
+    ok = {"recon": can_recon, "nll": can_nll, "inpaint": isinstance(model, Inpaints),
+          "upscale": isinstance(model, Upscales), "cas": conditional, "augment": conditional}
+    if isinstance(model, Upscales):  # it draws nothing from noise: only its own metric applies
+        why.update({m: "a super-resolution model draws no samples from noise" for m in SAMPLE_METRICS})
+        ok.update({m: False for m in SAMPLE_METRICS})
     notes = []
     if requested is None:
-        chosen = [m for m in IMAGE_METRICS if ok.get(m, True)]
+        if isinstance(model, Upscales):
+            return ["upscale"], notes
+        chosen = [m for m in SAMPLE_METRICS if ok.get(m, True)]
         notes += [f"{m}: skipped ({why[m]})" for m in ("recon", "nll") if not ok[m]]
         return chosen, notes
     for m in requested:
@@ -174,7 +211,7 @@ def _extractors(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOptions, m
     """(feature extractor, evaluator classifier) the requested metrics need; drops is/modes (noted) when the
     dataset has no evaluator and they were not asked for explicitly."""
     need_features = bool(FEATURE_METRICS & set(metrics))
-    need_classifier = bool(CLASSIFIER_METRICS & set(metrics))
+    need_classifier = bool((CLASSIFIER_METRICS | set(APP_METRICS)) & set(metrics))
     evaluator = None
     if need_classifier or (need_features and opts.features == "evaluator"):
         with clock("load_extractor"):
@@ -288,8 +325,11 @@ def evaluate_images(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOption
         notes.append("modes: skipped (the reference has no labels)")
     n_gen = opts.n if pipeline is not None else min(opts.n, int(samples.shape[0]))
     kid_ss = _size_policy(opts, metrics, features, n_gen, ref.n, warns)
-    gen_x, generation = _generated(data, opts, ref, n_gen, clock, pipeline, samples)
-    if tuple(gen_x.shape[1:]) != (c, s, s):
+    if set(metrics) <= set(APP_METRICS):  # no metric of the model's own samples: draw none
+        gen_x, generation = torch.zeros((0, c, s, s), dtype=torch.uint8), {"source": "model", "n": 0}
+    else:
+        gen_x, generation = _generated(data, opts, ref, n_gen, clock, pipeline, samples)
+    if gen_x.shape[0] and tuple(gen_x.shape[1:]) != (c, s, s):
         raise EvalError(f"generated images are {list(gen_x.shape[1:])} but the reference images are [{c}, {s}, {s}]; "
                         f"pass samples of the dataset's shape (or evaluate against data of their size)")
     base = dict(n_reference=ref.n, reference_split=opts.reference, reference_subsample="shuffled",
@@ -300,6 +340,7 @@ def evaluate_images(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOption
                    features=features, evaluator=evaluator, base=base, kid_subset_size=kid_ss, clock=clock,
                    generation=generation, warnings=warns, notes=notes)
     run_stages(ev)
+    run_app_stages(ev)
     return Report(results=ev.results, warnings=ev.warnings, timings=clock.timings, generation=ev.generation,
                   notes=ev.notes, images=gen_x)
 

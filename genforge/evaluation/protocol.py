@@ -239,6 +239,8 @@ _IMAGE_NLL = "Likelihood of reference images"
 _TEXT_NLL = "Likelihood of the validation text"
 _TEXT_SAMPLES = "Diversity of generated text"
 _TEXT_BLEU = "Continuations of held-out prompts"
+_APP_TABLES = {"inpaint": "Inpainting of test images (masked region)", "upscale": "Super-resolution of test images",
+               "augment": "Generated data as classifier training data"}
 
 METRICS: dict[str, MetricInfo] = {
     "fid": MetricInfo("FID", "lower", ".3f", "image", _SAMPLES),
@@ -262,13 +264,31 @@ METRICS: dict[str, MetricInfo] = {
     "distinct_2": MetricInfo("distinct-2", "higher", ".4f", "text", _TEXT_SAMPLES),
     "self_bleu": MetricInfo("self-BLEU", "lower", ".2f", "text", _TEXT_SAMPLES),
     "bleu": MetricInfo("BLEU", "higher", ".2f", "text", _TEXT_BLEU),
+    "cas": MetricInfo("CAS (trained on generated)", "higher", ".4f", "image", _APP_TABLES["augment"]),
+    "cas_real": MetricInfo("same, trained on real", "", ".4f", "image", _APP_TABLES["augment"]),
 }
-TABLES = (_SAMPLES, _RECON, _IMAGE_NLL, _TEXT_NLL, _TEXT_SAMPLES, _TEXT_BLEU)  # leaderboard order
+TABLES = (_SAMPLES, _RECON, _IMAGE_NLL, *_APP_TABLES.values(), _TEXT_NLL, _TEXT_SAMPLES, _TEXT_BLEU)  # leaderboard order
+
+
+_APP_MEASURES = {"psnr": ("PSNR dB", "higher", ".2f"), "ssim": ("SSIM", "higher", ".4f"),
+                 "accuracy": ("accuracy", "higher", ".4f"), "fid": ("FID", "lower", ".3f"),
+                 "seconds_per_image": ("s/image", "", ".4f"), "baseline": ("accuracy, real subset only", "", ".4f"),
+                 "gain": ("accuracy gain", "higher", "+.4f")}
 
 
 def metric_info(name: str) -> MetricInfo:
-    """The :class:`MetricInfo` of ``name``; unknown names get an unranked default."""
-    return METRICS.get(name, MetricInfo(name, "", ".4g", "image", "Other metrics"))
+    """The :class:`MetricInfo` of ``name``; application metrics (``inpaint/center/psnr``,
+    ``upscale/x4/bicubic/ssim``, ``augment/gain`` …) take their measure's, unranked for baselines; other
+    unknown names get an unranked default."""
+    if name in METRICS:
+        return METRICS[name]
+    parts = name.split("/")
+    if len(parts) >= 2 and parts[0] in _APP_TABLES and parts[-1] in _APP_MEASURES:
+        label, better, fmt = _APP_MEASURES[parts[-1]]
+        baseline = any(p in ("meanfill", "bicubic") for p in parts[1:-1])
+        return MetricInfo(" ".join(parts[1:-1] + [label]), "" if baseline else better, fmt, "image",
+                          _APP_TABLES[parts[0]])
+    return MetricInfo(name, "", ".4g", "image", "Other metrics")
 
 
 def format_value(name: str, value: float | None, std: float | None = None) -> str:

@@ -66,6 +66,19 @@ def psnr(x: Any, y: Any, data_range: float = 1.0) -> float:
     return float(per_image.mean())
 
 
+def psnr_per_image(x: Any, y: Any, data_range: float = 1.0, *, region: Tensor | None = None) -> Tensor:
+    """PSNR in dB of each image pair [N, C, H, W] × 2 → float64 [N], over ``region`` (bool [N, 1, H, W])
+    when given; an exact match is capped at 100 dB."""
+    a, b = _pair(x, y, data_range)
+    err = (a - b).pow(2)
+    if region is None:
+        mse_ = err.flatten(1).mean(dim=1)
+    else:
+        w = region.to(err.dtype).expand_as(err).flatten(1)
+        mse_ = (err.flatten(1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
+    return (10 * torch.log10(data_range ** 2 / mse_.clamp_min(1e-10))).clamp_max(100.0)
+
+
 def ssim_window(height: int, width: int) -> tuple[int, float]:
     """Window side and Gaussian sigma for an image of this size.
 
@@ -90,7 +103,8 @@ def _gaussian_window(size: int, sigma: float) -> Tensor:
 
 
 def ssim_per_image(
-    x: Any, y: Any, data_range: float = 1.0, *, padding: Literal["valid", "reflect"] = "valid"
+    x: Any, y: Any, data_range: float = 1.0, *, padding: Literal["valid", "reflect"] = "valid",
+    region: Tensor | None = None,
 ) -> Tensor:
     """SSIM of each image pair (Wang et al. 2004): [N, C, H, W] × 2 → float64 [N].
 
@@ -105,7 +119,11 @@ def ssim_per_image(
             half a window with reflection and keeps every pixel, which reproduces
             ``torchmetrics.functional.structural_similarity_index_measure`` with its
             defaults for images of at least 11×11.
+        region: bool [N, 1, H, W]: average the SSIM map only over these pixels (needs ``"reflect"``,
+            whose map covers every pixel); e.g. the inpainted region.
     """
+    if region is not None and padding != "reflect":
+        raise ValueError("a region SSIM needs padding='reflect' (a map over every pixel)")
     a, b = _pair(x, y, data_range)
     n, c, h, w = a.shape
     size, sigma = ssim_window(h, w)
@@ -122,6 +140,9 @@ def ssim_per_image(
     cov = e_ab - mu_a * mu_b
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    if region is not None:
+        w = region.to(ssim_map.dtype).expand_as(ssim_map).flatten(1)  # (N, C·H·W)
+        return (ssim_map.flatten(1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
     return ssim_map.flatten(1).mean(dim=1)  # (N,)
 
 

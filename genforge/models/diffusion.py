@@ -30,8 +30,10 @@ from torch import Tensor
 from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, SampleOptions, eval_mode,
                                   labels_for, unpack_image_batch)
-from genforge.models.capabilities import ImageModel
-from genforge.models.samplers import SAMPLERS, make_sampler
+from genforge.models.capabilities import ImageModel, Inpaints, Inverts
+from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
+from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
+from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
 from genforge.models.unet import UNet
 
@@ -110,12 +112,14 @@ def _discretized_gaussian_nll(x: Tensor, mean: Tensor, log_var: Tensor) -> Tenso
     return -log_p
 
 
-class Diffusion(GenerativeModel, ImageModel):
+class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
     """U-Net denoiser + schedule; one parameter group ``loss``."""
 
     config_class: ClassVar[type[DiffusionConfig]] = DiffusionConfig
     family: ClassVar[str] = "diffusion"
     sample_options: ClassVar[type[DiffusionSampleOptions]] = DiffusionSampleOptions
+    inpaint_options: ClassVar[type[RePaintOptions]] = RePaintOptions
+    inpaint_method: ClassVar[str] = "RePaint: known region re-noised to every level, with jumps back (resampling)"
 
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__(config)
@@ -142,42 +146,96 @@ class Diffusion(GenerativeModel, ImageModel):
         if y is not None and self.config.label_dropout > 0:  # classifier-free guidance: sometimes no label
             drop = torch.rand(b, device=x0.device) < self.config.label_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        if self.config.objective == "ddpm":
-            t = torch.randint(0, self.config.timesteps, (b,), device=x0.device)
-            x_t = self.schedule.add_noise(x0, noise, t)
-            target = noise if self.config.prediction == "epsilon" else self.schedule.velocity(x0, noise, t)
-            fed = t.float()
-        else:
-            s = torch.rand(b, device=x0.device)
-            x_t = self.schedule.add_noise(x0, noise, s)
-            target = self.schedule.velocity(x0, noise)
-            fed = s * self.config.timesteps
+        u = torch.randint(0, self.config.timesteps, (b,), device=x0.device) if self.config.objective == "ddpm" \
+            else torch.rand(b, device=x0.device)
+        x_t, fed, target = self._training_pair(x0, noise, u)
         out = self.unet(x_t, fed, y)
         return {"loss": F.mse_loss(out.float(), target.float())}
 
+    def _training_pair(self, x0: Tensor, noise: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(noisy x, what the U-Net is fed, its target) at times ``u`` [B]: int64 timesteps (DDPM) or s in
+        [0, 1] (flow); x0 and noise [B, C, S, S]."""
+        if self.config.objective == "ddpm":
+            x_t = self.schedule.add_noise(x0, noise, u)
+            target = noise if self.config.prediction == "epsilon" else self.schedule.velocity(x0, noise, u)
+            return x_t, u.float(), target
+        return self.schedule.add_noise(x0, noise, u), u * self.config.timesteps, self.schedule.velocity(x0, noise)
+
+    @torch.no_grad()
+    def classify_known(self, x0: Tensor, known: Tensor, samples: int, generator: rng.Generator) -> Tensor:
+        """The class whose conditional denoising error on the known pixels is lowest (a diffusion classifier,
+        Li et al. 2023): x0 [B, C, S, S] in [-1, 1] (unknown pixels set to -1), known bool [B, 1, S, S] →
+        int64 [B]. The error is summed over ``samples`` stratified noise levels, with the same noise for
+        every class (paired, so the comparison has low variance)."""
+        b, k = x0.shape[0], self.num_classes
+        x0 = torch.where(known, x0, torch.full_like(x0, -1.0))
+        err = torch.zeros(b, k, device=x0.device)
+        for j in range(samples):
+            noise = rng.randn(tuple(x0.shape), generator).to(x0.device)
+            frac = (j + 0.5) / samples
+            u = torch.full((b,), frac, device=x0.device)
+            if self.config.objective == "ddpm":
+                u = (u * self.config.timesteps).long()
+            x_t, fed, target = self._training_pair(x0, noise, u)
+            for c in range(k):  # one class at a time: [B] forward each
+                out = self.unet(x_t, fed, torch.full((b,), c, dtype=torch.long, device=x0.device))
+                err[:, c] += ((out.float() - target.float()).pow(2) * known).flatten(1).sum(1)
+        return err.argmin(dim=1)
+
     # ---- sampling
+    def _with_null(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(y, the "no label" labels like it): int64 [B] → index K; class weights [B, K] → [B, K+1] one-hot K."""
+        if not y.is_floating_point():
+            return y, torch.full_like(y, self.num_classes)
+        y = F.pad(y, (0, self.num_classes + 1 - y.shape[1]))
+        return y, F.one_hot(torch.full((y.shape[0],), self.num_classes, device=y.device),
+                            self.num_classes + 1).to(y.dtype)
+
     def _guided(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
         """The U-Net's prediction with classifier-free guidance w: uncond + w · (cond - uncond)."""
         if y is None or guidance == 1.0:
             return self.unet(x, t, y)
         if guidance == 0.0:
             return self.unet(x, t, None)
-        both = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, self.num_classes)]))
+        y, null = self._with_null(y)
+        both = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
     def parse_sample_options(self, options: Any = None) -> DiffusionSampleOptions:
         opts = super().parse_sample_options(options)
-        objective = self.config.objective
-        if opts.sampler is not None and SAMPLERS[opts.sampler].objective != objective:
-            usable = [n for n, s in SAMPLERS.items() if s.objective == objective]
-            raise ValueError(f"sampler {opts.sampler!r} does not run a {objective} model; use one of "
-                             f"{', '.join(usable)}")
+        self._check_sampler(opts.sampler, SAMPLERS)
         if opts.steps > self.config.timesteps:
             raise ValueError(f"steps must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
         if opts.guidance is not None and not self.num_classes:
             raise ValueError("guidance needs a class-conditional model; this one is unconditional")
         return opts
+
+    def _check_sampler(self, name: str | None, allowed: Any) -> None:
+        objective = self.config.objective
+        if name is not None and (name not in allowed or SAMPLERS[name].objective != objective):
+            usable = [n for n in allowed if SAMPLERS[n].objective == objective]
+            where = "" if allowed is SAMPLERS else " for this"
+            raise ValueError(f"sampler {name!r} does not run a {objective} model{where}; use one of "
+                             f"{', '.join(usable)}")
+
+    def _sampler(self, name: str | None, steps: int, eta: float = 0.0) -> Sampler:
+        """Sampler ``name`` (None = dpm++ for the DDPM objective, euler for flow) over ``steps`` levels."""
+        name = name or ("dpm++" if self.config.objective == "ddpm" else "euler")
+        return make_sampler(name, self.schedule, steps, prediction=self.config.prediction, eta=eta)
+
+    @torch.no_grad()
+    def _integrate(self, x: Tensor, y: Tensor | None, opts: DiffusionSampleOptions,
+                   generator: rng.Generator) -> Tensor:
+        """Run the sampler from noise x [n, C, S, S] → images float32 [n, C, S, S] in [0, 1]."""
+        guidance = 1.0 if opts.guidance is None else opts.guidance
+        sampler = self._sampler(opts.sampler, opts.steps, opts.eta)
+        n, device = x.shape[0], x.device
+        with eval_mode(self.unet):
+            for i, t in enumerate(sampler.timesteps):
+                fed = torch.full((n,), float(t), device=device)
+                x = sampler.step(self._guided(x, fed, y, guidance), i, x, generator)
+        return ((x.float() + 1) / 2).clamp_(0, 1)
 
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
@@ -190,20 +248,89 @@ class Diffusion(GenerativeModel, ImageModel):
             options: :class:`DiffusionSampleOptions`.
         """
         opts = self.parse_sample_options(options)
+        x, y = self.draw_latents(n, condition, generator)
+        return self._integrate(x, y, opts, generator)
+
+    # ---- latent space: the initial noise, rendered by a deterministic sampler
+    def draw_latents(self, n: int, condition: Any = None,
+                     generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        device = self.device
-        y = labels_for(n, condition, self.num_classes, device, generator)
-        guidance = 1.0 if opts.guidance is None else opts.guidance
-        name = opts.sampler or ("dpm++" if self.config.objective == "ddpm" else "euler")
-        sampler = make_sampler(name, self.schedule, opts.steps, prediction=self.config.prediction, eta=opts.eta)
+        y = labels_for(n, condition, self.num_classes, self.device, generator)
         c, s = self.config.channels, self.config.image_size
-        x = rng.randn((n, c, s, s), generator).to(device)  # [n, C, S, S]
+        return rng.randn((n, c, s, s), generator).to(self.device), y  # noise [n, C, S, S]
+
+    def _deterministic(self, options: dict[str, Any]) -> DiffusionSampleOptions:
+        opts = self.parse_sample_options(options)
+        if opts.sampler == "ddpm" or opts.eta > 0:
+            raise ValueError("rendering latents needs a deterministic sampler (dpm++, ddim with eta=0, or euler), "
+                             f"got sampler={opts.sampler!r} eta={opts.eta}")
+        return opts
+
+    @torch.no_grad()
+    def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """Initial noise z [n, C, S, S] through the ODE sampler (dpm++ / ddim η=0 / euler) → images in [0, 1]."""
+        opts = self._deterministic(options)
+        if tuple(z.shape[1:]) != self.image_shape:
+            raise ValueError(f"latents must be [n, {', '.join(map(str, self.image_shape))}], got {list(z.shape)}")
+        return self._integrate(z.to(self.device), y, opts, None)
+
+    @torch.no_grad()
+    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """The noise that renders to images x [B, C, S, S] in [0, 1]: the ODE run backwards (DDIM inversion for
+        the DDPM objective, reversed Euler for flow) over ``steps`` levels → [B, C, S, S]."""
+        opts = self._deterministic(options)
+        guidance = 1.0 if opts.guidance is None else opts.guidance
+        y = None if y is None else y.to(self.device)
+        h = x.to(self.device).float() * 2 - 1
+        n, device = h.shape[0], h.device
         with eval_mode(self.unet):
-            for i, t in enumerate(sampler.timesteps):
-                fed = torch.full((n,), float(t), device=device)
-                x = sampler.step(self._guided(x, fed, y, guidance), i, x, generator)
-        return ((x.float() + 1) / 2).clamp_(0, 1)
+            if self.config.objective == "flow":
+                sigmas = FlowEuler(self.schedule, opts.steps).sigmas.tolist()[::-1]  # 0 → 1
+                for lo, hi in zip(sigmas, sigmas[1:]):
+                    fed = torch.full((n,), lo * self.schedule.timesteps, device=device)
+                    h = h + (hi - lo) * self._guided(h, fed, y, guidance)
+                return h
+            sampler = DDIMSampler(self.schedule, opts.steps, prediction=self.config.prediction)
+            ts = sampler.timesteps.tolist()[::-1]  # ascending
+            ab = self.schedule.alphas_cumprod
+            for i, t in enumerate(ts):  # from level ts[i-1] (ts[0]: ~clean) up to ts[i]
+                src = ts[i - 1] if i else 0
+                out = self._guided(h, torch.full((n,), float(src), device=device), y, guidance)
+                a_src, a_dst = float(ab[src]), float(ab[t])
+                x0 = _x0_from(out, h, a_src, self.config.prediction)
+                eps = _eps_from(out, h, a_src, self.config.prediction)
+                h = math.sqrt(a_dst) * x0 + math.sqrt(1 - a_dst) * eps
+            return h
+
+    # ---- inpainting
+    def inpaint(self, x: Tensor, fill: Tensor, *, condition: Any = None, generator: rng.Generator = None,
+                **options: Any) -> Tensor:
+        """RePaint (:mod:`~genforge.models.repaint`) with a single-step sampler. A conditional model given no
+        label first takes the class its own denoising error on the known pixels favours
+        (:meth:`classify_known`, ``classify`` noise levels; 0 = the unconditional "no label" class, which
+        a model trained with a little label dropout renders poorly). Images and ``fill`` as in
+        :meth:`Inpaints.inpaint`."""
+        opts = self.parse_inpaint_options(options)
+        self._check_sampler(opts.sampler, REPAINT_SAMPLERS[self.config.objective])
+        if opts.steps > self.config.timesteps:
+            raise ValueError(f"steps must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
+        if opts.guidance is not None and (not self.num_classes or (condition is None and not opts.classify)):
+            raise ValueError("guidance needs a class-conditional model and a label (given, or classify > 0)")
+        b = x.shape[0]
+        x0 = x.to(self.device).float() * 2 - 1
+        fill = fill.to(self.device)
+        y = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
+        if y is None and self.num_classes and opts.classify > 0:
+            with eval_mode(self.unet):
+                y = self.classify_known(x0, ~fill, opts.classify, generator)
+        guidance = 1.0 if opts.guidance is None else opts.guidance
+        sampler = self._sampler(opts.sampler or REPAINT_SAMPLERS[self.config.objective][0], opts.steps)
+        lv = levels(sampler, self.schedule.alphas_cumprod if self.config.objective == "ddpm" else None)
+        path = jump_schedule(opts.steps, opts.jump_length, opts.resamples)
+        with torch.no_grad(), eval_mode(self.unet):
+            out = repaint(lambda h, fed: self._guided(h, fed, y, guidance), sampler, lv, x0, fill, path, generator)
+        return torch.where(fill, ((out.float() + 1) / 2).clamp(0, 1), x.to(self.device).float())
 
     # ---- likelihood
     def describe_likelihood(self, *, k: int | None = None) -> Likelihood | None:

@@ -32,16 +32,20 @@ from genforge.models.base import (
     labels_for,
     unpack_image_batch,
 )
-from genforge.models.capabilities import ImageModel
+from genforge.models.capabilities import ImageModel, Inpaints, LatentSpace
 from genforge.models.layers import (
     ConvDecoder,
     ConvEncoder,
     ResolutionPlan,
     dcgan_init_,
+    label_vectors,
     one_hot_maps,
     plan_resolution,
     spectral_norm_,
 )
+
+from genforge.models.latent_fit import (LatentFitOptions, candidate_labels, composite, fit_latents,
+                                        gaussian_pixel_nll, random_starts)
 
 GROUPS = ("discriminator", "generator")  # update order
 
@@ -82,7 +86,7 @@ class Generator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
-            z = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)  # [B, Z + K]
+            z = torch.cat([z, label_vectors(y, self.num_classes).to(z.dtype)], dim=1)  # [B, Z + K]
         return torch.tanh(self.net(z, y))
 
 
@@ -112,7 +116,7 @@ class Discriminator(nn.Module):
         return logit
 
 
-class GAN(GenerativeModel, ImageModel):
+class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
     """DCGAN with two parameter groups, ``discriminator`` then ``generator``.
 
     Losses (``loss="nonsaturating"``, Goodfellow et al. 2014):
@@ -123,6 +127,8 @@ class GAN(GenerativeModel, ImageModel):
 
     config_class: ClassVar[type[GANConfig]] = GANConfig
     family: ClassVar[str] = "gan"
+    inpaint_options: ClassVar[type[LatentFitOptions]] = LatentFitOptions
+    inpaint_method: ClassVar[str] = "latent optimisation: MAP z (Adam) on the known pixels' MSE + N(0, I) prior"
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
@@ -209,7 +215,7 @@ class GAN(GenerativeModel, ImageModel):
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        """Draw ``n`` images, float32 [n, C, S, S] in [0, 1].
+        """Draw ``n`` images, float32 [n, C, S, S] in [0, 1]: :meth:`render` of :meth:`draw_latents`.
 
         The generator runs in eval mode (BatchNorm running statistics), so a
         sample depends only on its own z and label, and sampling never changes
@@ -221,11 +227,41 @@ class GAN(GenerativeModel, ImageModel):
             options: none (the GAN has no sample options; any name is a ``ConfigError``).
         """
         self.parse_sample_options(options)
+        z, y = self.draw_latents(n, condition, generator)
+        return self.render(z, y)
+
+    # ---- latent space
+    def draw_latents(self, n: int, condition: Any = None,
+                     generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        device = self.device
-        y = labels_for(n, condition, self.num_classes, device, generator)
-        z = rng.randn((n, self.config.z_dim), generator).to(device)  # [n, Z]
+        y = labels_for(n, condition, self.num_classes, self.device, generator)
+        return rng.randn((n, self.config.z_dim), generator).to(self.device), y  # z [n, Z]
+
+    def _generate(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """z [n, Z] (+ labels or class weights) → images [n, C, S, S] in [0, 1], with gradients (eval mode)."""
         with eval_mode(self.generator):
-            x = self.generator(z, y)
-        return ((x.float() + 1) / 2).clamp_(0, 1)
+            return ((self.generator(z, y).float() + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        self.parse_sample_options(options)
+        if z.ndim != 2 or z.shape[1] != self.config.z_dim:
+            raise ValueError(f"latents must be [n, {self.config.z_dim}], got {list(z.shape)}")
+        return self._generate(z.to(self.device), y)
+
+    # ---- inpainting
+    def inpaint(self, x: Tensor, fill: Tensor, *, condition: Any = None, generator: rng.Generator = None,
+                **options: Any) -> Tensor:
+        """Latent optimisation (:mod:`~genforge.models.latent_fit`): z fitted to the known pixels by MSE
+        (a Gaussian of σ = 0.1 on [0, 1], in nats) plus the N(0, I) prior; every class is tried when a
+        conditional model is given no label."""
+        opts = self.parse_inpaint_options(options)
+        x, fill = x.to(self.device), fill.to(self.device)
+        b = x.shape[0]
+        y0 = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
+        y, m = candidate_labels(b, y0, self.num_classes, opts.restarts, self.device)
+        z0 = random_starts(b, m, self.config.z_dim, generator, self.device)
+        z, yb = fit_latents(self._generate, gaussian_pixel_nll, x, (~fill).float(), z0, y, opts)
+        with torch.no_grad():
+            return composite(x, self._generate(z, yb), fill)

@@ -89,8 +89,24 @@ def center_crop(x: Tensor, size: int) -> Tensor:
 
 
 def one_hot_maps(y: Tensor, num_classes: int, size: int) -> Tensor:
-    """int64 [B] → float [B, K, size, size] constant one-hot planes."""
-    return F.one_hot(y, num_classes).float()[:, :, None, None].expand(-1, -1, size, size)
+    """int64 [B] (or class weights float [B, K]) → float [B, K, size, size] constant planes."""
+    return label_vectors(y, num_classes)[:, :, None, None].expand(-1, -1, size, size)
+
+
+def label_vectors(y: Tensor, num_classes: int) -> Tensor:
+    """Labels as class weights: int64 [B] → one-hot float [B, K]; float [B, K] (soft labels) unchanged."""
+    if y.is_floating_point():
+        if y.ndim != 2 or y.shape[1] != num_classes:
+            raise ValueError(f"class weights must be [B, {num_classes}], got {list(y.shape)}")
+        return y
+    return F.one_hot(y, num_classes).float()
+
+
+def embed_labels(embedding: nn.Embedding, y: Tensor) -> Tensor:
+    """``embedding(y)`` for int64 labels [B]; the weighted mix of rows for class weights float [B, K] → [B, D]."""
+    if y.is_floating_point():
+        return y.to(embedding.weight.dtype) @ embedding.weight[: y.shape[1]]
+    return embedding(y)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -105,8 +121,9 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, h: Tensor, y: Tensor) -> Tensor:
-        """h [B, F, s, s], y int64 [B] → [B, F, s, s]."""
-        return self.bn(h) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+        """h [B, F, s, s], y int64 [B] (or class weights [B, K]) → [B, F, s, s]."""
+        gain, bias = embed_labels(self.gain, y), embed_labels(self.bias, y)  # [B, F] each
+        return self.bn(h) * gain[:, :, None, None] + bias[:, :, None, None]
 
 
 def make_norm(kind: Norm, channels: int, num_classes: int = 0) -> nn.Module:

@@ -44,8 +44,9 @@ from genforge.models.base import (
     labels_for,
     unpack_image_batch,
 )
-from genforge.models.capabilities import ImageModel, Reconstructs
-from genforge.models.layers import ConvDecoder, ConvEncoder, one_hot_maps, plan_resolution
+from genforge.models.capabilities import ImageModel, Inpaints, Inverts, Reconstructs
+from genforge.models.latent_fit import LatentFitOptions, candidate_labels, composite, fit_latents, random_starts
+from genforge.models.layers import ConvDecoder, ConvEncoder, label_vectors, one_hot_maps, plan_resolution
 
 LOG_SIGMA_MIN = math.log(1 / 255)  # one 8-bit grey level
 LOG_SIGMA_MAX = 1.0
@@ -97,12 +98,31 @@ def _std_normal_logpdf(z: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
 
 
-class VAE(GenerativeModel, ImageModel, Reconstructs):
+@dataclass(kw_only=True)
+class VAEInpaintOptions(LatentFitOptions):
+    """Latent-fit options plus ``encode_iters`` (encode–decode passes that give the start) and ``jitter``
+    (std of the noise added to that start, so restarts differ)."""
+
+    encode_iters: int = 5
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.encode_iters <= 1000:
+            raise ValueError(f"encode_iters must be in [0, 1000], got {self.encode_iters}")
+        if not 0 <= self.jitter <= 10:
+            raise ValueError(f"jitter must be in [0, 10], got {self.jitter}")
+
+
+class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
     """Convolutional VAE with one parameter group ``loss`` (negative ELBO, β on the KL)."""
 
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
     family: ClassVar[str] = "vae"
     sample_options: ClassVar[type[VAESampleOptions]] = VAESampleOptions
+    inpaint_options: ClassVar[type[VAEInpaintOptions]] = VAEInpaintOptions
+    inpaint_method: ClassVar[str] = ("iterative encode-decode start, then latent optimisation: MAP z (Adam) on "
+                                     "the known pixels' likelihood + N(0, I) prior")
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -135,7 +155,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs):
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """z [N, L] (+ labels [N]) → decoder output [N, C, S, S]: logits (Bernoulli) or mean (Gaussian)."""
         if self.num_classes:
-            z = torch.cat([z, F.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+            z = torch.cat([z, label_vectors(y, self.num_classes).to(z.dtype)], dim=1)
         return self.decoder(z)
 
     def _log_sigma(self) -> Tensor:
@@ -143,12 +163,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs):
 
     def log_px(self, out: Tensor, x: Tensor) -> Tensor:
         """log p(x | z) in nats summed over pixels: decoder output and targets [N, C, S, S] → [N]."""
-        if self.config.likelihood == "bernoulli":
-            lp = -F.binary_cross_entropy_with_logits(out.float(), x, reduction="none")
-        else:
-            log_sigma = self._log_sigma()
-            lp = -0.5 * ((x - out.float()) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * _LOG_2PI
-        return lp.flatten(1).sum(dim=1)
+        return -self._known_nll(out, x, torch.ones_like(x[:, :1]))
 
     def _mean(self, out: Tensor) -> Tensor:
         """Decoder output → mean image in [0, 1]."""
@@ -226,7 +241,8 @@ class VAE(GenerativeModel, ImageModel, Reconstructs):
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        """Decode ``n`` draws z ~ N(0, I): float32 [n, C, S, S] in [0, 1].
+        """Decode ``n`` draws z ~ N(0, I): float32 [n, C, S, S] in [0, 1] (:meth:`render` of
+        :meth:`draw_latents`, plus pixel noise with ``noise=True``).
 
         Args:
             condition: None (random labels when conditional), an int, or n labels.
@@ -234,19 +250,72 @@ class VAE(GenerativeModel, ImageModel, Reconstructs):
             options: :class:`VAESampleOptions` (``noise``).
         """
         noise = self.parse_sample_options(options).noise
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        device = self.device
-        y = labels_for(n, condition, self.num_classes, device, generator)
-        z = rng.randn((n, self.config.latent_dim), generator).to(device)  # [n, L]
+        z, y = self.draw_latents(n, condition, generator)
         out = self.decode(z, y).float()
         if not noise:
             return self._mean(out)
+        device = self.device
         if self.config.likelihood == "bernoulli":
             u = rng.rand(out.shape, generator).to(device)
             return (u < torch.sigmoid(out)).float()
         eps = rng.randn(out.shape, generator).to(device)
         return (out + torch.exp(self._log_sigma()) * eps).clamp_(0, 1)
+
+    # ---- latent space
+    def draw_latents(self, n: int, condition: Any = None,
+                     generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        y = labels_for(n, condition, self.num_classes, self.device, generator)
+        return rng.randn((n, self.config.latent_dim), generator).to(self.device), y  # z [n, L]
+
+    @torch.no_grad()
+    def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """The decoder mean at z [n, L] (``noise=True`` is refused: rendering is deterministic)."""
+        if self.parse_sample_options(options).noise:
+            raise ValueError("render draws no pixel noise: noise=true does not apply")
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"latents must be [n, {self.config.latent_dim}], got {list(z.shape)}")
+        return self._mean(self.decode(z.to(self.device), y).float())
+
+    @torch.no_grad()
+    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+        """The posterior mean μ(x, y): images float32 [B, C, S, S] in [0, 1] → [B, L]."""
+        self.parse_sample_options(options)
+        return self.encode(x.to(self.device), None if y is None else y.to(self.device))[0]
+
+    # ---- inpainting
+    def inpaint(self, x: Tensor, fill: Tensor, *, condition: Any = None, generator: rng.Generator = None,
+                **options: Any) -> Tensor:
+        """Iterative encode–decode, then latent optimisation (:mod:`~genforge.models.latent_fit`) in the
+        model's own likelihood: the masked pixels start at the decoder's guess, are re-encoded and
+        re-decoded ``encode_iters`` times (one start per candidate), and z is then fitted to
+        −log p(known pixels | z) + ½‖z‖²; every class is tried when a conditional model has no label."""
+        opts = self.parse_inpaint_options(options)
+        x, fill = x.to(self.device), fill.to(self.device)
+        b = x.shape[0]
+        y0 = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
+        y, m = candidate_labels(b, y0, self.num_classes, opts.restarts, self.device)
+        cur = composite(x, torch.full_like(x, 0.5), fill).repeat_interleave(m, dim=0)  # [B·M, C, S, S]
+        fills = fill.repeat_interleave(m, dim=0)
+        with torch.no_grad():
+            for _ in range(opts.encode_iters):  # iterative encode–decode
+                cur = composite(cur, self._mean(self.decode(self.encode(cur, y)[0], y).float()), fills)
+            z0 = self.encode(cur, y)[0]
+        first = (torch.arange(b * m, device=self.device) % opts.restarts == 0)[:, None]  # the unjittered start
+        z0 = z0 + opts.jitter * random_starts(b, m, self.config.latent_dim, generator, self.device) * ~first
+        z, yb = fit_latents(self.decode, self._known_nll, x, (~fill).float(), z0, y, opts)
+        with torch.no_grad():
+            return composite(x, self._mean(self.decode(z, yb).float()), fill)
+
+    def _known_nll(self, out: Tensor, target: Tensor, known: Tensor) -> Tensor:
+        """−log p(known pixels | z) in nats [N] under the model's likelihood (decoder output [N, C, S, S])."""
+        if self.config.likelihood == "bernoulli":
+            lp = -F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")
+        else:
+            log_sigma = self._log_sigma()
+            lp = -0.5 * ((target - out.float()) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * _LOG_2PI
+        return -(lp * known).flatten(1).sum(dim=1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

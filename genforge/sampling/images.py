@@ -77,10 +77,10 @@ def image_format(path: str | Path) -> str:
 
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict[str, Any] | None = None,
-              scale: int | None = None) -> Path:
+              scale: int | None = None, padding: int = 2) -> Path:
     """Write uint8 [n, C, H, W] as one image grid, atomically, in the format the suffix names.
 
-    PNG (lossless) stores ``metadata`` (e.g. model, seed, label, step) as tEXt chunks, readable
+    ``scale=1, padding=0`` writes a single image as it is. PNG (lossless) stores ``metadata`` (e.g. model, seed, label, step) as tEXt chunks, readable
     with ``PIL.Image.open(path).text``; JPEG (quality 95, no alpha) stores it as a comment and
     WebP is written lossless.
     """
@@ -88,7 +88,7 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict
     fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scale = display_scale(images.shape[-1]) if scale is None else scale
-    grid = make_grid(images, nrow=nrow, scale=scale)
+    grid = make_grid(images, nrow=nrow, scale=scale, padding=padding)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[2]]
     img = Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode)
     text = {str(k): str(v) for k, v in (metadata or {}).items()}

@@ -52,6 +52,15 @@ class UpscalePipeline(ImagePipeline):
     def factors(self) -> tuple[int, ...]:
         return self.model.upscale_factors
 
+    def check_side(self, side: int, what: str = "the image") -> int:
+        """The factor for a low-resolution side, or a ``ValueError`` naming the sides this model takes."""
+        size = self.model.image_shape[-1]
+        for f in self.factors:
+            if side * f == size:
+                return f
+        sides = ", ".join(f"{size // f}x{size // f} (x{f})" for f in self.factors)
+        raise ValueError(f"{what} is {side}x{side}; this model upscales to {size}x{size} from {sides}")
+
     @torch.no_grad()
     def upscale(self, low: Tensor, *, seed: int = 0, batch_size: int = 256,
                 options: SampleOptions | dict[str, Any] | None = None) -> Tensor:

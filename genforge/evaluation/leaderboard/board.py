@@ -235,8 +235,11 @@ def build_leaderboard(run_dirs: Sequence[str | Path]) -> Leaderboard:
                             f"`genforge eval --samples`)")
     entries = [_entry(p, n) for p, n in zip(paths, _names([p.resolve() for p in paths]))]
     tables: dict[str, list[MetricColumn]] = {}
+    names = list(METRICS)  # then application metrics (inpaint/center/psnr …) in the order the records hold them
+    for e in entries:
+        names += [m for r in (e.record or {}).get("results", []) if (m := r.get("metric")) and m not in names]
     for title in TABLES:
-        cols = [c for m, info in METRICS.items() if info.table == title and (c := _column(m, entries)) is not None]
+        cols = [c for m in names if metric_info(m).table == title and (c := _column(m, entries)) is not None]
         if cols:
             tables[title] = cols
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from genforge.cli.args import Parser, family_flags, finite_float, positive_int
+
 EPILOG = """examples:
   genforge train                                  default recipe, offline data, a few minutes on a CPU
   genforge train mnist-dcgan --data-dir ./mnist   named recipe reading the IDX files from a folder
@@ -18,37 +20,6 @@ EPILOG = """examples:
   genforge evaluators build mnist --data-dir ./mnist   train the classifier whose features the metrics use
   genforge recipes show mnist-dcgan
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``genforge sample: error: argument --n: ... (see genforge sample -h)``."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (0 and negatives are refused, never read as "default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """An argparse type: a finite number (NaN and infinities are refused)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 def _add_train(sub) -> None:
@@ -144,7 +115,8 @@ def _add_eval(sub) -> None:
                                    "BLEU of continuations of held-out prompts.",
                        epilog="image runs also take their family's sample options as flags (e.g. --steps 50 "
                               "--guidance 2 for diffusion); they are recorded in each metric's protocol\n"
-                              "image metrics: fid,kid,pr,dc,is,modes,recon,nll   text metrics: ppl,distinct,"
+                              "image metrics: fid,kid,pr,dc,is,modes,recon,nll (default) and inpaint,upscale,cas,"
+                              "augment (when asked)   text metrics: ppl,distinct,"
                               "self_bleu,bleu\n--samples accepts .npy/.npz of uint8 (or float in [0, 1]) images "
                               "[N,H,W], [N,H,W,C] or [N,C,H,W], or a folder of image files")
     p.add_argument("run_dir", nargs="?", help="run directory written by `genforge train`")
@@ -175,6 +147,19 @@ def _add_eval(sub) -> None:
     t.add_argument("--prompts", type=int, default=100, help="held-out prompts for BLEU (default 100)")
     t.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt (default 64)")
     t.add_argument("--continuation-tokens", type=int, default=64, help="continuation length (default 64)")
+    a = p.add_argument_group("application metrics (--metrics inpaint,upscale,cas,augment)")
+    a.add_argument("--app-n", type=positive_int, help="test images inpainted / upscaled (default 1000)")
+    a.add_argument("--masks", type=_csv, help="built-in masks to inpaint with (default center,left)")
+    a.add_argument("--inpaint-labels", choices=["auto", "given", "none"],
+                   help="given: the true label (class-conditional inpainting); none: the model decides; auto "
+                        "(default): given for a conditional model")
+    a.add_argument("--cas-n", type=positive_int, help="generated (and real) images CAS trains on (default 10000)")
+    a.add_argument("--augment-fraction", type=finite_float, help="real training subset of the augmentation "
+                                                                  "test (default 0.01)")
+    a.add_argument("--augment-n", type=positive_int, help="generated images added to it (default 10000)")
+    a.add_argument("--classifier-epochs", type=finite_float, help="epochs of the CAS/augment classifier (default 5)")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="inpaint.KEY=VALUE",
+                   help="an inpainting option of the family (repeatable), e.g. inpaint.resamples=4")
     p.add_argument("--no-progress", action="store_true", help="no stage lines on stderr")
     p.set_defaults(func=cmd_eval)
 
@@ -336,30 +321,6 @@ def sample_options(args) -> dict:
     return {**raw, **family_flags(getattr(args, "extra", [])), **given.get("sample", {})}
 
 
-def family_flags(extra: list[str]) -> dict:
-    """Flags the parser does not know, as sample options of the run's family: ``--steps 20 --sampler ddim``
-    (or ``--steps=20``) → ``{"steps": 20, "sampler": "ddim"}``; a flag without a value is ``true``. Values
-    are read as YAML scalars, as ``--set`` reads them; the family's options dataclass then checks them."""
-    from genforge.config import ConfigError, parse_override
-
-    out: dict = {}
-    i = 0
-    while i < len(extra):
-        token = extra[i]
-        if not token.startswith("--") or len(token) < 3:
-            raise ConfigError(f"unexpected argument {token!r}")
-        name, eq, value = token[2:].partition("=")
-        if not eq:
-            nxt = extra[i + 1] if i + 1 < len(extra) else None
-            if nxt is not None and not nxt.startswith("--"):
-                value, i = nxt, i + 1
-            else:
-                value = "true"
-        out[name.replace("-", "_")] = parse_override(f"x={value}")[1]
-        i += 1
-    return out
-
-
 def cmd_sample(args) -> int:
     from genforge.tasks import open_run
 
@@ -410,7 +371,7 @@ def cmd_eval(args) -> int:
                   reference_seed=args.reference_seed, batch_size=args.batch_size,
                   kid_subset_size=args.kid_subset_size, allow_small=args.allow_small,
                   inception_weights=args.inception_weights, verify=not args.no_verify,
-                  sample=family_flags(args.extra))
+                  sample=family_flags(args.extra), **_app_eval_options(args))
     if args.samples:
         if args.run_dir:
             raise ValueError("give either RUN_DIR or --samples FILE, not both")
@@ -429,6 +390,18 @@ def cmd_eval(args) -> int:
     print(format_table(out.record))
     print(f"\nwrote {out.json_path} and {out.md_path} ({out.record['timings']['total']:.1f} s)")
     return 0
+
+
+def _app_eval_options(args) -> dict:
+    """The application-metric flags that were given (others keep ImageEvalOptions' defaults)."""
+    from genforge.config import ConfigError, apply_overrides
+
+    given = apply_overrides({}, args.overrides)
+    if set(given) - {"inpaint"}:
+        raise ConfigError(f"genforge eval takes --set inpaint.KEY=VALUE, got {sorted(set(given) - {'inpaint'})}")
+    names = ("app_n", "masks", "inpaint_labels", "cas_n", "augment_fraction", "augment_n", "classifier_epochs")
+    out = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    return {**out, "inpaint": given["inpaint"]} if given.get("inpaint") else out
 
 
 def cmd_compare(args) -> int:
@@ -462,6 +435,9 @@ def cmd_evaluators(args) -> int:
     return 0
 
 
+from genforge.cli.apps import APP_COMMANDS  # noqa: E402  (after the helpers it shares)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or configuration: one line, exit code 2."""
     from genforge.config import ConfigError
@@ -473,7 +449,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "compare": _add_compare,
-            "evaluators": _add_evaluators, "recipes": _add_recipes, "datasets": _add_datasets, "serve": _add_serve}
+            "evaluators": _add_evaluators, "recipes": _add_recipes, "datasets": _add_datasets, "serve": _add_serve,
+            **APP_COMMANDS}
+FAMILY_FLAG_COMMANDS = ("sample", "eval", *APP_COMMANDS)  # take the family's options as extra flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     (including Ctrl-C). Every error is one line on stderr; ``GENFORGE_DEBUG=1`` shows the traceback."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("sample", "eval"):  # these two take the family's sample options as flags
+    if extra and args.command not in FAMILY_FLAG_COMMANDS:
         parser.parse_args(argv)  # reports the unknown arguments the usual way
     args.extra = extra
     if args.command is None:

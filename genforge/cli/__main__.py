@@ -1,0 +1,7 @@
+"""``python -m genforge.cli``: the ``genforge`` command."""
+
+import sys
+
+from genforge.cli import main
+
+sys.exit(main())
