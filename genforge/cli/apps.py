@@ -210,7 +210,7 @@ def cmd_interpolate(args) -> int:
 
     from genforge.rundir import check_output
     from genforge.sampling.images import save_grid
-    from genforge.sampling.interpolate import interpolate
+    from genforge.sampling.interpolate import interpolate, require_latents
     from genforge.sampling.masks import check_size, read_model_image
 
     pipe = _open(args)
@@ -228,6 +228,7 @@ def cmd_interpolate(args) -> int:
     if (args.from_image is None) != (args.to_image is None):
         raise ValueError("give both --from-image and --to-image (or neither, to interpolate between seeds)")
     if args.from_image is not None:
+        require_latents(pipe.model, pipe.name, invert=True)  # before reading any file
         c, s, _ = pipe.model.image_shape
         images = tuple(check_size(read_model_image(p, c), s, p) for p in (args.from_image, args.to_image))
     rows = []

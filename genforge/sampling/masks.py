@@ -58,6 +58,8 @@ def builtin_mask(spec: str, size: int, *, n: int = 1, seed: int = 0) -> Tensor:
 
 def read_mask(path: str | Path) -> Tensor:
     """A mask image → bool [1, H, W]: white (gray ≥ 128, after compositing any alpha over black) = fill."""
+    if not Path(path).exists():
+        raise ValueError(f"mask {str(path)!r} is neither an image file nor a built-in mask ({', '.join(BUILTIN_MASKS)})")
     x, _ = read_image(path, 1)
     return x >= 128
 

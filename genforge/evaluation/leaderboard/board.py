@@ -237,7 +237,9 @@ def build_leaderboard(run_dirs: Sequence[str | Path]) -> Leaderboard:
     tables: dict[str, list[MetricColumn]] = {}
     names = list(METRICS)  # then application metrics (inpaint/center/psnr …) in the order the records hold them
     for e in entries:
-        names += [m for r in (e.record or {}).get("results", []) if (m := r.get("metric")) and m not in names]
+        rec = e.record or {}
+        names += [m for r in [*rec.get("results", []), *rec.get("history", [])] if (m := r.get("metric"))
+                  and m not in names]
     for title in TABLES:
         cols = [c for m in names if metric_info(m).table == title and (c := _column(m, entries)) is not None]
         if cols:
