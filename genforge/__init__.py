@@ -17,6 +17,12 @@ _LAZY = {
     "save_grid": ("genforge.sampling.images", "save_grid"),
     "generate_text": ("genforge.sampling.text", "generate_text"),
     "load_text_model": ("genforge.sampling.text", "load_text_model"),
+    "inpaint": ("genforge.sampling.inpaint", "inpaint_images"),
+    "builtin_mask": ("genforge.sampling.masks", "builtin_mask"),
+    "interpolate": ("genforge.sampling.interpolate", "interpolate"),
+    "UpscalePipeline": ("genforge.sampling.upscale", "UpscalePipeline"),
+    "synthesize": ("genforge.sampling.synth", "synthesize"),
+    "write_dataset": ("genforge.sampling.synth", "write_dataset"),
     "evaluate": ("genforge.tasks.evaluate", "evaluate_run"),
     "compare": ("genforge.evaluation.compare", "compare_runs"),
 }
