@@ -92,7 +92,7 @@ def _ref_meta(ev: ImageEval) -> dict[str, Any]:
 def inpaint_stage(ev: ImageEval) -> None:
     model, opts = ev.model, ev.opts
     if not isinstance(model, Inpaints):
-        raise EvalError(f"metric 'inpaint' does not apply: the {getattr(model, 'family', 'sample')} model cannot inpaint")
+        raise EvalError("metric 'inpaint' does not apply: the model cannot inpaint")
     sub = reference_subsample(ev.data, "test", opts.app_n, opts.reference_seed)
     x, y = sub.x, sub.y
     conditional = isinstance(model, ImageModel) and model.num_classes > 0
