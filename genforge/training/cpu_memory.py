@@ -8,7 +8,10 @@ faults per step, each a few microseconds, on buffers of a few MB. Raising both
 thresholds keeps those blocks in the heap, where the next step reuses them -
 a caching allocator like PyTorch's on CUDA. On nanoGPT's CPU Shakespeare
 model it made a training step 4-12% faster (median 9%, four alternating
-process pairs) and removed the step's page faults.
+process pairs) and removed the step's page faults on the machine it was
+measured on; how many faults a step has without it depends on the kernel and
+on the buffer sizes PyTorch's kernels pick for the CPU, so on some machines
+glibc's own dynamic threshold already keeps most of them.
 
 The cost is that freed memory up to ``trim_threshold`` stays with the process
 rather than returning to the system, which suits a training process. Set
