@@ -15,7 +15,8 @@ Modules: ``registry`` (DATASETS, TEXT_DATASETS, load_images, list_datasets),
 ``download`` (mirrors + checksums), ``idx`` (file format), ``transforms``
 (resize, channels, splits), ``stream`` (BatchStream), ``cache`` (where
 downloads go); for text ``text`` (load_text), ``corpus`` (files, UTF-8,
-split), ``tokenizers`` (char/byte/bpe), ``tokencache`` (memory-mapped ids),
+split), ``tokenizers`` (char/byte/bpe), ``utf8`` (tokens that keep generated
+bytes valid UTF-8), ``tokencache`` (memory-mapped ids),
 ``tokenstream`` (TokenBatches, eval_windows).
 
 Layer rule: imports only ``genforge.config`` and ``genforge.io`` from genforge.

@@ -19,6 +19,9 @@ Decoding: every token of ``byte``/``bpe`` stands for a fixed byte string, and
 :meth:`Tokenizer.decode` is the UTF-8 decoding (invalid sequences → U+FFFD) of
 their concatenation. :meth:`Tokenizer.stream_decoder` gives the same text
 piece by piece, holding back a character whose bytes have not all arrived.
+For generation, :meth:`Tokenizer.utf8_guard` gives the mask of tokens that keep
+a byte stream valid UTF-8 (see :mod:`genforge.data.utf8`), so samplers never
+produce U+FFFD.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from genforge.io import atomic_write_text
 from genforge.rundir import TOKENIZER as TOKENIZER_FILE
 
 from .errors import DataError
+from .utf8 import Utf8Guard
 
 __all__ = ["Tokenizer", "CharTokenizer", "ByteTokenizer", "BPETokenizer", "StreamDecoder",
            "load_tokenizer", "make_tokenizer", "TOKENIZER_FILE", "KINDS"]
@@ -63,9 +67,16 @@ class StreamDecoder:
             return self._tok.decode(ids)
         return self._utf8.decode(self._tok.decode_bytes(ids))
 
-    def flush(self) -> str:
-        """End of stream: the held-back bytes of an incomplete character, as U+FFFD ("" when none)."""
+    def flush(self, *, incomplete: str = "replace") -> str:
+        """End of stream: the held-back bytes of an incomplete character as U+FFFD (``incomplete="replace"``,
+        so that the pieces add up to ``decode``) or left out (``"drop"``: what a sampler that stopped in the
+        middle of a character shows); "" when nothing is held back."""
+        if incomplete not in ("replace", "drop"):
+            raise ValueError(f"incomplete must be 'replace' or 'drop', got {incomplete!r}")
         if isinstance(self._tok, CharTokenizer):
+            return ""
+        if incomplete == "drop":
+            self._utf8.reset()
             return ""
         return self._utf8.decode(b"", final=True)
 
@@ -103,6 +114,20 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         """A fresh :class:`StreamDecoder` for this tokenizer."""
         return StreamDecoder(self)
+
+    def token_bytes(self) -> list[bytes] | None:
+        """The byte string of every id (byte and bpe); None for ``char``, whose tokens are whole characters."""
+        return [self.decode_bytes([i]) for i in range(self.vocab_size)]
+
+    def utf8_guard(self, n: int, prompt: Sequence[int] = ()) -> Utf8Guard | None:
+        """A :class:`~genforge.data.utf8.Utf8Guard` for ``n`` rows continuing ``prompt`` ids; None for ``char``
+        (every sequence of characters is valid text). The token table is built once per tokenizer."""
+        if self.__dict__.get("_utf8_bytes") is None:
+            token_bytes = self.token_bytes()
+            if token_bytes is None:
+                return None
+            self._utf8_bytes = token_bytes
+        return Utf8Guard(self._utf8_bytes, n, prompt)
 
     def to_json(self) -> str:
         """The content of the tokenizer file (JSON)."""
@@ -173,6 +198,9 @@ class CharTokenizer(Tokenizer):
         ids = [int(i) for i in ids]
         self._check_ids(ids)
         return "".join(self.chars[i] for i in ids)
+
+    def token_bytes(self) -> None:
+        return None
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self.decode(ids).encode("utf-8", errors="surrogatepass")
@@ -296,6 +324,9 @@ class BPETokenizer(Tokenizer):
         ids = [int(i) for i in ids]
         self._check_ids(ids)
         return b"".join(self._bytes[i] for i in ids)
+
+    def token_bytes(self) -> list[bytes]:
+        return list(self._bytes)
 
     def to_json(self) -> str:
         return self.hf.to_str(pretty=True)

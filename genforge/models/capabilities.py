@@ -25,7 +25,7 @@ that interpolates between classes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -180,13 +180,15 @@ class LanguageModel:
         raise NotImplementedError
 
     def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, generator: torch.Generator | None = None,
-                        use_cache: bool = True, **decoding: Any) -> Iterator[Tensor]:
+                        use_cache: bool = True, token_mask: Callable[[], Tensor | None] | None = None,
+                        **decoding: Any) -> Iterator[Tensor]:
         """Yield the next token of every sequence (int64 [B]) for ``max_new_tokens`` steps.
 
         Args:
             prompt: int64 [B, P] token ids, P >= 1.
             generator: the only randomness used, so output is seeded.
             use_cache: False recomputes each step from scratch (a reference for tests).
+            token_mask: called before every draw: bool [B, V] of the tokens each row may take, or None.
             decoding: :meth:`LanguageModelOptions.decoding` of the family's options.
         """
         raise NotImplementedError
@@ -233,14 +235,18 @@ def _draw(probs: Tensor, generator: rng.Generator) -> Tensor:
 
 
 def next_tokens(logits: Tensor, generator: rng.Generator, *, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None) -> Tensor:
+                top_k: int | None = None, top_p: float | None = None, allowed: Tensor | None = None) -> Tensor:
     """Choose the next token of each row: logits float [B, V] → int64 [B] on the logits' device.
 
-    Temperature 0 is greedy (argmax); otherwise the logits are divided by the temperature,
-    filtered by ``top_k`` / ``top_p`` and one token is drawn per row from ``generator``
-    (B uniform numbers, drawn on the CPU, so a seeded request gives the same tokens anywhere; with
-    :class:`~genforge.models.rng.RowGenerators` each request's rows draw from its own generator).
+    ``allowed`` (bool [B, V], optional) removes the other tokens first (e.g. those that would break
+    UTF-8); each row must allow at least one. Temperature 0 is greedy (argmax); otherwise the logits
+    are divided by the temperature, filtered by ``top_k`` / ``top_p`` and one token is drawn per row
+    from ``generator`` (B uniform numbers, drawn on the CPU, so a seeded request gives the same tokens
+    anywhere; with :class:`~genforge.models.rng.RowGenerators` each request's rows draw from its own
+    generator).
     """
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1).cpu()

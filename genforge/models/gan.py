@@ -33,8 +33,10 @@ from genforge.models.base import (
     unpack_image_batch,
 )
 from genforge.models.capabilities import ImageModel, Inpaints, LatentSpace
+from genforge.models.gan_parts import MinibatchStd, diff_augment, parse_augment
 from genforge.models.layers import (
     ConvDecoder,
+    Upsample,
     ConvEncoder,
     ResolutionPlan,
     dcgan_init_,
@@ -62,6 +64,9 @@ class GANConfig(ImageModelConfig):
     loss: Literal["nonsaturating", "hinge"] = "nonsaturating"
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # discriminator normalization
     r1_gamma: float = 0.0  # weight of the R1 penalty γ/2·E‖∇D(x_real)‖² (Mescheder et al. 2018); 0 = off
+    g_upsample: Upsample = "deconv"  # generator upsampling: ConvTranspose (DCGAN) or resize-conv (no checkerboard)
+    augment: str = ""  # DiffAugment policy for every discriminator input, e.g. "translation,cutout"; "" = none
+    mbstd_group: int = 0  # minibatch standard deviation over groups of this size before D's head; 0 = off
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +78,11 @@ class GANConfig(ImageModelConfig):
                 raise ValueError(f"{name} must be in [1, 4096], got {value}")
         if not self.r1_gamma >= 0:  # also rejects NaN
             raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
+        if self.g_upsample not in ("deconv", "resize"):
+            raise ValueError(f"g_upsample must be deconv or resize, got {self.g_upsample!r}")
+        parse_augment(self.augment)
+        if not 0 <= self.mbstd_group <= 64:
+            raise ValueError(f"mbstd_group must be in [0, 64] (0 = off), got {self.mbstd_group}")
 
 
 class Generator(nn.Module):
@@ -82,7 +92,8 @@ class Generator(nn.Module):
         super().__init__()
         self.num_classes = cfg.num_classes if cfg.conditional else 0
         self.net = ConvDecoder(cfg.z_dim + self.num_classes, cfg.channels, plan, cfg.g_width, cfg.max_width,
-                               norm="batch", act=nn.ReLU, num_classes=self.num_classes)
+                               norm="batch", act=nn.ReLU, num_classes=self.num_classes,
+                               upsample=cfg.g_upsample)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
@@ -101,7 +112,8 @@ class Discriminator(nn.Module):
         self.features = ConvEncoder(cfg.channels + self.num_classes, plan, cfg.d_width, cfg.max_width,
                                     norm=cfg.d_norm, act=lambda: nn.LeakyReLU(0.2))
         f, s = self.features.out_channels, self.features.out_size
-        self.head = nn.Linear(f * s * s, 1)
+        self.mbstd = MinibatchStd(cfg.mbstd_group) if cfg.mbstd_group else None
+        self.head = nn.Linear((f + (self.mbstd is not None)) * s * s, 1)
         self.embed = nn.Embedding(cfg.num_classes, f) if cfg.conditional else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
@@ -110,7 +122,7 @@ class Discriminator(nn.Module):
         if self.num_classes:
             x = torch.cat([x, one_hot_maps(y, self.num_classes, x.shape[-1]).to(x.dtype)], dim=1)  # [B, C+K, S, S]
         h = self.features(x)  # [B, F, s, s]
-        logit = self.head(h.flatten(1)).squeeze(1)  # [B]
+        logit = self.head((h if self.mbstd is None else self.mbstd(h)).flatten(1)).squeeze(1)  # [B]
         if self.embed is not None:  # projection discriminator
             logit = logit + (self.embed(y) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit
@@ -137,6 +149,7 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
         self.plan = plan_resolution(config.image_size)
         self.generator = Generator(config, self.plan)
         self.discriminator = Discriminator(config, self.plan)
+        self._augment = parse_augment(config.augment)
         dcgan_init_(self)
         if config.d_norm == "spectral":
             spectral_norm_(self.discriminator)
@@ -146,6 +159,12 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
         """Batch → (images [B, C, S, S] in [-1, 1], labels [B] or None)."""
         x, y = unpack_image_batch(batch, self.config, self.device, "GAN")
         return x * 2 - 1, y
+
+    def _judge(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Discriminator logits [B] of images x [B, C, S, S] in [-1, 1], through the DiffAugment policy if any."""
+        if self._augment:
+            x = diff_augment(x, self._augment)
+        return self.discriminator(x, y)
 
     def _d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         real, fake = real.float(), fake.float()  # losses are reduced in fp32 under autocast
@@ -193,8 +212,8 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
             r1 = self.config.r1_gamma > 0 and torch.is_grad_enabled()
             if r1:
                 x = x.detach().requires_grad_(True)
-            d_real = self.discriminator(x, y)
-            d_fake = self.discriminator(fake.detach(), y)
+            d_real = self._judge(x, y)
+            d_fake = self._judge(fake.detach(), y)
             loss = self._d_loss(d_real, d_fake)
             penalty = None
             if r1:
@@ -207,7 +226,7 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
             if penalty is not None:
                 out["r1"] = penalty.detach()
         if want_g:
-            g_fake = self.discriminator(fake, y)
+            g_fake = self._judge(fake, y)
             out["generator"] = self._g_loss(g_fake)
             out.setdefault("d_fake", g_fake.float().mean().detach())
         return out

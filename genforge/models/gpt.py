@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -318,7 +318,8 @@ class GPT(GenerativeModel, LanguageModel):
     @torch.inference_mode()
     def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
                         top_k: int | None = None, top_p: float | None = None,
-                        generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[Tensor]:
+                        generator: torch.Generator | None = None, use_cache: bool = True,
+                        token_mask: Callable[[], Tensor | None] | None = None) -> Iterator[Tensor]:
         """Yield the next token of every sequence, one step at a time.
 
         Args:
@@ -329,6 +330,8 @@ class GPT(GenerativeModel, LanguageModel):
             top_p: keep the smallest set of tokens whose probability reaches p (None = all).
             generator: the only randomness used (drawn on the CPU), so output is seeded.
             use_cache: False recomputes each window from scratch (a reference for tests).
+            token_mask: called before every draw; bool [B, V] of the tokens each row may take
+                (the caller updates it from the tokens yielded), or None for all.
 
         Yields:
             int64 [B]: the sampled token of each sequence at this step.
@@ -368,7 +371,8 @@ class GPT(GenerativeModel, LanguageModel):
                 else:  # one new position
                     h = self._step(ids[:, length - 1], cache, plan)
                 logits = F.linear(h, wte).float()  # (B, V), the tied output head
-                nxt = next_tokens(logits, generator, temperature=temperature, top_k=top_k, top_p=top_p)
+                nxt = next_tokens(logits, generator, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  allowed=None if token_mask is None else token_mask())
                 ids[:, length] = nxt
                 length += 1
                 yield nxt

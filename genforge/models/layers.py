@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Norm = Literal["batch", "group", "spectral", "none"]
+Upsample = Literal["deconv", "resize"]
 
 MAX_STAGES = 6  # 1024 px → base 16 after 6 stages; deeper nets are not worth it here
 MIN_BASE = 4  # the lowest-resolution feature map is at least 4×4
@@ -181,17 +182,34 @@ class ConvEncoder(nn.Module):
         return self.net(x)
 
 
+def upsample_conv(in_channels: int, out_channels: int, kind: Upsample, bias: bool) -> nn.Module:
+    """×2 upsampling with a learned filter: [B, F_in, s, s] → [B, F_out, 2s, 2s].
+
+    ``deconv``: ``ConvTranspose(4, 2, 1)`` (DCGAN). ``resize``: nearest-neighbour
+    ×2 then ``Conv(3, 1, 1)`` (Odena et al. 2016, "Deconvolution and
+    checkerboard artifacts"): every output pixel sees the same number of
+    weights, so there is no checkerboard pattern to unlearn.
+    """
+    if kind == "deconv":
+        return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                             nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias))
+    raise ValueError(f"unknown upsample {kind!r}; choose deconv or resize")
+
+
 class ConvDecoder(nn.Module):
-    """Vector → image: ``Linear`` to base×base, then ``ConvTranspose(4, 2, 1)``
-    + norm + activation stages, a last transposed conv to ``out_channels``
-    (no norm, no activation) and a center crop to the image size.
+    """Vector → image: ``Linear`` to base×base, then ×2 upsampling
+    (:func:`upsample_conv`) + norm + activation stages, a last upsampling to
+    ``out_channels`` (no norm, no activation) and a center crop to the image size.
 
     With ``num_classes`` > 0 and ``norm="batch"`` every norm is a
     :class:`ConditionalBatchNorm2d` driven by the labels passed to forward.
     """
 
     def __init__(self, in_features: int, out_channels: int, plan: ResolutionPlan, width: int,
-                 max_width: int, norm: Norm, act: Callable[[], nn.Module], num_classes: int = 0) -> None:
+                 max_width: int, norm: Norm, act: Callable[[], nn.Module], num_classes: int = 0,
+                 upsample: Upsample = "deconv") -> None:
         super().__init__()
         self.plan = plan
         widths = stage_widths(width, plan.stages, max_width)[::-1]  # lowest resolution first
@@ -201,14 +219,13 @@ class ConvDecoder(nn.Module):
         self.norms = nn.ModuleList([make_norm(norm, widths[0], cond)])
         self.ups = nn.ModuleList()
         for i in range(plan.stages - 1):
-            self.ups.append(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1,
-                                               bias=norm not in ("batch", "group")))
+            self.ups.append(upsample_conv(widths[i], widths[i + 1], upsample, bias=norm not in ("batch", "group")))
             self.norms.append(make_norm(norm, widths[i + 1], cond))
         self.act = act()
         if plan.stages == 0:
             self.out = nn.Conv2d(widths[-1], out_channels, 3, 1, 1)
         else:
-            self.out = nn.ConvTranspose2d(widths[-1], out_channels, 4, 2, 1)
+            self.out = upsample_conv(widths[-1], out_channels, upsample, bias=True)
 
     def forward(self, v: Tensor, y: Tensor | None = None) -> Tensor:
         """v [B, in_features] (+ labels [B] for conditional norms) → [B, C, S, S] (no output activation)."""

@@ -96,6 +96,7 @@ class Job(Handle):
         self.generator = torch.Generator().manual_seed(self.request.seed)
         self.filters = [_StopFilter(self.request.stop) for _ in range(n)]
         self.decoders: list[Any] = []
+        self.guard: Any = None  # Utf8Guard of the rows (byte-level tokenizers)
 
 
 class TextEngine(Worker):
@@ -143,6 +144,7 @@ class TextEngine(Worker):
         opts, ids = self.prepare(request, options)
         job = Job(request=request, options=opts, sink=sink, prompt_ids=ids)
         job.decoders = [self.pipe.tokenizer.stream_decoder() for _ in range(request.n)]
+        job.guard = self.pipe.tokenizer.utf8_guard(request.n, ids)  # byte-level: tokens that keep valid UTF-8
         return self.enqueue(job)
 
     @property
@@ -223,7 +225,11 @@ class TextEngine(Worker):
         for jobs in groups.values():
             rows = torch.cat([logits[id(j)] for j in jobs]) if len(jobs) > 1 else logits[id(jobs[0])]
             generators = RowGenerators([(j.generator, j.request.n) for j in jobs])
-            nxt = next_tokens(rows, generators, **jobs[0].options.decoding())  # (rows,)
+            masks = [j.guard.allowed() if j.guard is not None else None for j in jobs]
+            allowed = None if all(m is None for m in masks) else torch.cat(
+                [m if m is not None else torch.ones(j.request.n, rows.shape[1], dtype=torch.bool)
+                 for j, m in zip(jobs, masks)])  # (rows, V)
+            nxt = next_tokens(rows, generators, allowed=allowed, **jobs[0].options.decoding())  # (rows,)
             start = 0
             for job in jobs:
                 self._advance(job, nxt[start:start + job.request.n])
@@ -232,6 +238,8 @@ class TextEngine(Worker):
     def _advance(self, job: Job, nxt: Tensor) -> None:
         """Append the job's next tokens int64 [n] and pass the text they complete to its sink."""
         job.ids[:, job.length] = nxt
+        if job.guard is not None:
+            job.guard.advance(nxt)
         job.length += 1
         job.generated += 1
         self._send(job, Tokens(job.request.n))
@@ -266,7 +274,7 @@ class TextEngine(Worker):
                 reason = "cancelled" if cancelled else "error"
             else:
                 stopped = f.done
-                self._emit(job, i, f.push(job.decoders[i].flush()))
+                self._emit(job, i, f.push(job.decoders[i].flush(incomplete="drop")))
                 self._emit(job, i, f.flush())
                 reason = "stop" if stopped or f.done else "length"
             self._send(job, SampleDone(i, reason))

@@ -7,7 +7,8 @@
 :meth:`TextPipeline.generate` encodes a prompt, decodes several samples in one
 batch with the model's key/value cache, turns token ids back into text
 incrementally (holding back incomplete UTF-8 sequences and anything that could
-still become a stop string), and can hand each new piece of text to a callback
+still become a stop string; byte-level models only draw tokens that keep the
+bytes valid UTF-8, so no U+FFFD appears), and can hand each new piece of text to a callback
 as soon as it is final, which is how ``genforge sample RUN --prompt ...``
 streams. ``genforge sample``, the trainer's periodic samples, ``genforge eval``
 and the HTTP server all decode through it.
@@ -158,6 +159,7 @@ class TextPipeline:
                              f"{MAX_TOKENS} token ids in memory at once; lower n or max_new_tokens")
         prompt_ids = torch.tensor(ids, dtype=torch.long).unsqueeze(0).expand(n, -1)  # (n, P)
         decoders = [tokenizer.stream_decoder() for _ in range(n)]
+        guard = tokenizer.utf8_guard(n, ids)  # byte-level tokenizers: only tokens that keep valid UTF-8
         filters = [_StopFilter(request.stop) for _ in range(n)]
         texts = [""] * n
         generator = torch.Generator().manual_seed(request.seed)
@@ -170,16 +172,19 @@ class TextPipeline:
 
         with eval_mode(self.model):
             steps = self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
-                                               use_cache=use_cache, **opts.decoding())
+                                               use_cache=use_cache, token_mask=guard and guard.allowed,
+                                               **opts.decoding())
             for tokens in steps:  # (n,)
+                if guard is not None:
+                    guard.advance(tokens)
                 for i, t in enumerate(tokens.tolist()):
                     if not filters[i].done:
                         emit(i, filters[i].push(decoders[i].push([t])))
                 if all(f.done for f in filters):
                     steps.close()
                     break
-            for i in range(n):
-                emit(i, filters[i].push(decoders[i].flush()))
+            for i in range(n):  # a sample cut off inside a character leaves that character out
+                emit(i, filters[i].push(decoders[i].flush(incomplete="drop")))
                 emit(i, filters[i].flush())
         return [prompt + t for t in texts]
 
