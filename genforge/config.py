@@ -111,7 +111,7 @@ class TrainConfig:
     group_steps: dict[str, int] = field(default_factory=dict)
     ema_decay: float = 0.999  # 0 disables the weight average used for sampling
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Literal["fp32", "bf16-mixed", "fp16-mixed"] = "fp32"
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed", "auto"] = "fp32"  # auto: bf16-mixed where it runs in hardware
     num_threads: int = 0  # torch intra-op threads on CPU; 0 keeps torch's default
     log_every: int = 50
     sample_every: int = 500  # sample grid every N steps; 0 = only at the end

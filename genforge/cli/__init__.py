@@ -42,6 +42,12 @@ def _add_train(sub) -> None:
     p.add_argument("--no-verify", action="store_true", help="do not check --data-dir files against the built-in "
                                                             "dataset's checksums (your own variant of it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--find-lr", action="store_true",
+                   help="instead of training: a learning-rate range test of the recipe (lr swept from 1e-6 to 1 "
+                        "over --find-lr-steps updates); prints the suggested train.lr and writes lr_find.csv/.png "
+                        "into --out (default runs/<recipe>-lr-find-<timestamp>)")
+    p.add_argument("--find-lr-steps", type=positive_int, default=100, metavar="N",
+                   help="updates of the range test (default 100)")
     p.set_defaults(func=cmd_train)
 
 
@@ -138,8 +144,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--batch-size", type=int, help="images (default 500) or text windows (default 64) per pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (default 1000)")
-    p.add_argument("--allow-small", action="store_true", help="compute FID with N below the feature dimension "
-                                                              "(warned; not comparable) instead of refusing")
+    p.add_argument("--allow-small", action="store_true", help="compute FID with N below the feature dimension, and "
+                   "precision/recall/density/coverage below 1000 images (warned; not comparable) instead of "
+                   "refusing or skipping them")
     p.add_argument("--inception-weights", metavar="FILE", help="Inception weights file for --features inception")
     t = p.add_argument_group("text runs")
     t.add_argument("--max-new-tokens", type=int, default=256, help="tokens per sample (default 256)")
@@ -200,12 +207,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _find_lr(args, overrides: list[str]) -> int:
+    from genforge.training.lr_find import find_lr
+
+    if args.resume:
+        raise ValueError("--find-lr sweeps a fresh model; it does not combine with --resume")
+    o = find_lr(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir, out=args.out,
+                steps=args.find_lr_steps)
+    r = o.result
+    for i in range(0, len(r.lrs), max(1, len(r.lrs) // 12)):
+        print(f"  lr {r.lrs[i]:9.2e}  loss {r.smoothed[i]:.4f}")
+    end = "the loss diverged" if r.stopped == "diverged" else "reached the end of the sweep"
+    print(f"\n{len(r.lrs)} steps ({end}); lowest smoothed loss {min(r.smoothed):.4f} at lr {r.best_lr:.2e}; "
+          f"steepest fall at lr {r.steepest:.2e}")
+    print(f"suggested train.lr: {r.suggestion:.2e} (the recipe has {o.current_lr:.2e})")
+    recipe = f"--config {args.config}" if args.config else (args.recipe or "")
+    print(f"next          : genforge train {recipe} --set train.lr={r.suggestion:.2e}".replace("  ", " "))
+    print(f"plot          : {o.out / 'lr_find.png'}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from genforge.rundir import RunDir
     from genforge.tasks import get_task
     from genforge.training.run import train
 
     overrides = [*args.overrides, *(["data.verify=false"] if args.no_verify else [])]
+    if args.find_lr:
+        return _find_lr(args, overrides)
     outcome = train(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir,
                     out=args.out, resume=args.resume, progress=False if args.no_progress else None)
     d, r, run = outcome.run_dir, outcome.result, RunDir(outcome.run_dir)

@@ -38,7 +38,15 @@ Sample-size policy (:func:`genforge.metrics.check_sample_sizes`): FID with N
 below the feature dimension is refused unless ``allow_small`` (then warned);
 a KID subset larger than the smaller set is lowered to it with a loud warning
 and the subset size recorded; every report repeats that FID/KID are biased by
-N and comparable only at equal N.
+N and comparable only at equal N. Precision/recall/density/coverage estimate
+each set's manifold from k-nearest-neighbour radii, which are unreliable in
+small sets: with fewer than ``PRDC_MIN_N`` generated or reference images they
+are skipped (noted) by default, refused when asked for by name, and computed
+with a loud warning under ``allow_small``; below ``PRDC_WARN_N`` they carry a
+warning. The thresholds come from ``bench/prdc_sample_size.py`` (real-vs-real
+and noise-vs-real scores against N; see the README). An evaluator whose
+held-out accuracy is below ``EVALUATOR_MIN_ACCURACY`` is reported as untrusted:
+its features separate the classes poorly, so distances in them say little.
 """
 
 from __future__ import annotations
@@ -80,6 +88,9 @@ __all__ = [
 SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll")
 IMAGE_METRICS = SAMPLE_METRICS + APP_METRICS  # --metrics names; the application metrics run only when asked
 FEATURE_METRICS = {"fid", "kid", "pr", "dc"}
+PRDC_MIN_N = 1000  # k-NN manifold metrics below this many images: skipped / refused / warned (see module doc)
+PRDC_WARN_N = 5000  # below this: computed, with a warning that they move with N
+EVALUATOR_MIN_ACCURACY = 0.9  # held-out accuracy below which an evaluator's features are not to be trusted
 CLASSIFIER_METRICS = {"is", "modes"}
 MAX_EVAL_IMAGES = 200_000  # generated (and reference) images of one evaluation; FID's convention is 50k
 
@@ -103,7 +114,8 @@ class ImageEvalOptions:
         recon_samples: reference images reconstructed for MSE/PSNR/SSIM (SSIM costs ~4 ms per 28×28 image).
         nll_samples: reference images whose likelihood is estimated.
         iw_samples: importance samples per image for a VAE's bound (None = the model's ``iw_samples``).
-        allow_small: compute FID with N below the feature dimension (warned) instead of refusing.
+        allow_small: compute FID with N below the feature dimension and precision/recall/density/coverage
+            below ``PRDC_MIN_N`` images (warned) instead of refusing or skipping them.
         inception_weights: explicit Inception weights file (default: found by ``find_or_fetch``).
         cache_dir: genforge cache root (evaluators, reference features, Inception weights).
         progress: print stage lines on stderr.
@@ -234,8 +246,41 @@ def _extractors(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOptions, m
     return features, evaluator
 
 
+def _prdc_policy(opts: ImageEvalOptions, metrics: list[str], n_gen: int, n_ref: int, warns: list[str],
+                 notes: list[str]) -> None:
+    """Skip, refuse or flag precision/recall/density/coverage on small sets (module docstring)."""
+    asked = [m for m in ("pr", "dc") if m in metrics]
+    n_min = min(n_gen, n_ref)
+    if not asked or n_min >= PRDC_WARN_N:
+        return
+    sizes = f"{n_gen} generated and {n_ref} reference images"
+    if n_min < PRDC_MIN_N and not opts.allow_small:
+        why = (f"k-NN manifold estimates need at least {PRDC_MIN_N} images in each set (got {sizes}); below that "
+               f"even pure noise can score a high precision")
+        if opts.metrics is not None:
+            raise SampleSizeError(f"precision/recall/density/coverage: {why}; raise --n (or use --reference train), "
+                                  f"or pass --allow-small to compute them anyway (warned)")
+        metrics[:] = [m for m in metrics if m not in asked]
+        notes.append(f"{', '.join(asked)}: skipped ({why})")
+        return
+    level = "unreliable" if n_min < PRDC_MIN_N else "still moving with N"
+    warns.append(f"WARNING: precision/recall/density/coverage on {sizes} are {level} (k-NN radii from small sets; "
+                 f"stable from about {PRDC_WARN_N}); compare them only at equal N")
+
+
+def _evaluator_trust(features: Extractor | None, evaluator: Extractor | None, warns: list[str]) -> None:
+    """Warn when the evaluator classifier behind the metrics classifies its own held-out images poorly."""
+    for ex in {id(e): e for e in (features, evaluator) if e is not None}.values():
+        acc = ex.test_accuracy
+        if acc is not None and acc == acc and acc < EVALUATOR_MIN_ACCURACY:
+            warns.append(f"WARNING: the evaluator {ex.id} classifies only {acc:.1%} of its {ex.test_examples} "
+                         f"held-out images correctly (< {EVALUATOR_MIN_ACCURACY:.0%}): its features do not separate "
+                         f"the classes well, so FID/KID/precision/recall in them say little; add labelled images "
+                         f"per class, or use --features inception")
+
+
 def _size_policy(opts: ImageEvalOptions, metrics: list[str], features: Extractor | None, n_gen: int, n_ref: int,
-                 warns: list[str]) -> int:
+                 warns: list[str], notes: list[str]) -> int:
     """Refuse sample sizes the metrics cannot take (before any generation); returns the KID subset size."""
     kid_ss = min(opts.kid_subset_size, n_gen, n_ref)
     if features is not None:
@@ -252,6 +297,7 @@ def _size_policy(opts: ImageEvalOptions, metrics: list[str], features: Extractor
                                     kid_subset_size=kid_ss if "kid" in metrics and kid_ss >= 2 else None,
                                     allow_small=True)
         warns += [w for w in policy if "fid" in metrics or not w.startswith("WARNING: FID needs")]
+    _prdc_policy(opts, metrics, n_gen, n_ref, warns, notes)
     if "is" in metrics and n_gen < opts.is_splits:
         raise EvalError(f"the classifier Inception Score needs at least {opts.is_splits} samples (one per split), "
                         f"got {n_gen}")
@@ -324,7 +370,8 @@ def evaluate_images(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOption
         metrics.remove("modes")
         notes.append("modes: skipped (the reference has no labels)")
     n_gen = opts.n if pipeline is not None else min(opts.n, int(samples.shape[0]))
-    kid_ss = _size_policy(opts, metrics, features, n_gen, ref.n, warns)
+    _evaluator_trust(features, evaluator, warns)
+    kid_ss = _size_policy(opts, metrics, features, n_gen, ref.n, warns, notes)
     if set(metrics) <= set(APP_METRICS):  # no metric of the model's own samples: draw none
         gen_x, generation = torch.zeros((0, c, s, s), dtype=torch.uint8), {"source": "model", "n": 0}
     else:

@@ -4,7 +4,10 @@ Metrics (``--metrics`` names in brackets):
 
 - [ppl] ``loss`` (nats per token), ``perplexity`` and ``bpc`` (bits per character)
   on the **whole** validation split (:func:`~genforge.evaluation.text.heldout_nll`):
-  every token but the first is a target exactly once.
+  every token but the first is a target exactly once. Loss and perplexity are
+  per token, so their protocol names the tokenizer; bits per character is the
+  total code length of the split's characters, so its protocol does not, and
+  ``compare`` ranks a char run against a BPE run of the same corpus split on it.
 - [distinct] ``distinct_1`` / ``distinct_2``: distinct word n-grams / all word
   n-grams, pooled over ``n`` samples (words: whitespace-split; n-grams never
   cross samples). The numerator and denominator are stored in ``details``.
@@ -133,8 +136,23 @@ def _ppl_stage(ev: _TextEval) -> None:
     ev.add("perplexity", out["val/perplexity"], dict(proto, params={**proto["params"], "unit": "per token"}),
            **details)
     if "val/bpc" in out:
-        ev.add("bpc", out["val/bpc"], dict(proto, params={**proto["params"], "unit": "bits per character"}),
-               chars=chars, **details)
+        ev.add("bpc", out["val/bpc"], _bpc_protocol(ev), chars=chars, **details)
+
+
+def _bpc_protocol(ev: _TextEval) -> dict[str, Any]:
+    """The protocol of bits per character, which holds no tokenizer: the same characters scored under any
+    tokenization give numbers that rank (a char model and a BPE model of one corpus split compete on it).
+
+    The reference is the validation split's text itself (its characters and their sha256), the split sizes
+    are in characters; what differs between tokenizers is only which characters the first token covers
+    (context, never scored; a few characters of the split, recorded in ``details.chars``)."""
+    data, tokenizer = ev.data, ev.pipeline.tokenizer
+    text = tokenizer.decode(np.asarray(data.val).tolist()).encode("utf-8", errors="surrogatepass")
+    return dict(ev.base, tokenizer="", n_reference=int(data.val_chars), reference_split="val",
+                reference_subsample="all", reference_sha256=hashlib.sha256(text).hexdigest(),
+                split_sizes={"train_chars": int(data.train_chars), "val_chars": int(data.val_chars)},
+                params={"windows": "tiling: every token but the first is a target once",
+                        "unit": "bits per character", "tokenizer_independent": True})
 
 
 def _diversity_stage(ev: _TextEval) -> None:

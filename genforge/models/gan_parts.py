@@ -107,7 +107,8 @@ class MinibatchStd(nn.Module):
             g -= 1
         if g < 2:  # a single image has no spread: the statistic is 0
             return torch.cat([h, h.new_zeros(b, 1, s, s)], dim=1)
-        grouped = h.float().view(g, b // g, f, s, s)  # group member, group, F, s, s
-        std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [B/g, F, s, s]
-        stat = std.mean(dim=(1, 2, 3)).to(h.dtype)  # [B/g]
+        grouped = h.float().view(g, b // g, f * s * s)  # group member, group, F·s·s
+        centred = grouped - grouped.mean(dim=0)  # (Tensor.var's backward is 10x slower on CPU)
+        std = (centred.square().mean(dim=0) + 1e-8).sqrt()  # [B/g, F·s·s]
+        stat = std.mean(dim=1).to(h.dtype)  # [B/g]
         return torch.cat([h, stat.repeat(g)[:, None, None, None].expand(b, 1, s, s)], dim=1)  # [B, F + 1, s, s]

@@ -3,6 +3,13 @@
 ``precision`` is one of ``fp32``, ``bf16-mixed`` (autocast to bfloat16; the CPU
 path uses AVX-512 bf16 where present) and ``fp16-mixed`` (CUDA only, with a
 gradient scaler). Parameters, optimizer state and losses stay fp32 throughout.
+
+``auto`` picks ``bf16-mixed`` where bfloat16 has hardware support and ``fp32``
+elsewhere: on a CUDA GPU with bf16, and on a CPU with bf16 matrix instructions
+(AMX-BF16 or AVX512-BF16; read from /proc/cpuinfo). On CPUs without them
+oneDNN emulates bfloat16 and a step can be several times *slower* than fp32,
+so it is never chosen there. Measured on a 2-core Intel Xeon with AMX: the
+mnist-dcgan step 22.8 ms in bf16-mixed vs 34.9 ms in fp32.
 """
 
 from __future__ import annotations
@@ -47,8 +54,32 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (Linux /proc/cpuinfo flags; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def auto_precision(device: torch.device) -> str:
+    """``precision: auto`` on ``device``: bf16-mixed where bfloat16 runs in hardware, else fp32."""
+    if device.type == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16-mixed" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
 def resolve_precision(device: torch.device, precision: str) -> Precision:
-    """Build the autocast context factory for ``precision`` on ``device``."""
+    """Build the autocast context factory for ``precision`` on ``device`` (``auto``: :func:`auto_precision`)."""
+    if precision == "auto":
+        precision = auto_precision(device)
     if precision == "fp32":
         return Precision(device, precision, contextlib.nullcontext, False)
     if precision == "bf16-mixed":

@@ -75,7 +75,8 @@ def _values(report) -> dict[str, float]:
 
 def test_fid_rises_monotonically_with_noise_on_digits(eval_cache, halves):
     data, cfg, other = halves
-    opts = ImageEvalOptions(metrics=("fid", "kid", "pr"), n=len(other), kid_subset_size=200, cache_dir=eval_cache)
+    opts = ImageEvalOptions(metrics=("fid", "kid", "pr"), n=len(other), kid_subset_size=200, cache_dir=eval_cache,
+                            allow_small=True)  # digits: 898 images, below the k-NN size rule
     fids, kids, precisions = [], [], []
     for sigma in (0.0, 0.05, 0.1, 0.2, 0.4):
         v = _values(evaluate_images(data, cfg, opts, samples=_noisy(other, sigma)))
@@ -91,8 +92,8 @@ def test_fid_rises_monotonically_with_noise_on_digits(eval_cache, halves):
 
 def test_identical_sets_give_zero_fid_and_full_precision(eval_cache, halves):
     data, cfg, _ = halves
-    r = evaluate_images(data, cfg, ImageEvalOptions(metrics=("fid", "pr", "dc"), cache_dir=eval_cache),
-                        samples=data.test_x)
+    r = evaluate_images(data, cfg, ImageEvalOptions(metrics=("fid", "pr", "dc"), cache_dir=eval_cache,
+                                                    allow_small=True), samples=data.test_x)
     v = _values(r)
     assert v["fid"] == pytest.approx(0.0, abs=1e-6)
     assert v["precision"] == v["recall"] == v["coverage"] == 1.0
@@ -125,9 +126,51 @@ def test_guardrails(eval_cache, halves):
     assert any("KID subset size lowered from 1000 to 300" in w for w in r.warnings)
     assert r.results[0].protocol.params["subset_size"] == 300
     # KID and PRDC alone do not need N >= D
-    r = evaluate_images(data, cfg, ImageEvalOptions(metrics=("kid", "dc"), n=50, cache_dir=eval_cache),
-                        samples=other)
+    r = evaluate_images(data, cfg, ImageEvalOptions(metrics=("kid", "dc"), n=50, cache_dir=eval_cache,
+                                                    allow_small=True), samples=other)
     assert not any("FID needs" in w for w in r.warnings)
+
+
+def test_knn_metrics_on_small_sets_are_skipped_refused_or_flagged(eval_cache, halves):
+    data, cfg, other = halves  # 898 reference images: below PRDC_MIN_N
+    r = evaluate_images(data, cfg, ImageEvalOptions(n=len(other), cache_dir=eval_cache), samples=other)
+    assert not {"precision", "recall", "density", "coverage"} & {x.metric for x in r.results}
+    assert any(n.startswith("pr, dc: skipped (k-NN manifold estimates need at least 1000") for n in r.notes)
+    with pytest.raises(SampleSizeError, match=r"precision/recall/density/coverage: .* 898 reference .*--allow-small"):
+        evaluate_images(data, cfg, ImageEvalOptions(metrics=("pr",), n=len(other), cache_dir=eval_cache),
+                        samples=other)
+    r = evaluate_images(data, cfg, ImageEvalOptions(metrics=("pr",), n=len(other), allow_small=True,
+                                                    cache_dir=eval_cache), samples=other)
+    assert {x.metric for x in r.results} == {"precision", "recall"}
+    assert any("are unreliable" in w and "898 reference" in w for w in r.warnings)
+
+
+def test_knn_metrics_between_the_two_thresholds_carry_a_warning(eval_cache):
+    from genforge.evaluation.images import PRDC_MIN_N, PRDC_WARN_N, _prdc_policy
+
+    warns, notes, metrics = [], [], ["fid", "pr", "dc"]
+    _prdc_policy(ImageEvalOptions(), metrics, PRDC_MIN_N, PRDC_WARN_N - 1, warns, notes)
+    assert metrics == ["fid", "pr", "dc"] and not notes
+    assert len(warns) == 1 and "still moving with N" in warns[0]
+    warns.clear()
+    _prdc_policy(ImageEvalOptions(), metrics, PRDC_WARN_N, PRDC_WARN_N, warns, notes)
+    assert not warns
+
+
+def test_an_evaluator_that_misclassifies_its_held_out_images_is_reported():
+    from genforge.evaluation.features import Extractor
+    from genforge.evaluation.images import _evaluator_trust
+
+    def make(acc):
+        return Extractor(id="evaluator:x", sha256="", dim=8, run=lambda x: (x, None), channels=1, image_size=8,
+                         num_classes=10, test_accuracy=acc, test_examples=201)
+    warns: list[str] = []
+    weak = make(0.77)
+    _evaluator_trust(weak, weak, warns)
+    assert len(warns) == 1 and "only 77.0% of its 201 held-out images" in warns[0] and "--features inception" in warns[0]
+    warns.clear()
+    _evaluator_trust(make(0.99), None, warns)
+    assert warns == []
 
 
 def test_inapplicable_metrics_and_bad_options(eval_cache, halves):

@@ -108,3 +108,21 @@ def test_changed_corpus_is_refused(text_run, tmp_path):
     with pytest.raises(EvalError, match="tokenizer .* differs"):
         evaluate_run(run, data_dir=other, cache_dir=cache, **SMALL)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_bits_per_character_ranks_across_tokenizers_and_per_token_loss_does_not(text_run, tmp_path):
+    from genforge.evaluation.leaderboard.board import build_leaderboard
+
+    _, corpus, cache = text_run
+    runs = {}
+    for kind in ("char", "bpe"):
+        runs[kind] = train("tiny-gpt", overrides=["train.max_steps=3", "data.verify=false", f"data.tokenizer={kind}",
+                                                  "data.vocab_size=300"],
+                           data_dir=corpus, out=tmp_path / kind, cache_dir=cache, progress=False).run_dir
+        evaluate_run(runs[kind], cache_dir=cache, metrics=("ppl",), **SMALL)
+    board = build_leaderboard([runs["char"], runs["bpe"]])
+    bpc, loss = board.column("bpc"), board.column("loss")
+    assert not bpc.excluded and {c.rank for c in bpc.cells.values()} <= {1, 2}
+    assert all(c.rank is not None for c in bpc.cells.values())
+    assert bpc.reference["tokenizer"] == "" and bpc.reference["params"]["tokenizer_independent"] is True
+    assert set(loss.excluded) and any("tokenizer" in r for r in next(iter(loss.excluded.values())))

@@ -42,6 +42,14 @@ class TestGANConditional28(ImageModelContract):
         return tiny(image_size=28, conditional=True, d_norm="none")
 
 
+class TestGANModern(ImageModelContract):
+    """Resize-conv generator, DiffAugment on every discriminator input, minibatch std, conditional, 28×28."""
+
+    def tiny_config(self):
+        return tiny(image_size=28, conditional=True, g_upsample="resize", augment="translation,cutout,brightness",
+                    mbstd_group=2)
+
+
 class TestGANOddSize(ImageModelContract):
     """An odd size (decoded at 28 and center-cropped to 27) with 4 channels."""
 
@@ -167,6 +175,8 @@ def test_wrong_image_shape_message():
     ({"z_dim": 0}, "z_dim"), ({"g_width": -1}, "g_width"), ({"r1_gamma": -1.0}, "r1_gamma"),
     ({"loss": "wasserstein"}, "loss"), ({"d_norm": "layer"}, "d_norm"), ({"family": "vae"}, "family"),
     ({"channels": 2}, "channels"), ({"image_size": 2}, "image_size"), ({"zdim": 3}, "z_dim"),
+    ({"g_upsample": "pixelshuffle"}, "g_upsample"), ({"augment": "translation,flip"}, "flip"),
+    ({"mbstd_group": -1}, "mbstd_group"),
 ])
 def test_bad_config_names_the_field(bad, field):
     with pytest.raises(ConfigError, match=field):

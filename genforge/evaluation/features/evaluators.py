@@ -84,6 +84,7 @@ class EvaluatorInfo:
         num_classes: K, width of the logits.
         channels, image_size: the input shape ``[C, S, S]`` it takes.
         test_accuracy: top-1 accuracy on the dataset's test split, in [0, 1].
+        test_examples: images of that test split (0 when the index does not say).
         path: the weights file.
         source: ``"shipped"`` (inside the package) or ``"cache"``.
     """
@@ -98,6 +99,7 @@ class EvaluatorInfo:
     test_accuracy: float
     path: Path
     source: str
+    test_examples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a metric's protocol record (the path is omitted: it differs per machine)."""
@@ -191,7 +193,7 @@ def _open(source: str, folder: Path, key: str, entry: dict[str, Any]) -> tuple[E
     info = EvaluatorInfo(id=f"evaluator:{key}", dataset=str(meta["dataset"]), sha256=digest,
                          feature_dim=cfg.feature_dim, num_classes=cfg.num_classes, channels=cfg.channels,
                          image_size=cfg.image_size, test_accuracy=float(entry.get("test_accuracy", float("nan"))),
-                         path=path, source=source)
+                         path=path, source=source, test_examples=int(entry.get("test_examples", 0)))
     return net, info
 
 

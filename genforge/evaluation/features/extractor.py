@@ -33,6 +33,8 @@ class Extractor:
         channels, image_size: the input it takes (image_size 0: any size).
         num_classes: K of the logits (0 without logits).
         allowed_channels: channel counts taken as they are (others are converted to ``channels``).
+        test_accuracy: an evaluator's accuracy on its held-out test split (None for Inception).
+        test_examples: how many images that accuracy was measured on.
     """
 
     id: str
@@ -43,6 +45,8 @@ class Extractor:
     image_size: int
     num_classes: int = 0
     allowed_channels: tuple[int, ...] = ()
+    test_accuracy: float | None = None
+    test_examples: int = 0
 
     def prepare(self, images: Tensor) -> Tensor:
         """uint8 images → the extractor's input shape (resize and channel conversion; a no-op when they match).
@@ -74,7 +78,8 @@ def evaluator_extractor(data: ImageData, data_cfg: DataConfig, *, batch_size: in
         return features, logits
 
     return Extractor(id=info.id, sha256=info.sha256, dim=info.feature_dim, run=run, channels=info.channels,
-                     image_size=info.image_size, num_classes=info.num_classes)
+                     image_size=info.image_size, num_classes=info.num_classes,
+                     test_accuracy=info.test_accuracy, test_examples=info.test_examples)
 
 
 def inception_extractor(*, weights: str | None = None, batch_size: int = 64, device: str = "cpu",
