@@ -44,10 +44,11 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--find-lr", action="store_true",
                    help="instead of training: a learning-rate range test of the recipe (lr swept from 1e-6 to 1 "
-                        "over --find-lr-steps updates); prints the suggested train.lr and writes lr_find.csv/.png "
+                        "over --find-lr-steps updates); prints the suggested train.lr (the lowest point of the "
+                        "smoothed loss) and writes lr_find.csv/.png "
                         "into --out (default runs/<recipe>-lr-find-<timestamp>)")
-    p.add_argument("--find-lr-steps", type=positive_int, default=100, metavar="N",
-                   help="updates of the range test (default 100)")
+    p.add_argument("--find-lr-steps", type=positive_int, default=300, metavar="N",
+                   help="updates of the range test (default 300)")
     p.set_defaults(func=cmd_train)
 
 
@@ -221,8 +222,8 @@ def _find_lr(args, overrides: list[str]) -> int:
     print(f"\n{len(r.lrs)} steps ({end}); lowest smoothed loss {min(r.smoothed):.4f} at lr {r.best_lr:.2e}; "
           f"steepest fall at lr {r.steepest:.2e}")
     print(f"suggested train.lr: {r.suggestion:.2e} (the recipe has {o.current_lr:.2e})")
-    recipe = f"--config {args.config}" if args.config else (args.recipe or "")
-    print(f"next          : genforge train {recipe} --set train.lr={r.suggestion:.2e}".replace("  ", " "))
+    recipe = [f"--config {args.config}"] if args.config else [args.recipe] if args.recipe else []
+    print("next          : " + " ".join(["genforge train", *recipe, f"--set train.lr={r.suggestion:.2e}"]))
     print(f"plot          : {o.out / 'lr_find.png'}")
     return 0
 

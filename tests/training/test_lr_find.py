@@ -10,7 +10,7 @@ import torch
 from genforge.cli import main
 from genforge.config import TrainConfig
 from genforge.models.gpt import GPT, GPTConfig
-from genforge.training.lr_find import LRFindError, lr_range_test
+from genforge.training.lr_find import LRFindError, lr_range_test, zero_phase
 from tests.training.test_text_run import corpus  # noqa: F401 - the fixture
 
 
@@ -22,7 +22,7 @@ def _batches(vocab: int = 16, seed: int = 0):
         yield {"x": torch.stack([data[s:s + 33] for s in starts])}
 
 
-def test_the_sweep_is_geometric_and_the_suggestion_is_a_decade_below_the_lowest_loss():
+def test_the_sweep_is_geometric_and_the_suggestion_is_the_lowest_point_of_the_zero_phase_curve():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=16, block_size=32, n_layer=1, n_head=2, n_embd=32))
     r = lr_range_test(model, TrainConfig(optimizer="adamw"), _batches(), start=1e-5, end=10.0, steps=60)
@@ -30,11 +30,20 @@ def test_the_sweep_is_geometric_and_the_suggestion_is_a_decade_below_the_lowest_
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-9) and ratios[0] > 1
     assert r.lrs[0] == pytest.approx(1e-5)
     k = min(range(len(r.smoothed)), key=r.smoothed.__getitem__)
-    assert r.best_lr == r.lrs[k] and r.suggestion == pytest.approx(r.best_lr / 10)
+    assert r.best_lr == r.lrs[k] and r.suggestion == r.best_lr
+    assert r.smoothed == zero_phase(r.losses, 0.9)
     assert r.stopped == "diverged" and len(r.lrs) < 60  # lr 10 breaks Adam on this model
     assert r.smoothed[k] < r.losses[0] - 0.5  # the loss fell well below its start before the minimum
     assert 1e-4 < r.suggestion < 1.0 and r.steepest <= r.best_lr
     assert r.csv().splitlines()[0] == "step,lr,loss,smoothed_loss" and len(r.csv().splitlines()) == len(r.lrs) + 1
+
+
+def test_zero_phase_smoothing_has_no_lag():
+    step = [0.0] * 20 + [1.0] * 20
+    causal, centred = zero_phase(step, 0.0), zero_phase(step, 0.8)
+    assert causal == step  # beta 0 is the identity
+    assert centred[19] < 0.5 < centred[20]  # the edge stays between 19 and 20, in the middle of the jump
+    assert centred == pytest.approx([1 - v for v in zero_phase([1 - v for v in step], 0.8)])  # symmetric
 
 
 def test_bad_sweeps_and_two_player_models_are_refused():
