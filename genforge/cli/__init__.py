@@ -208,26 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _find_lr(args, overrides: list[str]) -> int:
-    from genforge.training.lr_find import find_lr
-
-    if args.resume:
-        raise ValueError("--find-lr sweeps a fresh model; it does not combine with --resume")
-    o = find_lr(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir, out=args.out,
-                steps=args.find_lr_steps)
-    r = o.result
-    for i in range(0, len(r.lrs), max(1, len(r.lrs) // 12)):
-        print(f"  lr {r.lrs[i]:9.2e}  loss {r.smoothed[i]:.4f}")
-    end = "the loss diverged" if r.stopped == "diverged" else "reached the end of the sweep"
-    print(f"\n{len(r.lrs)} steps ({end}); lowest smoothed loss {min(r.smoothed):.4f} at lr {r.best_lr:.2e}; "
-          f"steepest fall at lr {r.steepest:.2e}")
-    print(f"suggested train.lr: {r.suggestion:.2e} (the recipe has {o.current_lr:.2e})")
-    recipe = [f"--config {args.config}"] if args.config else [args.recipe] if args.recipe else []
-    print("next          : " + " ".join(["genforge train", *recipe, f"--set train.lr={r.suggestion:.2e}"]))
-    print(f"plot          : {o.out / 'lr_find.png'}")
-    return 0
-
-
 def cmd_train(args) -> int:
     from genforge.rundir import RunDir
     from genforge.tasks import get_task
@@ -235,7 +215,9 @@ def cmd_train(args) -> int:
 
     overrides = [*args.overrides, *(["data.verify=false"] if args.no_verify else [])]
     if args.find_lr:
-        return _find_lr(args, overrides)
+        from genforge.cli.find_lr import find_lr_command
+
+        return find_lr_command(args, overrides)
     outcome = train(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir,
                     out=args.out, resume=args.resume, progress=False if args.no_progress else None)
     d, r, run = outcome.run_dir, outcome.result, RunDir(outcome.run_dir)

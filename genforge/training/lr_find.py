@@ -11,8 +11,9 @@ the usual advice with it is "the minimum divided by 10". The suggestion here is 
 the minimum of the zero-phase curve itself; ``steepest`` (where that curve falls fastest) is reported
 beside it.
 
-Measured with ``shakespeare-char`` (which clips gradients at 1.0) on Tiny Shakespeare and on a second
-English corpus (the Vim user manual, 640 kB): 300-step sweeps suggested 4.7e-3 on both; full
+Measured with ``shakespeare-char`` on Tiny Shakespeare and on a second English corpus (the Vim user
+manual, 640 kB): 300-step sweeps suggested 3.7e-3 and 4.7e-3 (4.7e-3 on both before the recipe clipped
+gradients); full
 1000-step runs reached 1.863 / 1.853 nats/char on Tiny Shakespeare at 4e-3 / 6e-3 and 1.755 / 1.764
 on the manual, against 1.959 and 1.867 at 2e-3. With 100-step sweeps the suggestions were noisier
 (3.3e-3 and 2.2e-3). It is a starting point for a recipe on new data, not a guarantee.
