@@ -58,7 +58,7 @@ def test_shipped_asset_exists_is_small_and_matches_the_index(name):
     loaded, info = load_evaluator(name)
     assert not loaded.training and info.source == "shipped"
     assert (info.id, info.sha256, info.feature_dim) == (f"evaluator:{name}", entry["sha256"], 128)
-    assert info.test_accuracy == entry["test_accuracy"] >= (0.99 if name == "mnist" else 0.95)
+    assert info.test_accuracy == entry["test_accuracy"] >= (0.995 if name == "mnist" else 0.95)
     assert load_evaluator(f"evaluator:{name}")[1] == info
 
 
@@ -77,11 +77,11 @@ def test_shipped_digits_features_are_pre_activation_with_a_full_rank_covariance(
     assert acc == pytest.approx(info.test_accuracy, abs=1 / 180 + 1e-9)
 
 
-def test_shipped_mnist_evaluator_is_99_percent_accurate_on_real_mnist(mnist_dir):
+def test_shipped_mnist_evaluator_is_99_5_percent_accurate_on_real_mnist(mnist_dir):
     net, info = load_evaluator("mnist")
     data = load_images(DataConfig(name="mnist", data_dir=str(mnist_dir)))
     acc = training.accuracy(net, data.test_x, data.test_y)
-    assert acc >= 0.99
+    assert acc >= 0.995
     assert acc == pytest.approx(info.test_accuracy, abs=5e-4)  # the number in index.json is real
 
 
