@@ -1,6 +1,6 @@
 """How many images k-NN manifold metrics need: precision/recall/density/coverage against N, real and noise.
 
-    python bench/prdc_sample_size.py --dataset mnist --data-dir ../data/mnist
+    python bench/prdc_sample_size.py --data-dir DIR_WITH_MNIST_IDX_FILES
     python bench/prdc_sample_size.py --dataset digits
 
 For each N, two disjoint seeded subsets of the test split are scored against each other ("real vs
@@ -18,16 +18,22 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fail  # noqa: E402
+from common import add_data_dir, fail, require_data  # noqa: E402
+
+MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+         "t10k-labels-idx1-ubyte.gz")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="mnist", help="dataset with a shipped evaluator (mnist, digits)")
-    ap.add_argument("--data-dir", default=None, help="the dataset's files (MNIST's four IDX files)")
+    ap.add_argument("--dataset", default="mnist", choices=("mnist", "digits"),
+                    help="dataset with a shipped evaluator (digits ships with scikit-learn)")
+    add_data_dir(ap, "mnist", "MNIST's four IDX files (for --dataset mnist)")
     ap.add_argument("--sizes", default="50,100,200,500,1000,2000,5000", help="comma-separated N")
     ap.add_argument("--repeats", type=int, default=3, help="seeds per N (default 3)")
     args = ap.parse_args()
+    if args.dataset == "mnist":
+        require_data(args.data_dir, MNIST, "MNIST", "--dataset digits")
 
     import torch
 
@@ -38,7 +44,8 @@ def main() -> None:
     from genforge.metrics.prdc import precision_recall_density_coverage
 
     try:
-        data = load_images(DataConfig(name=args.dataset, data_dir=args.data_dir))
+        data_dir = str(args.data_dir) if args.dataset == "mnist" else None
+        data = load_images(DataConfig(name=args.dataset, data_dir=data_dir))
     except DataError as e:
         fail(str(e))
     net, info = load_evaluator(args.dataset)

@@ -20,6 +20,7 @@ DATA_SCRIPTS = {
     "gpt_sampling.py": "Tiny Shakespeare",
     "gpt_time_to_quality.py": "Tiny Shakespeare",
     "gpt_train.py": "Tiny Shakespeare",
+    "prdc_sample_size.py": "MNIST",
 }
 TIMEOUT = 60  # seconds; each call only parses its arguments and checks a folder
 
