@@ -38,7 +38,7 @@ from genforge.io import atomic_write_text
 from genforge.rundir import TOKENIZER as TOKENIZER_FILE
 
 from .errors import DataError
-from .utf8 import Utf8Guard
+from .utf8 import Utf8Guard, transition_table
 
 __all__ = ["Tokenizer", "CharTokenizer", "ByteTokenizer", "BPETokenizer", "StreamDecoder",
            "load_tokenizer", "make_tokenizer", "TOKENIZER_FILE", "KINDS"]
@@ -122,12 +122,12 @@ class Tokenizer:
     def utf8_guard(self, n: int, prompt: Sequence[int] = ()) -> Utf8Guard | None:
         """A :class:`~genforge.data.utf8.Utf8Guard` for ``n`` rows continuing ``prompt`` ids; None for ``char``
         (every sequence of characters is valid text). The token table is built once per tokenizer."""
-        if self.__dict__.get("_utf8_bytes") is None:
+        if self.__dict__.get("_utf8_table") is None:
             token_bytes = self.token_bytes()
             if token_bytes is None:
                 return None
-            self._utf8_bytes = token_bytes
-        return Utf8Guard(self._utf8_bytes, n, prompt)
+            self._utf8_table = transition_table(token_bytes)
+        return Utf8Guard(self._utf8_table, n, prompt)
 
     def to_json(self) -> str:
         """The content of the tokenizer file (JSON)."""

@@ -81,18 +81,24 @@ def token_transitions(token_bytes: Sequence[bytes]) -> np.ndarray:
     return state
 
 
+def transition_table(token_bytes: Sequence[bytes]) -> Tensor:
+    """int64 [S, V] of :func:`token_transitions`, as a tensor for indexing."""
+    return torch.from_numpy(token_transitions(token_bytes).astype(np.int64))
+
+
 class Utf8Guard:
     """The UTF-8 state of ``n`` generated rows and the mask of tokens each may take next.
 
     Args:
-        token_bytes: the byte string of every token id (index = id).
+        token_bytes: the byte string of every token id (index = id), or the
+            :func:`transition_table` built from them once (what tokenizers cache).
         n: rows.
         prompt: token ids already in every row; their bytes set the starting state
             (a prompt that is itself not valid UTF-8 starts from a complete character).
     """
 
-    def __init__(self, token_bytes: Sequence[bytes], n: int, prompt: Sequence[int] = ()) -> None:
-        self.table = torch.from_numpy(token_transitions(token_bytes).astype(np.int64))  # [S, V]
+    def __init__(self, token_bytes: Sequence[bytes] | Tensor, n: int, prompt: Sequence[int] = ()) -> None:
+        self.table = token_bytes if isinstance(token_bytes, Tensor) else transition_table(token_bytes)  # [S, V]
         self.allowed_table = self.table != REJECT  # [S, V]
         state = 0
         for t in prompt:
