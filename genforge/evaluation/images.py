@@ -51,6 +51,7 @@ its features separate the classes poorly, so distances in them say little.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,7 +273,7 @@ def _evaluator_trust(features: Extractor | None, evaluator: Extractor | None, wa
     """Warn when the evaluator classifier behind the metrics classifies its own held-out images poorly."""
     for ex in {id(e): e for e in (features, evaluator) if e is not None}.values():
         acc = ex.test_accuracy
-        if acc is not None and acc == acc and acc < EVALUATOR_MIN_ACCURACY:
+        if acc is not None and not math.isnan(acc) and acc < EVALUATOR_MIN_ACCURACY:
             warns.append(f"WARNING: the evaluator {ex.id} classifies only {acc:.1%} of its {ex.test_examples} "
                          f"held-out images correctly (< {EVALUATOR_MIN_ACCURACY:.0%}): its features do not separate "
                          f"the classes well, so FID/KID/precision/recall in them say little; add labelled images "

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from genforge.models.base import Batch, GenerativeModel, Likelihood, ModelConfig, eval_mode
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
+from genforge.models.kv_cache import KVCache, SlotCache
 
 
 @dataclass(kw_only=True)
@@ -66,37 +67,6 @@ class GPTConfig(ModelConfig):
     def check_complete(self) -> None:
         if self.vocab_size < 1:
             raise ValueError("model.vocab_size must be set (the trainer fills it from the tokenizer)")
-
-
-class KVCache:
-    """Pre-allocated keys and values of every layer: ``k, v`` float [L, B, H, block_size, D].
-
-    ``length`` positions are filled; :meth:`GPT._forward` appends to it.
-    """
-
-    def __init__(self, config: GPTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
-        hd = config.n_embd // config.n_head
-        shape = (config.n_layer, batch, config.n_head, config.block_size, hd)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
-        self.length = 0
-
-
-class SlotCache:
-    """Keys and values of ``slots`` independent sequences, each at its own position (continuous batching).
-
-    ``k, v`` float [L, S, H, block_size, D]; ``lengths`` int64 [S] positions filled per slot;
-    ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`), taken once.
-    """
-
-    def __init__(self, config: GPTConfig, slots: int, device: torch.device, dtype: torch.dtype,
-                 plan: tuple) -> None:
-        self.plan = plan
-        hd = config.n_embd // config.n_head
-        shape = (config.n_layer, slots, config.n_head, config.block_size, hd)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
 
 
 class CausalSelfAttention(nn.Module):

@@ -225,10 +225,8 @@ class TextEngine(Worker):
         for jobs in groups.values():
             rows = torch.cat([logits[id(j)] for j in jobs]) if len(jobs) > 1 else logits[id(jobs[0])]
             generators = RowGenerators([(j.generator, j.request.n) for j in jobs])
-            masks = [j.guard.allowed() if j.guard is not None else None for j in jobs]
-            allowed = None if all(m is None for m in masks) else torch.cat(
-                [m if m is not None else torch.ones(j.request.n, rows.shape[1], dtype=torch.bool)
-                 for j, m in zip(jobs, masks)])  # (rows, V)
+            # one tokenizer serves every job: all have a UTF-8 guard (byte-level) or none has (char)
+            allowed = None if jobs[0].guard is None else torch.cat([j.guard.allowed() for j in jobs])  # (rows, V)
             nxt = next_tokens(rows, generators, allowed=allowed, **jobs[0].options.decoding())  # (rows,)
             start = 0
             for job in jobs:

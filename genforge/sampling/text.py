@@ -172,7 +172,7 @@ class TextPipeline:
 
         with eval_mode(self.model):
             steps = self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
-                                               use_cache=use_cache, token_mask=guard and guard.allowed,
+                                               use_cache=use_cache, token_mask=None if guard is None else guard.allowed,
                                                **opts.decoding())
             for tokens in steps:  # (n,)
                 if guard is not None:

@@ -65,6 +65,16 @@ class LRFindResult:
         return "\n".join(rows) + "\n"
 
 
+def single_group(model: GenerativeModel) -> tuple[str, list]:
+    """The model's one parameter group (name, parameters); LRFindError for models trained as several players."""
+    groups = model.param_groups()
+    if len(groups) != 1:
+        raise LRFindError(f"the learning-rate range test sweeps one loss, but a {model.family} model trains "
+                          f"{len(groups)} parameter groups against each other ({', '.join(groups)}); its "
+                          f"learning rates are chosen per group (train.group_lr), not by a sweep")
+    return next(iter(groups.items()))
+
+
 def lr_range_test(model: GenerativeModel, cfg: TrainConfig, batches: Iterator[dict[str, Tensor]], *,
                   start: float = 1e-6, end: float = 1.0, steps: int = 300, smoothing: float = 0.9,
                   diverge: float = 4.0) -> LRFindResult:
@@ -84,12 +94,7 @@ def lr_range_test(model: GenerativeModel, cfg: TrainConfig, batches: Iterator[di
         raise LRFindError(f"the sweep needs at least 10 steps, got {steps}")
     if not 0 <= smoothing < 1 or not diverge > 1:
         raise LRFindError(f"smoothing must be in [0, 1) and diverge > 1, got {smoothing}, {diverge}")
-    groups = model.param_groups()
-    if len(groups) != 1:
-        raise LRFindError(f"the learning-rate range test sweeps one loss, but a {model.family} model trains "
-                          f"{len(groups)} parameter groups against each other ({', '.join(groups)}); its "
-                          f"learning rates are chosen per group (train.group_lr), not by a sweep")
-    (group, params), = groups.items()
+    group, params = single_group(model)
     precision = resolve_precision(resolve_device(cfg.device), cfg.precision)
     model = model.to(precision.device).train()
     opt = build_optimizer(params, start, cfg)
@@ -202,8 +207,7 @@ def find_lr(recipe: str | None = None, *, config_file: str | Path | None = None,
     cfg = task.fit(cfg, data)
     seed_everything(cfg.train.seed)
     model = build(cfg.model)
-    if len(model.param_groups()) != 1:  # refuse before any work
-        lr_range_test(model, cfg.train, iter(()), steps=steps)
+    single_group(model)  # refuse a GAN before the sweep
     result = lr_range_test(model, cfg.train, task.batches(cfg, data), steps=steps)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "lr_find.csv", result.csv())
