@@ -26,7 +26,7 @@ from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
 from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
 from genforge.training.precision import resolve_device
-from genforge.training.trainer import Trainer, TrainResult
+from genforge.training.trainer import EvalReport, Trainer, TrainResult
 
 __all__ = ["RunDirError", "TrainOutcome", "load_recipe", "resolve", "train"]
 
@@ -187,7 +187,8 @@ def _resume_raw(run_dir: Path, overrides: Sequence[str], data_dir: str | Path | 
 
 def train(recipe: str | None = None, *, config_file: str | Path | None = None, overrides: Sequence[str] = (),
           data_dir: str | Path | None = None, out: str | Path | None = None, resume: bool = False,
-          cache_dir: str | Path | None = None, progress: bool | None = None) -> TrainOutcome:
+          cache_dir: str | Path | None = None, progress: bool | None = None,
+          on_eval: EvalReport | None = None) -> TrainOutcome:
     """Train a recipe into a run directory (the body of ``genforge train``).
 
     Args:
@@ -199,6 +200,8 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         resume: continue ``out`` from its newest checkpoint, using its own
             ``config.yaml`` (``overrides`` may still change e.g. ``train.max_steps``).
         progress: show the progress bar (default: the recipe's ``train.progress``).
+        on_eval: called with (step, metrics) after every evaluation; True stops the run early
+            (see :class:`~genforge.training.trainer.Trainer`).
     """
     if resume:
         if out is None:
@@ -222,10 +225,11 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     cfg = task.fit(cfg, data)
     with RunLock(run.path):  # from here on, this process alone decides and writes
         resume = _prepare(run, resume)
-        return _fit(task, cfg, data, run, resume, cache)
+        return _fit(task, cfg, data, run, resume, cache, on_eval)
 
 
-def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache: Path | None) -> TrainOutcome:
+def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache: Path | None,
+         on_eval: EvalReport | None = None) -> TrainOutcome:
     """The one training flow (data loaded, config fitted to it): model → batches → hooks → Trainer → samples."""
     seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
     model = build(cfg.model)
@@ -251,7 +255,7 @@ def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache
         save_model_dir(model, run.path)  # config.yaml + initial weights: the run is loadable from the start
     trainer = Trainer(model, cfg.train, batches, run.path, on_sample=on_sample,
                       on_save=lambda m: save_model_dir(m, run.path), evaluate=hooks.evaluate,
-                      best_metric=hooks.best_metric, on_best=on_best if hooks.best_metric else None,
+                      best_metric=hooks.best_metric, on_best=on_best if hooks.best_metric else None, on_eval=on_eval,
                       examples_per_batch=hooks.examples_per_batch, unit=hooks.unit)
     result = trainer.fit(resume=resume)
     atomic_copy(run.step_samples(result.step, task.name), run.samples(task.name))  # fit's final samples

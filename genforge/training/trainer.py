@@ -40,6 +40,7 @@ SampleHook = Callable[[GenerativeModel, int], None]  # (model to sample from, st
 SaveHook = Callable[[GenerativeModel], None]  # writes the sampling model into the run dir
 EvalHook = Callable[[GenerativeModel, int], dict[str, float]]  # (sampling model, step) → metrics
 BestHook = Callable[[GenerativeModel, int, dict[str, float]], None]  # a new best evaluation
+EvalReport = Callable[[int, dict[str, float]], bool]  # (step, metrics) after each evaluation → True stops the run
 
 
 __all__ = ["Trainer", "TrainResult", "TrainingError"]  # TrainingError lives in checkpoint (which raises it too)
@@ -56,7 +57,7 @@ def _relative(path: Path, base: Path) -> Path:
 @dataclass
 class TrainResult:
     step: int
-    stopped: str  # "max_steps" | "max_minutes" | "interrupted"
+    stopped: str  # "max_steps" | "max_minutes" | "interrupted" | "stopped_by_hook" (on_eval asked to stop)
     elapsed_s: float
     last_losses: dict[str, float]
     checkpoint: Path | None
@@ -81,6 +82,9 @@ class Trainer:
             triggers ``on_best``.
         best_metric: the key of ``evaluate``'s result to minimise (e.g. ``val/loss``).
         on_best: called with (sampling model, step, metrics) on a new best.
+        on_eval: called with (step, metrics) after every evaluation; returning True ends the run after
+            this step with a checkpoint (``stopped="stopped_by_hook"``), e.g. a hyperparameter search
+            pruning a trial on its intermediate numbers.
         examples_per_batch / unit: throughput accounting, e.g. B·T ``tokens``
             per batch for text (default: ``batch_size`` ``images``).
     """
@@ -88,7 +92,7 @@ class Trainer:
     def __init__(self, model: GenerativeModel, cfg: TrainConfig, batches: Iterator[dict[str, Tensor]],
                  run_dir: Path, *, on_sample: SampleHook | None = None, on_save: SaveHook | None = None,
                  evaluate: EvalHook | None = None, best_metric: str | None = None, on_best: BestHook | None = None,
-                 examples_per_batch: int | None = None, unit: str = "images") -> None:
+                 on_eval: EvalReport | None = None, examples_per_batch: int | None = None, unit: str = "images") -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.batches = batches
@@ -97,6 +101,9 @@ class Trainer:
         self.evaluate = evaluate
         self.best_metric = best_metric
         self.on_best = on_best
+        self.on_eval = on_eval
+        self._evaluated_at: int | None = None  # step of the latest evaluation
+        self._hook_stop = False
         self.best_value = math.inf
         self.examples_per_batch = examples_per_batch or cfg.batch_size
         self.unit = unit
@@ -243,6 +250,9 @@ class Trainer:
         record = dict(metrics, eval_s=time.perf_counter() - t,
                       elapsed_s=self.elapsed_before + time.perf_counter() - self._t0)
         logger.log(self.step, record, prefix="eval")
+        self._evaluated_at = self.step
+        if self.on_eval is not None and self.on_eval(self.step, metrics):
+            self._hook_stop = True
         value = metrics.get(self.best_metric) if self.best_metric else None
         if value is not None and value < self.best_value:
             self.best_value = value
@@ -313,6 +323,8 @@ class Trainer:
     def _stop_reason(self) -> str | None:
         if self._stop_signal is not None:
             return "interrupted"
+        if self._hook_stop:
+            return "stopped_by_hook"
         if self.cfg.max_minutes and time.perf_counter() - self._t0 > self.cfg.max_minutes * 60:
             return "max_minutes"
         return None
@@ -355,7 +367,8 @@ class Trainer:
                         break
                 if window.steps:  # stopped early between log steps: the partial window is the run's last record
                     last = log_window(factor)
-                self.run_evaluation(logger)
+                if self._evaluated_at != self.step:  # not when this step's evaluation just ran
+                    self.run_evaluation(logger)
                 ckpt = self.save()
                 if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
                     self.on_sample(self.sampling_model, self.step)
