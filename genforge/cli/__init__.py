@@ -220,6 +220,8 @@ def cmd_train(args) -> int:
         return find_lr_command(args, overrides)
     outcome = train(args.recipe, config_file=args.config, overrides=overrides, data_dir=args.data_dir,
                     out=args.out, resume=args.resume, progress=False if args.no_progress else None)
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel job: rank 0 reports for all
+        return 0
     d, r, run = outcome.run_dir, outcome.result, RunDir(outcome.run_dir)
     task = get_task(outcome.config.task)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in r.last_losses.items() if "/" not in k)

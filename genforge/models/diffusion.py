@@ -141,13 +141,13 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
                              f"['loss']")
         x, y = unpack_image_batch(batch, self.config, self.device, "diffusion model")
         x0 = x * 2 - 1  # [B, C, S, S] in [-1, 1]
-        noise = torch.randn_like(x0)
+        noise = rng.train_randn(x0.shape, x0.device).to(x0.dtype)
         b = x0.shape[0]
         if y is not None and self.config.label_dropout > 0:  # classifier-free guidance: sometimes no label
-            drop = torch.rand(b, device=x0.device) < self.config.label_dropout
+            drop = rng.train_rand((b,), x0.device) < self.config.label_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        u = torch.randint(0, self.config.timesteps, (b,), device=x0.device) if self.config.objective == "ddpm" \
-            else torch.rand(b, device=x0.device)
+        u = rng.train_randint(0, self.config.timesteps, (b,), x0.device) if self.config.objective == "ddpm" \
+            else rng.train_rand((b,), x0.device)
         x_t, fed, target = self._training_pair(x0, noise, u)
         out = self.unet(x_t, fed, y)
         return {"loss": F.mse_loss(out.float(), target.float())}

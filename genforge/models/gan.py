@@ -203,7 +203,7 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
         if unknown:
             raise ValueError(f"unknown loss groups {sorted(unknown)}; the GAN has {list(GROUPS)}")
         x, y = self._real(batch)
-        z = torch.randn(x.shape[0], self.config.z_dim, device=x.device)  # [B, Z]
+        z = rng.train_randn((x.shape[0], self.config.z_dim), x.device)  # [B, Z]
         want_g = "generator" in groups
         with torch.set_grad_enabled(want_g and torch.is_grad_enabled()):
             fake = self.generator(z, y)  # [B, C, S, S]

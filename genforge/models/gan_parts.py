@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.models import rng
+
 AUGMENTS = ("translation", "cutout", "brightness", "contrast")
 
 
@@ -50,10 +52,10 @@ def diff_augment(x: Tensor, policy: tuple[str, ...], *, translation: float = 0.1
         elif name == "cutout":
             x = _cutout(x, cutout)
         elif name == "brightness":
-            x = x + (torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5) * 2
+            x = x + (rng.train_rand((x.shape[0], 1, 1, 1), x.device).to(x.dtype) - 0.5) * 2
         elif name == "contrast":
             mean = x.mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
-            x = (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+            x = (x - mean) * (rng.train_rand((x.shape[0], 1, 1, 1), x.device).to(x.dtype) + 0.5) + mean
     return x
 
 
@@ -63,8 +65,8 @@ def _translate(x: Tensor, ratio: float) -> Tensor:
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     if sh == 0 and sw == 0:
         return x
-    dy = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)  # [B, 1, 1]
-    dx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
+    dy = rng.train_randint(-sh, sh + 1, (b, 1, 1), x.device)  # [B, 1, 1]
+    dx = rng.train_randint(-sw, sw + 1, (b, 1, 1), x.device)
     rows = (torch.arange(h, device=x.device)[None, :, None] + dy + sh).expand(b, h, w)  # [B, H, W] into the padded copy
     cols = (torch.arange(w, device=x.device)[None, None, :] + dx + sw).expand(b, h, w)
     padded = F.pad(x, [sw, sw, sh, sh], value=-1.0)  # [B, C, H + 2sh, W + 2sw]
@@ -77,8 +79,8 @@ def _cutout(x: Tensor, ratio: float) -> Tensor:
     """One square of side ``ratio``·S set to 0 per image (multiplied by a 0/1 mask, so gradients flow elsewhere)."""
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)  # centres, as in the reference code
-    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device)
+    cy = rng.train_randint(0, h + (1 - ch % 2), (b, 1, 1), x.device)  # centres, as in the reference code
+    cx = rng.train_randint(0, w + (1 - cw % 2), (b, 1, 1), x.device)
     ys = torch.arange(h, device=x.device)[None, :, None]
     xs = torch.arange(w, device=x.device)[None, None, :]
     dy, dx = ys - cy + ch // 2, xs - cx + cw // 2  # position inside the square

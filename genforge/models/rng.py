@@ -55,3 +55,42 @@ def rand(shape: Sequence[int], generator: Generator = None) -> Tensor:
 def randint(high: int, shape: Sequence[int], generator: Generator = None) -> Tensor:
     """int64 uniform in [0, high) of ``shape`` on the CPU; rows split by part like :func:`randn`."""
     return _by_rows(lambda s, g: torch.randint(high, s, generator=g), shape, generator)
+
+
+# --------------------------------------------------------------------------- training noise, sharded by rank
+# Data-parallel training splits one global batch across ranks. For the ranks together to draw exactly the
+# noise one process would draw for the whole batch, every rank draws the global batch's noise from the same
+# (identically seeded) global RNG and keeps its own rows. Only the training losses draw through these.
+_SHARD = [0, 1]  # [rank, world size] of the running process
+
+
+def set_batch_shard(rank: int, world: int) -> None:
+    """Declare that this process holds rows ``[rank·b, (rank+1)·b)`` of every global training batch of ``world·b``."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    _SHARD[:] = [rank, world]
+
+
+def _shard_draw(draw: Callable[[tuple[int, ...]], Tensor], shape: Sequence[int]) -> Tensor:
+    """``draw`` the global rows of ``shape`` (leading dim = local batch) and keep this rank's."""
+    rank, world = _SHARD
+    shape = tuple(int(s) for s in shape)
+    if world == 1:
+        return draw(shape)
+    b = shape[0]
+    return draw((b * world, *shape[1:]))[rank * b:(rank + 1) * b]
+
+
+def train_randn(shape: Sequence[int], device: torch.device | str) -> Tensor:
+    """Training noise: standard normal [B, ...] on ``device`` from the global RNG, this rank's rows of the global batch."""
+    return _shard_draw(lambda s: torch.randn(s, device=device), shape)
+
+
+def train_rand(shape: Sequence[int], device: torch.device | str) -> Tensor:
+    """Training noise: uniform [0, 1) [B, ...], sharded like :func:`train_randn`."""
+    return _shard_draw(lambda s: torch.rand(s, device=device), shape)
+
+
+def train_randint(low: int, high: int, shape: Sequence[int], device: torch.device | str) -> Tensor:
+    """Training noise: int64 uniform in [low, high) [B, ...], sharded like :func:`train_randn`."""
+    return _shard_draw(lambda s: torch.randint(low, high, s, device=device), shape)

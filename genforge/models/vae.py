@@ -188,7 +188,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
             raise ValueError(f"unknown loss groups {sorted(set(groups) - {'loss'})}; the VAE has ['loss']")
         x, y = self._inputs(batch)
         mu, logvar = self.encode(x, y)  # [B, L] each
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * rng.train_randn(mu.shape, mu.device).to(mu.dtype)
         recon = -self.log_px(self.decode(z, y), x)  # [B]
         kl = gaussian_kl(mu.float(), logvar.float())  # [B]
         loss = (recon + self.config.beta * kl).mean()

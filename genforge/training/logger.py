@@ -48,6 +48,19 @@ class MetricsLogger:
             self._tb.close()
 
 
+class NullLogger(MetricsLogger):
+    """Logs nothing: the ranks other than 0 of a data-parallel job."""
+
+    def __init__(self) -> None:
+        pass
+
+    def log(self, step: int, values: dict[str, Any], *, prefix: str = "train") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """All records of the run's metric log (an absent file gives an empty list)."""
     path = RunDir(run_dir).metrics_log

@@ -25,6 +25,7 @@ from genforge.rundir import LOCK, RESTARTABLE, SAMPLE_SUFFIX, RunDir, RunDirErro
 from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
 from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
+from genforge.training.distributed import World, broadcast, local_device, setup, teardown, world_from_env
 from genforge.training.precision import resolve_device
 from genforge.training.trainer import EvalReport, Trainer, TrainResult
 
@@ -213,29 +214,42 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     else:
         raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
     cfg = resolve(raw)
-    resolve_device(cfg.train.device)  # a device this machine lacks fails before anything is written
+    world = world_from_env()  # a launcher's (torchrun) data-parallel job, or one rank
+    cfg.train.device = local_device(world, cfg.train.device)
+    device = resolve_device(cfg.train.device)  # a device this machine lacks fails before anything is written
     if progress is not None:
         cfg.train.progress = progress
-    run = RunDir(out if out is not None else _default_run_dir(name))
-    if run.path.exists() and not run.path.is_dir():
-        raise RunDirError(f"--out {run.path} is a file, not a run directory")
-    _decide(run, resume)  # refuse early: before the data is loaded or anything is created
-    task, cache = get_task(cfg.task), Path(cache_dir) if cache_dir else None
-    data = task.load_data(cfg.data, cache_dir=cache)
-    cfg = task.fit(cfg, data)
-    with RunLock(run.path):  # from here on, this process alone decides and writes
-        resume = _prepare(run, resume)
-        return _fit(task, cfg, data, run, resume, cache, on_eval)
+    setup(world, device)  # joins the job's process group (nothing for one rank)
+    try:
+        run = RunDir(broadcast(world, str(out if out is not None else _default_run_dir(name))))
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"--out {run.path} is a file, not a run directory")
+        if world.is_main:
+            _decide(run, resume)  # refuse early: before the data is loaded or anything is created
+        task, cache = get_task(cfg.task), Path(cache_dir) if cache_dir else None
+        data = task.load_data(cfg.data, cache_dir=cache)
+        cfg = task.fit(cfg, data)
+        if not world.is_main:  # rank 0 alone decides about, and writes into, the run directory
+            return _fit(task, cfg, data, run, broadcast(world, None), cache, None, world)
+        with RunLock(run.path):  # from here on, this process alone decides and writes
+            resume = broadcast(world, _prepare(run, resume))
+            return _fit(task, cfg, data, run, resume, cache, on_eval, world)
+    finally:
+        teardown(world)
 
 
 def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache: Path | None,
-         on_eval: EvalReport | None = None) -> TrainOutcome:
-    """The one training flow (data loaded, config fitted to it): model → batches → hooks → Trainer → samples."""
+         on_eval: EvalReport | None = None, world: World = World()) -> TrainOutcome:
+    """The one training flow (data loaded, config fitted to it): model → batches → hooks → Trainer → samples.
+
+    In a data-parallel job every rank builds the same model and stream; rank 0 alone writes the run.
+    """
     seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
     model = build(cfg.model)
     batches = task.batches(cfg, data)
     hooks = task.training_hooks(cfg, data, cache_dir=cache)
-    run.path.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
 
     def save_model_dir(sampling_model: GenerativeModel, directory: Path) -> None:
@@ -251,12 +265,15 @@ def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache
         save_model_dir(sampling_model, run.best.path)
         atomic_write_text(run.best_json, json.dumps({"step": step, **metrics}, indent=1) + "\n")
 
-    if not resume:
+    main = world.is_main
+    if not resume and main:
         save_model_dir(model, run.path)  # config.yaml + initial weights: the run is loadable from the start
-    trainer = Trainer(model, cfg.train, batches, run.path, on_sample=on_sample,
-                      on_save=lambda m: save_model_dir(m, run.path), evaluate=hooks.evaluate,
-                      best_metric=hooks.best_metric, on_best=on_best if hooks.best_metric else None, on_eval=on_eval,
-                      examples_per_batch=hooks.examples_per_batch, unit=hooks.unit)
+    trainer = Trainer(model, cfg.train, batches, run.path, on_sample=on_sample if main else None,
+                      on_save=(lambda m: save_model_dir(m, run.path)) if main else None,
+                      evaluate=hooks.evaluate if main else None, best_metric=hooks.best_metric,
+                      on_best=on_best if hooks.best_metric and main else None, on_eval=on_eval,
+                      examples_per_batch=hooks.examples_per_batch, unit=hooks.unit, world=world)
     result = trainer.fit(resume=resume)
-    atomic_copy(run.step_samples(result.step, task.name), run.samples(task.name))  # fit's final samples
+    if main:
+        atomic_copy(run.step_samples(result.step, task.name), run.samples(task.name))  # fit's final samples
     return TrainOutcome(run.path, cfg, trainer.sampling_model, result)

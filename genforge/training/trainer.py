@@ -31,8 +31,10 @@ from genforge.training.checkpoint import (TrainingError, describe_error, free_by
                                           load_state, newest_valid_checkpoint, rng_state, save_checkpoint,
                                           set_rng_state)
 from genforge.training.cpu_memory import retain_freed_memory
+from genforge.training.distributed import (GroupReplicas, ShardedBatches, World, agree, barrier, check_batch,
+                                           lost_rank, mean_scalars, sync_rng)
 from genforge.training.ema import EMA
-from genforge.training.logger import MetricsLogger
+from genforge.training.logger import MetricsLogger, NullLogger
 from genforge.training.optim import build_optimizer, lr_factor, set_lr
 from genforge.training.precision import resolve_device, resolve_precision
 
@@ -43,6 +45,7 @@ BestHook = Callable[[GenerativeModel, int, dict[str, float]], None]  # a new bes
 EvalReport = Callable[[int, dict[str, float]], bool]  # (step, metrics) after each evaluation → True stops the run
 
 
+STOP_REASONS = ("interrupted", "stopped_by_hook", "max_minutes")
 __all__ = ["Trainer", "TrainResult", "TrainingError"]  # TrainingError lives in checkpoint (which raises it too)
 
 
@@ -87,15 +90,21 @@ class Trainer:
             pruning a trial on its intermediate numbers.
         examples_per_batch / unit: throughput accounting, e.g. B·T ``tokens``
             per batch for text (default: ``batch_size`` ``images``).
+        world: this process's rank in a data-parallel job (see ``training.distributed``): each rank
+            trains on its share of every global batch; only rank 0 logs, keeps the EMA and checkpoints
+            (give the hooks on rank 0 only).
     """
 
     def __init__(self, model: GenerativeModel, cfg: TrainConfig, batches: Iterator[dict[str, Tensor]],
                  run_dir: Path, *, on_sample: SampleHook | None = None, on_save: SaveHook | None = None,
                  evaluate: EvalHook | None = None, best_metric: str | None = None, on_best: BestHook | None = None,
-                 on_eval: EvalReport | None = None, examples_per_batch: int | None = None, unit: str = "images") -> None:
+                 on_eval: EvalReport | None = None, examples_per_batch: int | None = None, unit: str = "images",
+                 world: World = World()) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.batches = batches
+        self.world = world
+        check_batch(world, cfg.batch_size)
+        self.batches = ShardedBatches(batches, world) if world.distributed else batches
         self.on_sample = on_sample
         self.on_save = on_save
         self.evaluate = evaluate
@@ -124,7 +133,8 @@ class Trainer:
         self.optimizers = {g: build_optimizer(p, self.peak_lr[g], cfg) for g, p in self.groups.items()}
         self.scalers = {g: torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
                         for g in self.groups}
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 and world.is_main else None
+        self.replicas = GroupReplicas(self.model, self.groups, world)  # DDP per group; the model alone for 1 rank
         self.step = 0
         self.elapsed_before = 0.0  # wall seconds spent by earlier (resumed-from) processes
         self._stop_signal: str | None = None
@@ -192,7 +202,11 @@ class Trainer:
         except Exception as e:
             raise ValueError(f"{STATE} does not fit this run ({type(e).__name__}: {describe_error(e)})") from None
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint (rank 0; the other ranks wait for it and return None)."""
+        if not self.world.is_main:
+            barrier(self.world)
+            return None
         ema_model = self.ema.shadow if self.ema is not None else None
         path = save_checkpoint(self.run_dir, self.step, self.model, ema_model, self.state_dict(),
                                self.cfg.keep_checkpoints)  # a full disk: TrainingError, earlier ones intact
@@ -205,6 +219,7 @@ class Trainer:
                 raise TrainingError(f"no space left on device while writing the sampling weights into "
                                     f"{self.run_dir} ({free_bytes(self.run_dir)} bytes free); "
                                     f"checkpoint {path} is intact") from None
+        barrier(self.world)
         return path
 
     # ------------------------------------------------------------------ loop
@@ -215,19 +230,20 @@ class Trainer:
         accum = self.cfg.grad_accum
         opt.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
-        for _ in range(accum):
+        for i in range(accum):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
-            with self.precision.autocast():
-                out = self.model.losses(batch, groups=(group,))
-            loss = out[group].float()
-            value = loss.item()
-            if not math.isfinite(value):
-                last = latest_checkpoint(self.run_dir)
-                kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
-                raise TrainingError(
-                    f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
-                    f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
-            scaler.scale(loss / accum if accum > 1 else loss).backward(inputs=params)
+            with self.replicas.no_sync(group, last=i == accum - 1):  # all-reduce on the update's last batch only
+                with self.precision.autocast():
+                    out = self.replicas.losses(batch, group)
+                loss = out[group].float()
+                value = loss.item()
+                if not math.isfinite(value):
+                    last = latest_checkpoint(self.run_dir)
+                    kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+                    raise TrainingError(
+                        f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
+                        f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
+                scaler.scale(loss / accum if accum > 1 else loss).backward(inputs=params)
             logged[group] = logged.get(group, 0.0) + value / accum
             for k, v in out.items():
                 if k not in self.groups:
@@ -283,7 +299,7 @@ class Trainer:
     def _progress_bar(self) -> tqdm:
         cfg = self.cfg
         return tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                    disable=not cfg.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                    disable=not cfg.progress or not self.world.is_main, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                     desc=self.run_dir.name)
 
     def _show(self, bar: tqdm, losses: dict[str, float]) -> None:
@@ -312,22 +328,30 @@ class Trainer:
     def _periodic(self, logger: MetricsLogger, window: _Window) -> None:
         """Evaluation, samples and checkpoints due at the current step (the last step's come after the loop)."""
         cfg, step = self.cfg, self.step
+        due = False
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
             self.run_evaluation(logger)
             window.restart_clock()  # evaluation time is not training throughput
+            due = True
         if cfg.sample_every and step % cfg.sample_every == 0 and self.on_sample is not None:
             self.on_sample(self.sampling_model, step)
+            due = True
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
             self.save()
+            due = True
+        if due:
+            sync_rng(self.world)  # rank 0's hooks may have drawn from the RNG the training noise comes from
 
     def _stop_reason(self) -> str | None:
+        """Why to stop after this step, if at all; in a data-parallel job rank 0 decides for every rank."""
+        reason = None
         if self._stop_signal is not None:
-            return "interrupted"
-        if self._hook_stop:
-            return "stopped_by_hook"
-        if self.cfg.max_minutes and time.perf_counter() - self._t0 > self.cfg.max_minutes * 60:
-            return "max_minutes"
-        return None
+            reason = "interrupted"
+        elif self._hook_stop:
+            reason = "stopped_by_hook"
+        elif self.cfg.max_minutes and time.perf_counter() - self._t0 > self.cfg.max_minutes * 60:
+            reason = "max_minutes"
+        return agree(self.world, reason, STOP_REASONS)
 
     def fit(self, *, resume: bool = False) -> TrainResult:
         """Train until ``max_steps`` (or ``max_minutes``, or SIGINT/SIGTERM), then checkpoint."""
@@ -339,13 +363,15 @@ class Trainer:
         window = _Window()
         last: dict[str, float] = {}
         stopped = "max_steps"
-        logger, bar = MetricsLogger(self.run_dir), self._progress_bar()
+        logger = MetricsLogger(self.run_dir) if self.world.is_main else NullLogger()
+        bar = self._progress_bar()
         if resumed_from is not None:
             tqdm.write(f"resumed from {resumed_from} (step {self.step})", file=sys.stderr)
 
         def log_window(factor: float) -> dict[str, float]:
             """Log the window's means and throughput at the current step; returns the means."""
             means, throughput = window.flush(per_step, self.unit)
+            means = mean_scalars(self.world, means)  # the global batch's losses, not this rank's share
             logger.log(self.step, dict(means, lr=self.peak_lr[order[-1][0]] * factor, **throughput,
                                        elapsed_s=self.elapsed_before + time.perf_counter() - self._t0))
             self._show(bar, means)
@@ -354,7 +380,7 @@ class Trainer:
         self._show(bar, {})
         factor = lr_factor(self.step, cfg)
         try:
-            with self._graceful_stop():
+            with self._graceful_stop(), lost_rank(self.world, lambda: self.step):
                 while self.step < cfg.max_steps:
                     factor = self._step(order, window)
                     bar.update(1)
@@ -372,6 +398,7 @@ class Trainer:
                 ckpt = self.save()
                 if self.on_sample is not None and not (cfg.sample_every and self.step % cfg.sample_every == 0):
                     self.on_sample(self.sampling_model, self.step)
+                barrier(self.world)
         finally:
             bar.close()
             logger.close()
