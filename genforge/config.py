@@ -39,6 +39,7 @@ __all__ = [
 # Resource bounds checked up front, so an extreme value is refused before any work instead of hanging or crashing.
 MAX_STEPS = 10**9  # optimizer steps of one run
 MAX_BATCH = 65_536  # examples per training batch
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # where training metrics go besides metrics.jsonl
 MAX_THREADS = 1024  # torch intra-op threads (more than any machine has; torch crashes on absurd values)
 
 
@@ -121,9 +122,16 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every N steps (text: full validation loss; images: proxy FID); 0 = at the end only
     eval_samples: int = 2000  # images: generated samples for the proxy FID
     progress: bool = True
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # any of TRACKERS
+    tracking_uri: str | None = None  # MLflow: any tracking URI; None = sqlite file beside the run directory
+    experiment: str = "genforge"  # MLflow experiment / W&B project the runs are filed under
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives lists
+        unknown = [t for t in self.trackers if t not in TRACKERS]
+        _require(not unknown, f"trackers: unknown tracker(s) {unknown}; choose from {list(TRACKERS)}")
+        _require(len(set(self.trackers)) == len(self.trackers), f"trackers: {self.trackers} names one twice")
+        _require(bool(self.experiment), "experiment must not be empty")
         _require(0 < self.max_steps <= MAX_STEPS, f"max_steps must be in [1, {MAX_STEPS}], got {self.max_steps}")
         _require(0 < self.batch_size <= MAX_BATCH, f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
         _require(self.lr > 0, f"lr must be positive, got {self.lr}")

@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from genforge.rundir import RunDir
 
@@ -19,8 +19,9 @@ class MetricsLogger:
     ``step`` and wall-clock ``time`` (Unix seconds).
     """
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, *, tensorboard: bool = True, trackers: Sequence[Any] = ()) -> None:
         self.path = RunDir(run_dir).metrics_log
+        self.trackers = list(trackers)  # MLflow, W&B (genforge.training.trackers): every scalar, prefixed
         self._file = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
@@ -41,6 +42,8 @@ class MetricsLogger:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                     self._tb.add_scalar(f"{prefix}/{k}", v, step)
+        for tracker in self.trackers:
+            tracker.log_metrics(step, {f"{prefix}/{k}": v for k, v in values.items()})
 
     def close(self) -> None:
         self._file.close()

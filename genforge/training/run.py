@@ -21,10 +21,11 @@ from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overr
                              resolve_run_config, to_dict)
 from genforge.io import atomic_copy, atomic_write_text
 from genforge.models import FAMILIES, GenerativeModel, build, config_class
-from genforge.rundir import LOCK, RESTARTABLE, SAMPLE_SUFFIX, RunDir, RunDirError, RunLock
+from genforge.rundir import LOCK, RESTARTABLE, SAMPLE_SUFFIX, TOKENIZER, WEIGHTS, RunDir, RunDirError, RunLock
 from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
 from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
+from genforge.training.trackers import check_installed, open_trackers
 from genforge.training.distributed import World, broadcast, local_device, setup, teardown, world_from_env
 from genforge.training.precision import resolve_device
 from genforge.training.trainer import EvalReport, Trainer, TrainResult
@@ -214,6 +215,7 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
     else:
         raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
     cfg = resolve(raw)
+    check_installed(cfg.train.trackers)
     world = world_from_env()  # a launcher's (torchrun) data-parallel job, or one rank
     cfg.train.device = local_device(world, cfg.train.device)
     device = resolve_device(cfg.train.device)  # a device this machine lacks fails before anything is written
@@ -236,6 +238,12 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
             return _fit(task, cfg, data, run, resume, cache, on_eval, world)
     finally:
         teardown(world)
+
+
+def _artifacts(run: RunDir, task: str) -> list[Path]:
+    """What a tracker keeps of a finished run: the sample grids/texts, eval and best numbers, the model."""
+    model = [run.config, run.path / WEIGHTS, run.path / TOKENIZER, run.best.path]
+    return [run.samples(task), run.path / "samples", run.eval_json, run.best_json, *model]
 
 
 def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache: Path | None,
@@ -268,12 +276,22 @@ def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache
     main = world.is_main
     if not resume and main:
         save_model_dir(model, run.path)  # config.yaml + initial weights: the run is loadable from the start
+    t = cfg.train
+    trackers = open_trackers(t.trackers, run.path, resolved, t.tracking_uri, t.experiment) if main else []
     trainer = Trainer(model, cfg.train, batches, run.path, on_sample=on_sample if main else None,
                       on_save=(lambda m: save_model_dir(m, run.path)) if main else None,
                       evaluate=hooks.evaluate if main else None, best_metric=hooks.best_metric,
                       on_best=on_best if hooks.best_metric and main else None, on_eval=on_eval,
-                      examples_per_batch=hooks.examples_per_batch, unit=hooks.unit, world=world)
-    result = trainer.fit(resume=resume)
-    if main:
-        atomic_copy(run.step_samples(result.step, task.name), run.samples(task.name))  # fit's final samples
+                      examples_per_batch=hooks.examples_per_batch, unit=hooks.unit, world=world, trackers=trackers)
+    status = "FAILED"
+    try:
+        result = trainer.fit(resume=resume)
+        if main:
+            atomic_copy(run.step_samples(result.step, task.name), run.samples(task.name))  # fit's final samples
+        for tracker in trackers:
+            tracker.log_artifacts(_artifacts(run, task.name))
+        status = "FINISHED"
+    finally:
+        for tracker in trackers:
+            tracker.close(status)
     return TrainOutcome(run.path, cfg, trainer.sampling_model, result)

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -99,10 +99,11 @@ class Trainer:
                  run_dir: Path, *, on_sample: SampleHook | None = None, on_save: SaveHook | None = None,
                  evaluate: EvalHook | None = None, best_metric: str | None = None, on_best: BestHook | None = None,
                  on_eval: EvalReport | None = None, examples_per_batch: int | None = None, unit: str = "images",
-                 world: World = World()) -> None:
+                 world: World = World(), trackers: Sequence[Any] = ()) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.world = world
+        self.trackers = list(trackers)
         check_batch(world, cfg.batch_size)
         self.batches = ShardedBatches(batches, world) if world.distributed else batches
         self.on_sample = on_sample
@@ -363,7 +364,8 @@ class Trainer:
         window = _Window()
         last: dict[str, float] = {}
         stopped = "max_steps"
-        logger = MetricsLogger(self.run_dir) if self.world.is_main else NullLogger()
+        logger = MetricsLogger(self.run_dir, tensorboard="tensorboard" in cfg.trackers, trackers=self.trackers) \
+            if self.world.is_main else NullLogger()
         bar = self._progress_bar()
         if resumed_from is not None:
             tqdm.write(f"resumed from {resumed_from} (step {self.step})", file=sys.stderr)
