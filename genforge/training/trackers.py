@@ -48,12 +48,13 @@ class MLflowTracker:
     def __init__(self, run_dir: Path, params: dict[str, Any], uri: str | None, experiment: str) -> None:
         from mlflow.tracking import MlflowClient
 
-        root = run_dir.resolve().parent
-        self.uri = uri or f"sqlite:///{root / 'mlflow.db'}"
+        self.uri = uri or f"sqlite:///{run_dir.resolve().parent / 'mlflow.db'}"
         self.client = MlflowClient(self.uri)
         found = self.client.get_experiment_by_name(experiment)
+        # a local SQLite store keeps its artifacts beside it (not in ./mlruns of whatever the cwd is)
+        local = Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts" if self.uri.startswith("sqlite:///") else None
         exp_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=None if uri else (root / "mlartifacts").as_uri())
+            experiment, artifact_location=local.as_uri() if local else None)
         self.run_id = self.client.create_run(exp_id, run_name=run_dir.name,
                                              tags={"genforge.run_dir": str(run_dir.resolve())}).info.run_id
         from mlflow.entities import Param
