@@ -65,7 +65,7 @@ _SHARD = [0, 1]  # [rank, world size] of the running process
 
 
 def set_batch_shard(rank: int, world: int) -> None:
-    """Declare that this process holds rows ``[rank·b, (rank+1)·b)`` of every global training batch of ``world·b``."""
+    """Declare that this process holds rows ``[rank·b, (rank+1)·b)`` of every global training batch (``world·b``)."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, {world})")
     _SHARD[:] = [rank, world]
@@ -82,7 +82,8 @@ def _shard_draw(draw: Callable[[tuple[int, ...]], Tensor], shape: Sequence[int])
 
 
 def train_randn(shape: Sequence[int], device: torch.device | str) -> Tensor:
-    """Training noise: standard normal [B, ...] on ``device`` from the global RNG, this rank's rows of the global batch."""
+    """Training noise: standard normal [B, ...] on ``device`` from the global RNG; this rank's rows of the global
+    batch's draw."""
     return _shard_draw(lambda s: torch.randn(s, device=device), shape)
 
 

@@ -240,7 +240,8 @@ class Trainer:
                 value = loss.item()
                 if not math.isfinite(value):
                     last = latest_checkpoint(self.run_dir)
-                    kept = f"the last good checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+                    kept = f"the last good checkpoint {last} is intact" if last \
+                        else "no checkpoint had been written yet"
                     raise TrainingError(
                         f"step {self.step}: the {group!r} loss became {value}; stopping ({kept}). "
                         f"Try a lower train.lr, train.grad_clip > 0, or train.precision=fp32.")
@@ -300,7 +301,8 @@ class Trainer:
     def _progress_bar(self) -> tqdm:
         cfg = self.cfg
         return tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                    disable=not cfg.progress or not self.world.is_main, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                    disable=not cfg.progress or not self.world.is_main,
+                    mininterval=0.5 if sys.stderr.isatty() else 30.0,
                     desc=self.run_dir.name)
 
     def _show(self, bar: tqdm, losses: dict[str, float]) -> None:
