@@ -1,0 +1,316 @@
+"""Hyperparameter search over ``--set`` keys with Optuna (the body of ``genforge tune``).
+
+A search space maps recipe keys (``train.lr``, ``model.n_embd``) to distributions.
+Each trial is an ordinary run directory ``STUDY_DIR/trials/trial-NNNN`` trained by
+:func:`genforge.training.run.train`; intermediate evaluations feed Optuna's pruner
+through the trainer's ``on_eval`` hook. Several workers running the same command on
+one storage share the study and finish N trials between them. At the end each worker
+writes ``results.csv``, ``results.md``, ``best.yaml`` and the plots into STUDY_DIR.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from genforge.config import ConfigError, apply_overrides, dump_yaml
+from genforge.io import atomic_write_text
+from genforge.training.logger import read_metrics
+from genforge.training.run import load_recipe, resolve, train
+from genforge.training.trainer import TrainingError
+
+__all__ = ["TuneOutcome", "load_space", "metric_key", "tune"]
+
+TYPES = ("float", "int", "categorical")
+FIELDS = {"type", "low", "high", "log", "step", "choices"}
+SURPLUS = "surplus"  # user attribute of a trial asked after the study already held N
+
+
+@dataclass
+class TuneOutcome:
+    study_dir: Path
+    study: Any  # optuna.Study
+    ran: int  # trials this worker trained
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_spec(key: str, spec: Any) -> None:
+    """One distribution's fields; a bad one raises ConfigError naming the key."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"space {key!r}: expected a mapping like {{type: float, low: 0.1, high: 1}}")
+    unknown = sorted(set(spec) - FIELDS)
+    if unknown:
+        raise ConfigError(f"space {key!r}: unknown field(s) {unknown}; valid: {sorted(FIELDS)}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise ConfigError(f"space {key!r}: type must be one of {list(TYPES)}, got {kind!r}")
+    if kind == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise ConfigError(f"space {key!r}: categorical needs a non-empty list of choices")
+        return
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+        raise ConfigError(f"space {key!r}: {kind} needs numeric low and high, got {low!r} and {high!r}")
+    if low >= high:
+        raise ConfigError(f"space {key!r}: empty range (low {low} >= high {high})")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"space {key!r}: log needs low > 0, got {low}")
+    step = spec.get("step")
+    if step is not None and (spec.get("log") or not isinstance(step, (int, float)) or step <= 0):
+        raise ConfigError(f"space {key!r}: step must be a positive number without log, got {step!r}")
+
+
+def _example(spec: dict[str, Any]) -> Any:
+    """A value the distribution can suggest (to check that the recipe accepts the key)."""
+    if spec["type"] == "categorical":
+        return spec["choices"][0]
+    return int(spec["low"]) if spec["type"] == "int" else float(spec["low"])
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` whose value reads back as the same YAML scalar (``1.0e-05``, not the string ``1e-05``)."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def load_space(path: str | Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Read and validate a space YAML against the (overridden) raw recipe; errors are one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--space {path}: no such file")
+    try:
+        space = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--space {path} is not valid YAML: {e}") from None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"--space {path} must map recipe keys (e.g. train.lr) to distributions")
+    for key, spec in space.items():
+        _check_spec(str(key), spec)
+        try:
+            resolve(apply_overrides(raw, [override(str(key), _example(spec))]))
+        except ConfigError as e:
+            raise ConfigError(f"space {key!r}: {e}") from None
+    return {str(k): v for k, v in space.items()}
+
+
+def metric_key(metric: str) -> str:
+    """``eval/val/loss`` or ``val/loss`` → ``val/loss`` (the key the evaluation hook writes)."""
+    return metric.removeprefix("eval/")
+
+
+def _suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
+    if spec["type"] == "categorical":
+        return trial.suggest_categorical(key, spec["choices"])
+    kw = {"log": bool(spec.get("log", False))}
+    if spec.get("step") is not None:
+        kw["step"] = spec["step"]
+    if spec["type"] == "int":
+        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), **kw)
+    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), **kw)
+
+
+def final_value(run_dir: Path, key: str) -> float:
+    """The metric of the run's last evaluation record that has it; an unknown key is a ConfigError."""
+    records = read_metrics(run_dir)
+    with_key = [r for r in records if r.get(key) is not None]
+    if not with_key:
+        known = sorted({k for r in records if "eval_s" in r for k in r} - {"step", "time", "eval_s", "elapsed_s"})
+        raise ConfigError(f"--metric {key!r} is not written by this recipe's evaluation; its metrics: {known}")
+    return float(with_key[-1][key])
+
+
+def _open_study(name: str, storage: str, direction: str) -> Any:
+    """Create or load the shared study (retrying while another worker creates the same database)."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else {}
+    for attempt in range(10):
+        try:
+            store = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+            return optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction=direction,
+                                       sampler=optuna.samplers.TPESampler(),
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+        except Exception:  # noqa: BLE001  (a concurrent schema creation; the last attempt re-raises)
+            if attempt == 9:
+                raise
+            time.sleep(0.2 + 0.3 * attempt)
+
+
+def _taken(study: Any) -> list[int]:
+    """Numbers of the trials that count toward N: finished, pruned or running."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sorted(t.number for t in study.get_trials(deepcopy=False, states=states)
+                  if not t.user_attrs.get(SURPLUS))
+
+
+def _run_trial(trial: Any, space: dict, key: str, base: Sequence[str], train_kwargs: dict, run_dir: Path) -> float:
+    """Train one trial; raises optuna.TrialPruned when the pruner stopped it."""
+    import optuna
+
+    params = [override(k, _suggest(trial, k, spec)) for k, spec in space.items()]
+    trial.set_user_attr("run_dir", str(run_dir))
+
+    def on_eval(step: int, metrics: dict[str, float]) -> bool:
+        value = metrics.get(key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        trial.report(float(value), step)
+        return trial.should_prune()
+
+    outcome = train(**train_kwargs, overrides=[*base, *params], out=run_dir, progress=False, on_eval=on_eval)
+    value = final_value(outcome.run_dir, key)
+    if outcome.result.stopped == "stopped_by_hook":
+        raise optuna.TrialPruned(f"pruned at step {outcome.result.step}")
+    return value
+
+
+def _work(study: Any, n_trials: int, run_one) -> tuple[int, list[str]]:
+    """Ask and run trials until the study holds N; returns how many ran here and notes."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ran, failed, notes = 0, 0, []
+    while len(_taken(study)) < n_trials:
+        trial = study.ask()
+        if trial.number not in _taken(study)[:n_trials]:  # another worker took the last slot meanwhile
+            trial.set_user_attr(SURPLUS, True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        try:
+            value = run_one(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except TrainingError as e:  # e.g. a diverging learning rate: this trial fails, the search goes on
+            study.tell(trial, state=TrialState.FAIL)
+            failed += 1
+            notes.append(f"trial {trial.number} failed: {e}")
+            if failed > n_trials:
+                notes.append("stopped: more failed trials than N")
+                break
+            continue
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+        ran += 1
+    return ran, notes
+
+
+def _rows(study: Any) -> list[dict[str, Any]]:
+    """Every trial but surplus ones, best first: completed by value, then pruned, then the rest."""
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    order = {"COMPLETE": 0, "PRUNED": 1}
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+    trials.sort(key=lambda t: (order.get(t.state.name, 2), sign * t.value if t.value is not None else math.inf,
+                               t.number))
+    return [{"number": t.number, "state": t.state.name, "value": t.value,
+             "params": "; ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
+             "run_dir": t.user_attrs.get("run_dir", "")} for t in trials]
+
+
+def _write_tables(study: Any, study_dir: Path) -> None:
+    rows = _rows(study)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["number", "state", "value", "params", "run_dir"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(study_dir / "results.csv", buf.getvalue())
+    lines = [f"# Study {study.study_name} ({study.direction.name.lower()})", "",
+             "| trial | state | value | params | run dir |", "|---|---|---|---|---|"]
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.6g}"
+        lines.append(f"| {r['number']} | {r['state']} | {value} | {r['params']} | {r['run_dir']} |")
+    atomic_write_text(study_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _save_plot(ax: Any, path: Path) -> None:
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def _write_plots(study: Any, study_dir: Path, n_params: int) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    notes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        _save_plot(plot_optimization_history(study), study_dir / "history.png")
+        completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if completed >= 2 and n_params >= 1:
+            _save_plot(plot_param_importances(study), study_dir / "importances.png")
+        else:
+            notes.append(f"importances.png skipped: needs >= 2 completed trials and >= 1 param "
+                         f"(have {completed} and {n_params})")
+    return notes
+
+
+def _write_best(study: Any, study_dir: Path, base: Sequence[str], train_kwargs: dict) -> list[str]:
+    """``best.yaml``: the recipe with the best trial's params applied (``genforge train --config best.yaml``)."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return ["best.yaml skipped: no completed trial yet"]
+    params = [override(k, v) for k, v in best.params.items()]
+    raw, _ = load_recipe(train_kwargs.get("recipe"), config_file=train_kwargs.get("config_file"),
+                         overrides=[*base, *params], data_dir=train_kwargs.get("data_dir"))
+    tmp = study_dir / f".best.{os.getpid()}.yaml"
+    dump_yaml(raw, tmp)
+    os.replace(tmp, study_dir / "best.yaml")
+    return []
+
+
+def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric: str,
+         config_file: str | Path | None = None, overrides: Sequence[str] = (), data_dir: str | Path | None = None,
+         storage: str | None = None, study_name: str | None = None, out: str | Path | None = None,
+         direction: str = "minimize") -> TuneOutcome:
+    """Run (this worker's share of) a study of ``n_trials`` trials and write its reports.
+
+    Args:
+        recipe / config_file / overrides / data_dir: the base recipe, as for ``genforge train``.
+        space: YAML file mapping recipe keys to ``{type, low, high, log, step, choices}``.
+        metric: the evaluation key to optimise (``val/loss`` or ``eval/val/loss``).
+        storage: Optuna storage URL; default ``sqlite:///STUDY_DIR/study.db``.
+        study_name: default the recipe's name; out: STUDY_DIR, default ``studies/<study>``.
+    """
+    if n_trials < 1 or direction not in ("minimize", "maximize"):
+        raise ConfigError(f"need --trials >= 1 and --direction minimize|maximize, got {n_trials}, {direction!r}")
+    raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
+    resolve(raw)
+    dists = load_space(space, raw)
+    study_name = study_name or name
+    study_dir = Path(out) if out is not None else Path("studies") / study_name
+    (study_dir / "trials").mkdir(parents=True, exist_ok=True)
+    study = _open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction)
+    key = metric_key(metric)
+    train_kwargs = {"recipe": recipe, "config_file": config_file, "data_dir": data_dir}
+
+    def run_one(trial: Any) -> float:
+        run_dir = study_dir / "trials" / f"trial-{trial.number:04d}"
+        return _run_trial(trial, dists, key, list(overrides), train_kwargs, run_dir)
+
+    ran, notes = _work(study, n_trials, run_one)
+    _write_tables(study, study_dir)
+    notes += _write_best(study, study_dir, list(overrides), train_kwargs)
+    notes += _write_plots(study, study_dir, len(dists))
+    return TuneOutcome(study_dir, study, ran, notes)
