@@ -21,7 +21,8 @@ ALLOWED = {
     "tasks": BASE | {"models", "data", "metrics", "sampling", "evaluation"},
     "training": BASE | {"models", "data", "metrics", "sampling", "evaluation", "tasks"},
     "serve": BASE | {"models", "data", "metrics", "sampling", "tasks"},
-    "cli": BASE | {"models", "data", "metrics", "sampling", "evaluation", "tasks", "training", "serve"},
+    "export": BASE | {"models", "data", "metrics", "sampling", "tasks"},
+    "cli": BASE | {"models", "data", "metrics", "sampling", "evaluation", "tasks", "training", "serve", "export"},
 }
 
 

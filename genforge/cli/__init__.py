@@ -366,6 +366,7 @@ def cmd_evaluators(args) -> int:
 
 
 from genforge.cli.apps import APP_COMMANDS  # noqa: E402  (after the helpers it shares)
+from genforge.cli.export import _add_export  # noqa: E402
 from genforge.cli.serving import _add_serve  # noqa: E402
 from genforge.cli.tune import _add_tune  # noqa: E402
 
@@ -382,7 +383,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "compare": _add_compare,
             "evaluators": _add_evaluators, "recipes": _add_recipes, "datasets": _add_datasets, "serve": _add_serve,
-            "tune": _add_tune, **APP_COMMANDS}
+            "tune": _add_tune, "export": _add_export, **APP_COMMANDS}
 FAMILY_FLAG_COMMANDS = ("sample", "eval", *APP_COMMANDS)  # take the family's options as extra flags
 
 

@@ -215,6 +215,15 @@ class GenerativeModel(nn.Module):
 
         return declared_capabilities(self)
 
+    # ---- export
+    export_formats: ClassVar[tuple[str, ...]] = ("hf",)  # what ``genforge export`` can write for this family
+
+    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+        """The graphs ``genforge export --format onnx`` writes: name → (module, example inputs, input names,
+        output names, dynamic axes). The default raises: the family has no ONNX export."""
+        raise ValueError(f"family {self.family} cannot be exported to ONNX; formats it supports: "
+                         f"{', '.join(self.export_formats)}")
+
     # ---- training
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """Scalar losses keyed by parameter group.

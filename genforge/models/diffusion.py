@@ -133,6 +133,19 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         else:
             self.schedule = FlowSchedule(config.timesteps)
 
+    export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+
+    def onnx_graphs(self) -> dict[str, tuple[Any, ...]]:
+        """``denoiser``: x_t float32 [B, C, S, S], t float32 [B] (+ y int64 [B] when conditional; K = no label)
+        → the U-Net's prediction float32 [B, C, S, S] (no guidance: the caller mixes two passes)."""
+        c, s = self.config.channels, self.config.image_size
+        x = torch.randn(2, c, s, s, device=self.device)
+        t = torch.tensor([1.0, float(self.config.timesteps // 2)], device=self.device)
+        inputs = (x, t, torch.zeros(2, dtype=torch.long, device=self.device)) if self.num_classes else (x, t)
+        names = ["x_t", "t", "y"][:len(inputs)]
+        axes = {n: {0: "batch"} for n in [*names, "output"]}
+        return {"denoiser": (self.unet, inputs, names, ["output"], axes)}
+
     # ---- training
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """MSE of the prediction (ε, v or velocity) at a random time per image; noise from the global RNG."""

@@ -262,6 +262,16 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
         with eval_mode(self.generator):
             return ((self.generator(z, y).float() + 1) / 2).clamp(0, 1)
 
+    export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+
+    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+        """``generator``: z float32 [B, Z] (+ y int64 [B] when conditional) → image float32 [B, C, S, S] in [-1, 1]."""
+        z = torch.randn(2, self.config.z_dim, device=self.device)
+        inputs = (z, torch.zeros(2, dtype=torch.long, device=self.device)) if self.num_classes else (z,)
+        names = ["z", "y"][:len(inputs)]
+        axes = {n: {0: "batch"} for n in [*names, "image"]}
+        return {"generator": (self.generator, inputs, names, ["image"], axes)}
+
     @torch.no_grad()
     def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
         self.parse_sample_options(options)

@@ -158,6 +158,27 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
             z = torch.cat([z, label_vectors(y, self.num_classes).to(z.dtype)], dim=1)
         return self.decoder(z)
 
+    export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+
+    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+        """``decoder``: z float32 [B, L] (+ y int64 [B] when conditional) → decoder output float32 [B, C, S, S]
+        (logits for a Bernoulli decoder, the mean for a Gaussian one; :meth:`decode`)."""
+        model = self
+
+        class Decoder(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.vae = model
+
+            def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+                return self.vae.decode(z, y)
+
+        z = torch.randn(2, self.config.latent_dim, device=self.device)
+        inputs = (z, torch.zeros(2, dtype=torch.long, device=self.device)) if self.num_classes else (z,)
+        names = ["z", "y"][:len(inputs)]
+        axes = {n: {0: "batch"} for n in [*names, "output"]}
+        return {"decoder": (Decoder(), inputs, names, ["output"], axes)}
+
     def _log_sigma(self) -> Tensor:
         return self.log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)[:, None, None]  # [C, 1, 1]
 

@@ -1,0 +1,62 @@
+"""``genforge export``: a trained run as ONNX graphs or a Hugging Face-style model folder.
+
+    >>> export_run("runs/digits-dcgan", "onnx")           # runs/digits-dcgan/export-onnx/generator.onnx + verify.json
+    >>> export_run("runs/shakespeare-char", "hf", out="hub/char-gpt")
+
+Which graphs a family has is declared by the family (``GenerativeModel.onnx_graphs``);
+this layer loads the run, writes the files and checks every graph against PyTorch.
+Layer: imports base, models, data, sampling and tasks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genforge.config import ConfigError
+from genforge.rundir import RunDir
+
+FORMATS = ("onnx", "hf")
+TOLERANCE = 1e-4  # max |onnxruntime − torch| allowed at export time
+
+__all__ = ["FORMATS", "TOLERANCE", "ExportError", "export_run", "output_dir"]
+
+
+class ExportError(ConfigError):
+    """The run cannot be exported as asked (unknown format, a family without it, an existing output)."""
+
+
+def output_dir(run_dir: str | Path, fmt: str, out: str | Path | None) -> Path:
+    """``out``, or ``RUN/export-FORMAT``; an existing non-empty folder (or a file) is an :class:`ExportError`."""
+    path = Path(out) if out is not None else Path(run_dir) / f"export-{fmt}"
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ExportError(f"export folder {path} already exists and is not empty; choose another --out "
+                          f"(nothing was changed)")
+    return path
+
+
+def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) -> Path:
+    """Export the run at ``run_dir`` as ``fmt`` (``onnx`` or ``hf``) into ``out``; returns the folder."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
+    run = RunDir(run_dir)
+    run.require()
+    from genforge.models import load
+
+    model = load(run.path).eval()
+    if fmt not in type(model).export_formats:
+        if fmt == "onnx":
+            model.onnx_graphs()  # raises the family's own error
+        raise ExportError(f"family {model.family} cannot be exported as {fmt}; formats it supports: "
+                          f"{', '.join(type(model).export_formats)}")
+    path = output_dir(run.path, fmt, out)
+    if fmt == "onnx":
+        from genforge.export.onnx import export_onnx
+
+        export_onnx(model, path)
+    else:
+        from genforge.export.hf import export_hf
+
+        export_hf(model, run.path, path)
+    return path
+
+

@@ -1,0 +1,130 @@
+"""``genforge export``: ONNX graphs equal PyTorch (≤ 1e-4), GPT KV-cache decoding equals genforge's sampling,
+the hf folder's contents, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+
+from genforge.cli import main  # noqa: E402
+from genforge.export import export_run  # noqa: E402
+from genforge.models import build, config_class, load  # noqa: E402
+from genforge.models.capabilities import next_tokens  # noqa: E402
+
+FAST = ["train.max_steps=2", "train.checkpoint_every=2", "train.sample_every=2", "train.log_every=1",
+        "train.eval_samples=16"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    from genforge.training.run import train
+
+    root = tmp_path_factory.mktemp("export")
+    corpus = root / "corpus.txt"
+    corpus.write_text("".join(f"line {i % 17} of a small corpus, with words.\n" for i in range(300)), encoding="utf-8")
+    extra = {"tiny-gpt": [f"data.name=text:{corpus}"], "tiny-diffusion": ["sample.n=2"]}
+    out = {}
+    for recipe in ("tiny-gan", "tiny-vae", "tiny-diffusion", "tiny-gpt"):
+        out[recipe] = root / recipe
+        train(recipe, overrides=[*FAST, *extra.get(recipe, [])], out=out[recipe], progress=False)
+    out["tiny-sr"] = root / "tiny-sr"  # an untrained superres model (the family has no ONNX graphs)
+    sr = build(config_class("superres")(family="superres", channels=1, image_size=8, factors=[2], width=8))
+    sr.save_pretrained(out["tiny-sr"], run_config={"task": "image"})
+    return out
+
+
+def _session(path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("recipe,graph", [("tiny-gan", "generator"), ("tiny-vae", "decoder"),
+                                          ("tiny-diffusion", "denoiser"), ("tiny-gpt", "decoder")])
+def test_onnx_graph_equals_pytorch(runs, tmp_path, recipe, graph):
+    out = export_run(runs[recipe], "onnx", out=tmp_path / "onnx")
+    report = json.loads((out / "verify.json").read_text())
+    assert report["graphs"][graph]["max_abs_diff"] <= 1e-4
+    model = load(runs[recipe]).eval()
+    module, inputs, names, _, _ = model.onnx_graphs()[graph]
+    inputs = tuple(t.repeat(3, *[1] * (t.ndim - 1)) if recipe != "tiny-gpt" else t for t in inputs)  # batch 6
+    with torch.no_grad():
+        want = module(*inputs)
+    want = want if isinstance(want, tuple) else (want,)
+    got = _session(out / f"{graph}.onnx").run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    for g, w in zip(got, want):
+        assert g.shape == tuple(w.shape)
+        assert float(abs(torch.from_numpy(g) - w).max()) <= 1e-4
+
+
+def _onnx_generate(session, model, prompt: torch.Tensor, steps: int, seed: int, temperature: float) -> list[int]:
+    """Decode with the ONNX graph and its KV cache, drawing tokens with genforge's own ``next_tokens``."""
+    cfg = model.config
+    past = torch.zeros(cfg.n_layer, 1, cfg.n_head, 0, cfg.n_embd // cfg.n_head).numpy()
+    k, v, feed, out = past, past.copy(), prompt[None].numpy(), []
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        logits, k, v = session.run(None, {"tokens": feed, "past_keys": k, "past_values": v})
+        nxt = next_tokens(torch.from_numpy(logits[:, -1]).float(), generator, temperature=temperature)
+        out.append(int(nxt[0]))
+        feed = nxt[:, None].numpy()
+    return out
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_gpt_onnx_kv_cache_generation_equals_genforge(runs, tmp_path, temperature):
+    out = export_run(runs["tiny-gpt"], "onnx", out=tmp_path / "onnx")
+    model = load(runs["tiny-gpt"]).eval()
+    prompt = torch.tensor([1, 2, 3, 4], dtype=torch.long)
+    steps = 20  # 4 + 20 ≤ block_size 32: no sliding window
+    want = model.generate_stream(prompt[None], steps, temperature=temperature,
+                                 generator=torch.Generator().manual_seed(7))
+    want = [int(t[0]) for t in want]
+    assert _onnx_generate(_session(out / "decoder.onnx"), model, prompt, steps, 7, temperature) == want
+
+
+def test_hf_folder(runs, tmp_path, capsys):
+    gpt = tmp_path / "gpt-hf"
+    assert main(["export", str(runs["tiny-gpt"]), "--format", "hf", "--out", str(gpt)]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "samples.txt"} <= \
+        {p.name for p in gpt.iterdir()}
+    cfg = json.loads((gpt / "config.json").read_text())
+    assert cfg["family"] == "gpt" and cfg["model"]["n_layer"] == 2 and "genforge_version" in cfg
+    card = (gpt / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: genforge\n") and "## Recipe" in card and "family: gpt" in card
+    assert (gpt / "model.safetensors").read_bytes() == (runs["tiny-gpt"] / "model.safetensors").read_bytes()
+    # an image run, with an evaluation on record, into the default folder
+    gan = runs["tiny-gan"]
+    (gan / "eval.json").write_text(json.dumps({"results": [
+        {"metric": "fid", "value": 12.5, "std": None, "protocol_id": "x", "protocol": {"n": 100}}]}))
+    try:
+        assert main(["export", str(gan), "--format", "hf"]) == 0
+    finally:
+        (gan / "eval.json").unlink()
+    hf = gan / "export-hf"
+    assert (hf / "samples.png").read_bytes() == (gan / "samples.png").read_bytes()
+    card = (hf / "README.md").read_text()
+    assert "| fid | 12.5 |" in card and '"n": 100' in card and "![samples](samples.png)" in card
+    assert not (hf / "tokenizer.json").exists()
+
+
+def fail(capsys, argv: list[str], pattern: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert pattern in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_errors(runs, tmp_path, capsys):
+    fail(capsys, ["export", str(runs["tiny-gan"]), "--format", "tflite"], "unknown export format 'tflite'")
+    fail(capsys, ["export", str(runs["tiny-sr"]), "--format", "onnx", "--out", str(tmp_path / "x")],
+         "family superres cannot be exported to ONNX; formats it supports: hf")
+    assert not (tmp_path / "x").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    fail(capsys, ["export", str(runs["tiny-gan"]), "--format", "onnx", "--out", str(busy)], "not empty")
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    fail(capsys, ["export", str(tmp_path / "nope"), "--format", "hf"], "nope")
