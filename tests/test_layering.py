@@ -53,6 +53,7 @@ def internal_imports(source: str, module: str) -> set[str]:
 
 def violations(source: str, module: str) -> list[str]:
     own = layer_of(module)
+    own = "cli" if own == "__main__" else own  # ``python -m genforge`` is the command line
     if own is None:
         return []
     bad = []
