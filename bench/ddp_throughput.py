@@ -71,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     busy = require_idle()
     rnd = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog while seven cats watch from home".split()
+    words = "the quick brown fox jumps over a lazy dog while ROMEO: JULIET: ABCDEFGHIJKLMNOPQRSTUVWXYZ,.!?\n".split(" ")
     kinds = ("1 proc", "2 procs", "1 proc, half batch")
     rates: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as d:
