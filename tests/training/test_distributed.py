@@ -136,6 +136,7 @@ def test_two_processes_equal_one(recipe, one_process, corpus, tmp_path):
     assert len(steps) == STEPS // 10
 
 
+@pytest.mark.slow  # run with -m slow (the default suite keeps the 2 = 1 checks)
 def test_kill_and_resume_equal_one(one_process, corpus, tmp_path):
     out = tmp_path / "killed"
     args = _args("tiny-vae", out, corpus, ["train.checkpoint_every=10"])
@@ -151,6 +152,7 @@ def test_kill_and_resume_equal_one(one_process, corpus, tmp_path):
     assert _relative_difference(_weights(out), _weights(one_process["tiny-vae"])) < 1e-5
 
 
+@pytest.mark.slow  # run with -m slow (the default suite keeps the 2 = 1 checks)
 def test_two_nodes_equal_one(one_process, corpus, tmp_path):
     out, port = tmp_path / "nodes", _free_port()
     args = _args("tiny-diffusion", out, corpus)
@@ -161,6 +163,7 @@ def test_two_nodes_equal_one(one_process, corpus, tmp_path):
     assert _relative_difference(_weights(out), _weights(one_process["tiny-diffusion"]), invariant) < 1e-5
 
 
+@pytest.mark.slow  # run with -m slow (the default suite keeps the 2 = 1 checks)
 def test_gan_generator_and_discriminator_wrapped_separately(corpus, tmp_path):
     """The GAN trains data-parallel (its BatchNorm statistics are per rank on CPU, so no equality claim)."""
     out = tmp_path / "gan"
