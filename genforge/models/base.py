@@ -29,6 +29,10 @@ from genforge.rundir import WEIGHTS as WEIGHTS_FILE
 Batch = dict[str, Tensor]
 
 
+# name → (module, example inputs, input names, output names, dynamic axes): what ``onnx_graphs`` returns
+OnnxGraphs = dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]
+
+
 @dataclass(kw_only=True)
 class ModelConfig:
     """Fields every family config has. ``family`` is the registry key.
@@ -218,7 +222,7 @@ class GenerativeModel(nn.Module):
     # ---- export
     export_formats: ClassVar[tuple[str, ...]] = ("hf",)  # what ``genforge export`` can write for this family
 
-    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+    def onnx_graphs(self) -> OnnxGraphs:
         """The graphs ``genforge export --format onnx`` writes: name → (module, example inputs, input names,
         output names, dynamic axes). The default raises: the family has no ONNX export."""
         raise ValueError(f"family {self.family} cannot be exported to ONNX; formats it supports: "

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genforge.models import rng
-from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, SampleOptions, eval_mode,
-                                  labels_for, unpack_image_batch)
+from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, OnnxGraphs, SampleOptions,
+                                  eval_mode, labels_for, unpack_image_batch)
 from genforge.models.capabilities import ImageModel, Inpaints, Inverts
 from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
@@ -135,7 +135,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
-    def onnx_graphs(self) -> dict[str, tuple[Any, ...]]:
+    def onnx_graphs(self) -> OnnxGraphs:
         """``denoiser``: x_t float32 [B, C, S, S], t float32 [B] (+ y int64 [B] when conditional; K = no label)
         → the U-Net's prediction float32 [B, C, S, S] (no guidance: the caller mixes two passes)."""
         c, s = self.config.channels, self.config.image_size

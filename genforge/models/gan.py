@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from genforge.models import rng
 from genforge.models.base import (
     Batch,
+    OnnxGraphs,
     GenerativeModel,
     ImageModelConfig,
     eval_mode,
@@ -264,8 +265,9 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
-    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
-        """``generator``: z float32 [B, Z] (+ y int64 [B] when conditional) → image float32 [B, C, S, S] in [-1, 1]."""
+    def onnx_graphs(self) -> OnnxGraphs:
+        """``generator``: z float32 [B, Z] (+ y int64 [B] when conditional) → image float32 [B, C, S, S]
+        in [-1, 1]."""
         z = torch.randn(2, self.config.z_dim, device=self.device)
         inputs = (z, torch.zeros(2, dtype=torch.long, device=self.device)) if self.num_classes else (z,)
         names = ["z", "y"][:len(inputs)]

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genforge.models.base import Batch, GenerativeModel, Likelihood, ModelConfig, eval_mode
+from genforge.models.base import Batch, OnnxGraphs, GenerativeModel, Likelihood, ModelConfig, eval_mode
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
-from genforge.models.kv_cache import KVCache, SlotCache
+from genforge.models.kv_cache import ConcatCacheDecoder, KVCache, SlotCache
 
 
 @dataclass(kw_only=True)
@@ -253,49 +253,22 @@ class GPT(GenerativeModel, LanguageModel):
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
-    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+    def onnx_graphs(self) -> OnnxGraphs:
         """``decoder``: one step with a concatenating key/value cache.
 
         Inputs: tokens int64 [B, T], past_keys and past_values float32 [L, B, H, P, D] (P = 0 for a prompt).
         Outputs: logits float32 [B, T, V], present_keys and present_values [L, B, H, P + T, D].
         Positions P + T must stay within ``block_size`` (the caller slides the window).
         """
-        cfg, model = self.config, self
-
-        class CachedDecoder(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.gpt = model
-
-            def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-                B, T = tokens.shape
-                P = past_k.shape[3]
-                tr = self.gpt.transformer
-                pos = torch.arange(T, device=tokens.device) + P  # (T,)
-                x = tr.wte(tokens) + tr.wpe(pos)  # (B, T, C)
-                mask = torch.arange(T + P, device=tokens.device)[None, :] <= pos[:, None]  # (T, P + T)
-                keys, values = [], []
-                for i, block in enumerate(tr.h):
-                    attn = block.attn
-                    C = x.shape[-1]
-                    q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
-                    q, k, v = (a.reshape(B, T, cfg.n_head, C // cfg.n_head).transpose(1, 2) for a in (q, k, v))
-                    k, v = torch.cat([past_k[i], k], dim=2), torch.cat([past_v[i], v], dim=2)  # (B, H, P+T, D)
-                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                    x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
-                    x = x + block.mlp(block.ln_2(x))
-                    keys.append(k)
-                    values.append(v)
-                return self.gpt.lm_head(tr.ln_f(x)), torch.stack(keys), torch.stack(values)
-
+        cfg = self.config
         d = cfg.n_embd // cfg.n_head
         tokens = torch.zeros(1, 3, dtype=torch.long, device=self.device)
         past = torch.randn(cfg.n_layer, 1, cfg.n_head, 2, d, device=self.device)
         axes = {"tokens": {0: "batch", 1: "new"}, "past_keys": {1: "batch", 3: "past"},
                 "past_values": {1: "batch", 3: "past"}, "logits": {0: "batch", 1: "new"},
                 "present_keys": {1: "batch", 3: "total"}, "present_values": {1: "batch", 3: "total"}}
-        return {"decoder": (CachedDecoder(), (tokens, past, past.clone()), ["tokens", "past_keys", "past_values"],
-                            ["logits", "present_keys", "present_values"], axes)}
+        inputs, outputs = ["tokens", "past_keys", "past_values"], ["logits", "present_keys", "present_values"]
+        return {"decoder": (ConcatCacheDecoder(self), (tokens, past, past.clone()), inputs, outputs, axes)}
 
     def _split(self, batch: Batch) -> tuple[Tensor, Tensor]:
         x = batch["x"]

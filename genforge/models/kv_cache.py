@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def _kv_shape(config: Any, rows: int) -> tuple[int, int, int, int, int]:
@@ -42,3 +44,35 @@ class SlotCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+
+
+class ConcatCacheDecoder(nn.Module):
+    """A GPT step whose cache is passed in and returned (the ONNX graph of ``GPT.onnx_graphs``).
+
+    ``forward(tokens int64 [B, T], past_k, past_v float [L, B, H, P, D])`` → (logits [B, T, V],
+    present_k, present_v [L, B, H, P + T, D]); P + T must stay within ``block_size``.
+    """
+
+    def __init__(self, gpt: nn.Module) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, tokens: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T = tokens.shape
+        P, H = past_k.shape[3], self.gpt.config.n_head
+        tr = self.gpt.transformer
+        pos = torch.arange(T, device=tokens.device) + P  # [T]
+        x = tr.wte(tokens) + tr.wpe(pos)  # [B, T, C]
+        mask = torch.arange(T + P, device=tokens.device)[None, :] <= pos[:, None]  # [T, P + T]
+        keys, values = [], []
+        for i, block in enumerate(tr.h):
+            attn, C = block.attn, x.shape[-1]
+            q, k, v = attn.c_attn(block.ln_1(x)).split(C, dim=2)
+            q, k, v = (a.reshape(B, T, H, C // H).transpose(1, 2) for a in (q, k, v))  # [B, H, T, D]
+            k, v = torch.cat([past_k[i], k], dim=2), torch.cat([past_v[i], v], dim=2)  # [B, H, P + T, D]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+            x = x + block.mlp(block.ln_2(x))
+            keys.append(k)
+            values.append(v)
+        return self.gpt.lm_head(tr.ln_f(x)), torch.stack(keys), torch.stack(values)

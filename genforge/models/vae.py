@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from genforge.models import rng
 from genforge.models.base import (
     Batch,
+    OnnxGraphs,
     GenerativeModel,
     ImageModelConfig,
     Likelihood,
@@ -160,7 +161,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
-    def onnx_graphs(self) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], list[str], list[str], dict[str, dict[int, str]]]]:
+    def onnx_graphs(self) -> OnnxGraphs:
         """``decoder``: z float32 [B, L] (+ y int64 [B] when conditional) → decoder output float32 [B, C, S, S]
         (logits for a Bernoulli decoder, the mean for a Gaussian one; :meth:`decode`)."""
         model = self
