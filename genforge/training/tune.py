@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from genforge.config import ConfigError, apply_overrides, dump_yaml
+from genforge.config import ConfigError, apply_overrides, dump_yaml, load_yaml
 from genforge.io import atomic_write_text
 from genforge.training.logger import read_metrics
 from genforge.training.run import load_recipe, resolve, train
@@ -85,12 +85,10 @@ def override(key: str, value: Any) -> str:
 def load_space(path: str | Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Read and validate a space YAML against the (overridden) raw recipe; errors are one ConfigError line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--space {path}: no such file")
     try:
-        space = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--space {path} is not valid YAML: {e}") from None
+        space = load_yaml(path)
+    except ConfigError as e:
+        raise ConfigError(f"--space: {e}") from None
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"--space {path} must map recipe keys (e.g. train.lr) to distributions")
     for key, spec in space.items():
