@@ -54,6 +54,7 @@ EVAL_MD = "eval.md"
 LOCK = ".lock"  # held (flock) by the process training into the run; records its pid, host and start
 SAMPLES_STEM = "samples"
 SAMPLE_SUFFIX = {"image": ".png", "text": ".txt"}  # the file type each task writes its samples as
+TRIALS_DIR = "trials"  # in a study folder (``genforge tune``): one run directory per trial
 
 
 class RunDirError(RuntimeError):
@@ -66,6 +67,16 @@ RUN_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, CHECKPOI
 # What a run that never wrote a checkpoint leaves behind: nothing trained (the weights are those of step 0).
 RESTARTABLE = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, SAMPLES_DIR, CHECKPOINTS_DIR, LOCK,
                          *(f"{SAMPLES_STEM}{s}" for s in SAMPLE_SUFFIX.values())})
+
+
+def study_trials(path: str | Path) -> list[Path] | None:
+    """The trial run directories of a study folder (``genforge tune --out``), by name; None when ``path`` is a
+    run directory itself or has no ``trials/`` folder."""
+    path = Path(path)
+    trials = path / TRIALS_DIR
+    if (path / CONFIG).is_file() or not trials.is_dir():
+        return None
+    return sorted(p for p in trials.iterdir() if p.is_dir() and (p / CONFIG).is_file())
 
 
 def run_file_owner(path: str | Path) -> Path | None:

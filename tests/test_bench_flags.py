@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,21 @@ def run(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
 
 
+@pytest.fixture(scope="module")
+def empty_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("nodata")
+
+
+@pytest.fixture(scope="module")
+def ran(empty_dir) -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    """(script, "help" | "nodata") → its run; two at a time, since each call mostly waits for torch to import."""
+    calls = {(s, "help"): (str(BENCH / s), "--help") for s in SCRIPTS}
+    calls |= {(s, "nodata"): (str(BENCH / s), "--data-dir", str(empty_dir)) for s in DATA_SCRIPTS}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(run, *argv) for key, argv in calls.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
 def test_data_scripts_are_the_ones_with_data_dir():
     """Every script that takes --data-dir is tested below, and none hard-codes the shared data folder."""
     with_flag = {name for name in SCRIPTS if "add_data_dir(" in (BENCH / name).read_text()}
@@ -39,20 +55,20 @@ def test_data_scripts_are_the_ones_with_data_dir():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help(script):
-    proc = run(str(BENCH / script), "--help")
+def test_help(script, ran):
+    proc = ran[script, "help"]
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: ")
 
 
 @pytest.mark.parametrize("script", sorted(DATA_SCRIPTS))
-def test_missing_data_exits_2_with_one_line(script, tmp_path):
-    proc = run(str(BENCH / script), "--data-dir", str(tmp_path))
+def test_missing_data_exits_2_with_one_line(script, ran, empty_dir):
+    proc = ran[script, "nodata"]
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout == ""  # nothing started: no idle check, no timing
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"{script}: {DATA_SCRIPTS[script]} not found: {tmp_path} lacks ")
+    assert lines[0].startswith(f"{script}: {DATA_SCRIPTS[script]} not found: {empty_dir} lacks ")
     assert "pass --data-dir DIR" in lines[0]
 
 

@@ -177,9 +177,10 @@ def _add_compare(sub) -> None:
                        description="Read each run's eval.json, metrics.jsonl and samples, and write "
                                    "leaderboard.md and leaderboard.html (plots and sample grids embedded). A metric "
                                    "ranks only runs measured under the same protocol; the others are flagged with "
-                                   "the reason.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or --samples eval folders)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent)")
+                                   "the reason. A study folder of `genforge tune` stands for all its trials.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directories, study folders (their trials) or --samples eval folders")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the runs' common parent; a study itself)")
     p.add_argument("--overwrite", action="store_true", help="replace leaderboard files that exist in --out")
     p.set_defaults(func=cmd_compare)
 

@@ -13,8 +13,9 @@ def _add_tune(sub) -> None:
                        description="Search a recipe's hyperparameters: each trial is a normal run directory "
                                    "STUDY_DIR/trials/trial-NNNN; intermediate evaluations prune bad trials. "
                                    "Workers running the same command on one --storage share the study and finish "
-                                   "--trials between them. Writes results.csv, results.md, best.yaml, history.png "
-                                   "and importances.png into STUDY_DIR. Needs: pip install 'genforge[tune]'.",
+                                   "--trials between them. Writes results.csv, results.md, best.yaml, history.png, "
+                                   "importances.png and the trials' leaderboard.md/.html into STUDY_DIR. Needs: "
+                                   "pip install 'genforge[tune]'.",
                        epilog="example:\n  printf 'train.lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}\\n'"
                               " > space.yaml\n  genforge tune tiny-gpt --space space.yaml --trials 20 "
                               "--metric val/loss\n  genforge train --config studies/tiny-gpt/best.yaml")
@@ -58,4 +59,6 @@ def cmd_tune(args) -> int:
         print(f"best          : trial {best.number}, {args.metric} {best.value:.6g}, {best.params}")
         print(f"next          : genforge train --config {o.study_dir / 'best.yaml'}")
     print(f"results       : {o.study_dir / 'results.md'}")
+    if (o.study_dir / "leaderboard.md").is_file():
+        print(f"trials        : {o.study_dir / 'leaderboard.md'} (genforge compare {o.study_dir})")
     return 0

@@ -5,7 +5,9 @@ Each trial is an ordinary run directory ``STUDY_DIR/trials/trial-NNNN`` trained 
 :func:`genforge.training.run.train`; intermediate evaluations feed Optuna's pruner
 through the trainer's ``on_eval`` hook. Several workers running the same command on
 one storage share the study and finish N trials between them. At the end each worker
-writes ``results.csv``, ``results.md``, ``best.yaml`` and the plots into STUDY_DIR.
+writes ``results.csv``, ``results.md``, ``best.yaml``, the plots and the trials'
+leaderboard (``leaderboard.md``/``.html``, as ``genforge compare STUDY_DIR`` writes it)
+into STUDY_DIR.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import yaml
 
 from genforge.config import ConfigError, apply_overrides, dump_yaml, load_yaml
+from genforge.evaluation.compare import compare_runs
 from genforge.io import atomic_write_text
+from genforge.rundir import TRIALS_DIR, study_trials
 from genforge.training.logger import read_metrics
 from genforge.training.run import load_recipe, resolve, train
 from genforge.training.trainer import TrainingError
@@ -100,9 +104,19 @@ def load_space(path: str | Path, raw: dict[str, Any]) -> dict[str, dict[str, Any
     return {str(k): v for k, v in space.items()}
 
 
-def metric_key(metric: str) -> str:
-    """``eval/val/loss`` or ``val/loss`` → ``val/loss`` (the key the evaluation hook writes)."""
-    return metric.removeprefix("eval/")
+def metric_key(metric: str, keys: Iterable[str]) -> str | None:
+    """The key among ``keys`` (one evaluation's) that ``--metric`` names, or None.
+
+    ``val/loss`` and ``eval/val/loss`` both name ``val/loss``; ``eval/fid`` (or ``fid``) names the proxy FID
+    ``eval/fid@<n>`` when exactly one such key is there.
+    """
+    keys = list(keys)
+    names = [metric, metric.removeprefix("eval/"), f"eval/{metric}"]
+    exact = next((n for n in names if n in keys), None)
+    if exact is not None:
+        return exact
+    sized = [k for k in keys if any(k.startswith(f"{n}@") for n in names)]
+    return sized[0] if len(sized) == 1 else None
 
 
 def _suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
@@ -116,14 +130,15 @@ def _suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
     return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), **kw)
 
 
-def final_value(run_dir: Path, key: str) -> float:
-    """The metric of the run's last evaluation record that has it; an unknown key is a ConfigError."""
+def final_value(run_dir: Path, metric: str) -> float:
+    """``metric`` in the run's last evaluation record that has it; one that none has is a ConfigError."""
     records = read_metrics(run_dir)
-    with_key = [r for r in records if r.get(key) is not None]
-    if not with_key:
-        known = sorted({k for r in records if "eval_s" in r for k in r} - {"step", "time", "eval_s", "elapsed_s"})
-        raise ConfigError(f"--metric {key!r} is not written by this recipe's evaluation; its metrics: {known}")
-    return float(with_key[-1][key])
+    for r in reversed(records):
+        key = metric_key(metric, r)
+        if key is not None and isinstance(r[key], (int, float)):
+            return float(r[key])
+    known = sorted({k for r in records if "eval_s" in r for k in r} - {"step", "time", "eval_s", "elapsed_s"})
+    raise ConfigError(f"--metric {metric!r} is not written by this recipe's evaluation; its metrics: {known}")
 
 
 def _open_study(name: str, storage: str, direction: str) -> Any:
@@ -152,7 +167,7 @@ def _taken(study: Any) -> list[int]:
                   if not t.user_attrs.get(SURPLUS))
 
 
-def _run_trial(trial: Any, space: dict, key: str, base: Sequence[str], train_kwargs: dict, run_dir: Path) -> float:
+def _run_trial(trial: Any, space: dict, metric: str, base: Sequence[str], train_kwargs: dict, run_dir: Path) -> float:
     """Train one trial; raises optuna.TrialPruned when the pruner stopped it."""
     import optuna
 
@@ -160,14 +175,15 @@ def _run_trial(trial: Any, space: dict, key: str, base: Sequence[str], train_kwa
     trial.set_user_attr("run_dir", str(run_dir))
 
     def on_eval(step: int, metrics: dict[str, float]) -> bool:
-        value = metrics.get(key)
+        key = metric_key(metric, metrics)
+        value = metrics.get(key) if key is not None else None
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         trial.report(float(value), step)
         return trial.should_prune()
 
     outcome = train(**train_kwargs, overrides=[*base, *params], out=run_dir, progress=False, on_eval=on_eval)
-    value = final_value(outcome.run_dir, key)
+    value = final_value(outcome.run_dir, metric)
     if outcome.result.stopped == "stopped_by_hook":
         raise optuna.TrialPruned(f"pruned at step {outcome.result.step}")
     return value
@@ -287,7 +303,7 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
     Args:
         recipe / config_file / overrides / data_dir: the base recipe, as for ``genforge train``.
         space: YAML file mapping recipe keys to ``{type, low, high, log, step, choices}``.
-        metric: the evaluation key to optimise (``val/loss`` or ``eval/val/loss``).
+        metric: the evaluation key to optimise (``val/loss``, ``eval/val/loss``, ``eval/fid`` for ``eval/fid@<n>``).
         storage: Optuna storage URL; default ``sqlite:///STUDY_DIR/study.db``.
         study_name: default the recipe's name; out: STUDY_DIR, default ``studies/<study>``.
     """
@@ -298,17 +314,18 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
     dists = load_space(space, raw)
     study_name = study_name or name
     study_dir = Path(out) if out is not None else Path("studies") / study_name
-    (study_dir / "trials").mkdir(parents=True, exist_ok=True)
+    (study_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
     study = _open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction)
-    key = metric_key(metric)
     train_kwargs = {"recipe": recipe, "config_file": config_file, "data_dir": data_dir}
 
     def run_one(trial: Any) -> float:
-        run_dir = study_dir / "trials" / f"trial-{trial.number:04d}"
-        return _run_trial(trial, dists, key, list(overrides), train_kwargs, run_dir)
+        run_dir = study_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
+        return _run_trial(trial, dists, metric, list(overrides), train_kwargs, run_dir)
 
     ran, notes = _work(study, n_trials, run_one)
     _write_tables(study, study_dir)
     notes += _write_best(study, study_dir, list(overrides), train_kwargs)
     notes += _write_plots(study, study_dir, len(dists))
+    if study_trials(study_dir):
+        compare_runs([study_dir], out=study_dir, overwrite=True)  # the trials' curves side by side
     return TuneOutcome(study_dir, study, ran, notes)

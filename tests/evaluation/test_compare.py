@@ -230,3 +230,30 @@ def test_kind_comes_from_the_recorded_task(tmp_path):
     board = build_leaderboard([text_run, image_run, samples_only])
     assert [e.kind for e in board.entries] == ["text", "image", "text"]
     assert board.entries[1].samples_kind == "text"
+
+
+def test_a_study_folder_stands_for_its_trials(tmp_path):
+    study = tmp_path / "study"
+    for i, loss in enumerate([3.0, 2.5]):
+        run = fake_run(study / "trials" / f"trial-{i:04d}", results=[], task="text", family="gpt")
+        (run / "eval.json").unlink()
+        log = [{"step": 4, "loss": 4.0}, {"step": 4, "val/loss": loss + 1, "val/ppl": 30.0, "eval_s": 0.1},
+               {"step": 8, "val/loss": loss, "val/ppl": float("nan"), "eval_s": 0.1}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    (study / "trials" / "not-a-run").mkdir()  # a trial that failed before writing its config is skipped
+    (study / "results.md").write_text("# Study\n")
+    assert default_out([study]) == study.resolve()
+    out = compare_runs([study])
+    assert out.md_path == study.resolve() / "leaderboard.md"
+    assert [e.name for e in out.leaderboard.entries] == ["trial-0000", "trial-0001"]
+    assert "| trial-0001 | gpt | text | 8 |" in out.md_path.read_text()
+    assert "val/loss 2.5 @ 8 |" in out.md_path.read_text()  # the NaN perplexity is left out
+    assert "val/loss 2.5 @ 8" in out.html_path.read_text()
+    # two studies: the trials keep apart by their study's name
+    shutil.copytree(study, tmp_path / "other")
+    names = [e.name for e in build_leaderboard([study, tmp_path / "other"]).entries]
+    assert names == ["study/trials/trial-0000", "study/trials/trial-0001", "other/trials/trial-0000",
+                     "other/trials/trial-0001"]
+    (tmp_path / "empty" / "trials").mkdir(parents=True)
+    with pytest.raises(EvalError, match="study folder without trial run directories"):
+        compare_runs([tmp_path / "empty"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,7 +65,11 @@ def test_valid_space_and_value_formatting(tmp_path):
                     "train.optimizer: {type: categorical, choices: [adam, adamw]}\n", encoding="utf-8")
     assert list(load_space(path, load_recipe("tiny-gpt")[0])) == ["train.lr", "model.n_layer", "train.optimizer"]
     assert override("train.lr", 1e-5) == "train.lr=1.0e-05"  # read back as a float, not the string '1e-05'
-    assert metric_key("eval/val/loss") == metric_key("val/loss") == "val/loss"
+    keys = ["val/loss", "val/ppl", "eval/fid@64", "eval/fid_extractor"]
+    assert metric_key("eval/val/loss", keys) == metric_key("val/loss", keys) == "val/loss"
+    assert metric_key("eval/fid", keys) == metric_key("fid", keys) == metric_key("eval/fid@64", keys) == "eval/fid@64"
+    assert metric_key("eval/fid", [*keys, "eval/fid@128"]) is None  # two sizes: name one
+    assert metric_key("val/losss", keys) is None
 
 
 def test_cli_reports_a_bad_space_and_an_unknown_metric(tmp_path, corpus, capsys, monkeypatch):
@@ -103,11 +108,32 @@ def test_two_workers_share_one_study(tmp_path, corpus):
     assert len(run_dirs) == 12 and all((Path(d) / "metrics.jsonl").is_file() for d in run_dirs)
     assert sum(tr.state.name == "PRUNED" for tr in done) >= 1
     assert all(int(s.split()[0]) > 0 for s in (o.split("study tiny-gpt: ")[1] for o, _ in outputs))  # both worked
-    for name in ("results.csv", "results.md", "best.yaml", "history.png", "importances.png"):
+    for name in ("results.csv", "results.md", "best.yaml", "history.png", "importances.png", "leaderboard.html"):
         assert (study_dir / name).is_file(), name
+    board = (study_dir / "leaderboard.md").read_text()  # `genforge compare` across the trials
+    assert sum(f"| trial-{n:04d} | gpt | text |" in board for n in range(12)) == 12
+    assert board.count("val/loss") >= 12
     rows = (study_dir / "results.csv").read_text().splitlines()
     assert rows[1].split(",")[1] == "COMPLETE" and len(rows) == 13
     run = tmp_path / "best-run"
     assert main(["train", "--config", str(study_dir / "best.yaml"), "--set", "train.max_steps=2", "--out", str(run),
                  "--no-progress", "--no-verify"]) == 0
     assert (run / "model.safetensors").is_file()
+
+
+def test_an_image_recipe_is_tuned_on_its_proxy_fid(tmp_path, monkeypatch, capsys):
+    """``--metric eval/fid`` names the ``eval/fid@<n>`` the trainer logs; each trial's value is its last one."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "cache"))
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
+    study_dir = tmp_path / "study"
+    assert main(["tune", "tiny-gan", "--space", str(space), "--trials", "2", "--metric", "eval/fid",
+                 "--out", str(study_dir), "--set", "train.max_steps=6", "--set", "train.eval_every=3",
+                 "--set", "train.eval_samples=32", "--set", "train.sample_every=0"]) == 0
+    assert "best          : trial " in capsys.readouterr().out
+    study = optuna.load_study(study_name="tiny-gan", storage=f"sqlite:///{study_dir / 'study.db'}")
+    for trial in study.trials:
+        log = [json.loads(line) for line in (Path(trial.user_attrs["run_dir"]) / "metrics.jsonl").open()]
+        fids = [r["eval/fid@32"] for r in log if "eval/fid@32" in r]
+        assert len(fids) == 2 and trial.value == pytest.approx(fids[-1])
+        assert list(trial.intermediate_values) == [3, 6]

@@ -17,10 +17,12 @@ from typing import Any, Sequence
 from genforge.data.download import file_digest
 from genforge.evaluation.protocol import METRICS, TABLES, EvalError, format_value, incompatibilities, metric_info
 from genforge.evaluation.runeval import read_eval
-from genforge.rundir import SAMPLE_SUFFIX, WEIGHTS, RunDir, RunDirError
+from genforge.rundir import SAMPLE_SUFFIX, WEIGHTS, RunDir, RunDirError, study_trials
 
-__all__ = ["Cell", "Leaderboard", "MetricColumn", "RunEntry", "build_leaderboard", "default_out", "sorted_rows"]
+__all__ = ["Cell", "Leaderboard", "MetricColumn", "RunEntry", "build_leaderboard", "default_out", "expand_runs",
+           "sorted_rows"]
 
+NOT_EVAL_VALUES = {"step", "time", "eval_s", "elapsed_s"}
 STALE = f"stale: {WEIGHTS} changed since this evaluation; run `genforge eval` again"
 
 
@@ -45,6 +47,16 @@ class RunEntry:
             return []
         rows = list(self.record.get("results", [])) + list(self.record.get("history", []))
         return [r for r in rows if r.get("metric") == metric]
+
+    @property
+    def last_eval(self) -> tuple[int, dict[str, float]] | None:
+        """(step, finite numeric values) of the last evaluation the trainer logged; None when it logged none."""
+        rec = next((r for r in reversed(self.log) if "eval_s" in r), None)
+        if rec is None:
+            return None
+        values = {k: float(v) for k, v in rec.items() if k not in NOT_EVAL_VALUES and isinstance(v, (int, float))
+                  and not isinstance(v, bool) and math.isfinite(v)}
+        return int(rec["step"]), values
 
     @property
     def samples_kind(self) -> str | None:
@@ -226,13 +238,24 @@ def _column(metric: str, entries: list[RunEntry]) -> MetricColumn | None:
     return MetricColumn(metric, ref, ref_id, cells, excluded)
 
 
-def build_leaderboard(run_dirs: Sequence[str | Path]) -> Leaderboard:
-    """Read every run and build the per-metric columns; returns the :class:`Leaderboard` (not yet rendered)."""
-    paths = [Path(p) for p in run_dirs]
-    for p in paths:
+def expand_runs(run_dirs: Sequence[str | Path]) -> list[Path]:
+    """The directories to compare: each study folder (``genforge tune``) replaced by its trials, in order."""
+    out: list[Path] = []
+    for p in map(Path, run_dirs):
         if not p.is_dir():
-            raise EvalError(f"{p} is not a directory (compare takes run directories, or folders written by "
-                            f"`genforge eval --samples`)")
+            raise EvalError(f"{p} is not a directory (compare takes run directories, study folders of "
+                            f"`genforge tune`, or folders written by `genforge eval --samples`)")
+        trials = study_trials(p)
+        if trials == []:
+            raise EvalError(f"{p} is a study folder without trial run directories yet (trials/ is empty)")
+        out += [p] if trials is None else trials
+    return out
+
+
+def build_leaderboard(run_dirs: Sequence[str | Path]) -> Leaderboard:
+    """Read every run (a study folder: its trials) and build the per-metric columns; returns the
+    :class:`Leaderboard` (not yet rendered)."""
+    paths = expand_runs(run_dirs)
     entries = [_entry(p, n) for p, n in zip(paths, _names([p.resolve() for p in paths]))]
     tables: dict[str, list[MetricColumn]] = {}
     names = list(METRICS)  # then application metrics (inpaint/center/psnr …) in the order the records hold them
@@ -264,7 +287,9 @@ def sorted_rows(entries: list[RunEntry], cols: list[MetricColumn]) -> list[RunEn
 
 
 def default_out(run_dirs: Sequence[str | Path]) -> Path:
-    """The common parent folder of the runs (``runs/`` for ``runs/*``)."""
+    """The common parent folder of the runs (``runs/`` for ``runs/*``); a single study folder itself."""
     paths = [Path(p).resolve() for p in run_dirs]
+    if len(paths) == 1 and study_trials(paths[0]) is not None:
+        return paths[0]
     common = Path(os.path.commonpath([str(p) for p in paths]))
     return common.parent if common in paths else common

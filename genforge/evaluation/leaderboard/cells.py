@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genforge.evaluation.leaderboard.board import STALE, Cell, Leaderboard, MetricColumn, sorted_rows
+from genforge.evaluation.leaderboard.board import STALE, Cell, Leaderboard, MetricColumn, RunEntry, sorted_rows
 from genforge.evaluation.protocol import metric_info
 from genforge.rundir import EVAL_JSON, SAMPLE_SUFFIX, SAMPLES_STEM
 
@@ -29,6 +29,7 @@ EARLIER_NOTE = (f"from an earlier evaluation of the same weights ({EVAL_JSON} hi
 MISSING_EVAL = f"no {EVAL_JSON} — run"
 NO_SAMPLES = "no " + " or ".join(f"{SAMPLES_STEM}{suffix}" for suffix in SAMPLE_SUFFIX.values())
 TEXT_EXCERPT_CHARS = 700
+LAST_EVAL_KEYS = 3  # values of the last training-time evaluation shown in the runs table
 ARROWS = {"lower": ("↓", "lower is better"), "higher": ("↑", "higher is better"), "": ("", "not ranked")}
 PROTOCOL_COLUMNS = ("metric", "id", "features", "generated", "reference", "params")
 SHARED_FIELDS = ("dataset", "image_size", "channels", "tokenizer", "reference_split", "subsample_seed", "seed",
@@ -123,6 +124,17 @@ class RunRow:
     step: str
     status: EvalStatus
     path: str
+    last_eval: str = ""  # the trainer's last logged evaluation, e.g. "val/loss 2.389 @ 400"
+
+
+def last_eval_text(entry: RunEntry, limit: int = LAST_EVAL_KEYS) -> str:
+    """``"val/loss 2.389, val/ppl 10.9 @ 400"``: the first ``limit`` values of a run's last logged evaluation."""
+    last = entry.last_eval
+    if last is None:
+        return ""
+    step, values = last
+    shown = [f"{k} {v:.4g}" for k, v in list(values.items())[:limit]]
+    return ", ".join(shown) + (" …" if len(values) > limit else "") + f" @ {step}"
 
 
 def run_rows(board: Leaderboard) -> list[RunRow]:
@@ -137,7 +149,8 @@ def run_rows(board: Leaderboard) -> list[RunRow]:
             n = len(e.record.get("warnings", []))
             status = EvalStatus(created=str(e.record.get("created")), n_warnings=n,
                                 warnings=f"({n} warning{'s' if n != 1 else ''})", stale=STALE if e.stale else "")
-        rows.append(RunRow(e.name, e.family, e.kind, str(e.step) if e.step is not None else "", status, str(e.path)))
+        rows.append(RunRow(e.name, e.family, e.kind, str(e.step) if e.step is not None else "", status, str(e.path),
+                           last_eval_text(e)))
     return rows
 
 

@@ -95,9 +95,11 @@ def _runs(board: Leaderboard) -> str:
     """The "Runs" section."""
     rows = "".join(f'<tr><td class="l">{_e(r.name)}</td><td class="l">{_e(r.family)}</td><td class="l">{r.kind}'
                    f'</td><td>{_e(r.step)}</td><td class="l">{_status(r.status)}</td>'
+                   f'<td class="l">{_e(r.last_eval)}</td>'
                    f'<td class="l"><code>{_e(r.path)}</code></td></tr>' for r in run_rows(board))
     return ('<h2>Runs</h2><table><tr><th class="l">run</th><th class="l">family</th><th class="l">kind</th>'
-            '<th>step</th><th class="l">evaluation</th><th class="l">path</th></tr>' + rows + "</table>")
+            '<th>step</th><th class="l">evaluation</th><th class="l">last training eval</th>'
+            '<th class="l">path</th></tr>' + rows + "</table>")
 
 
 def _samples(board: Leaderboard) -> str:

@@ -60,9 +60,10 @@ def _status(s: EvalStatus) -> str:
 
 def _runs(board: Leaderboard) -> list[str]:
     """The "Runs" section."""
-    lines = ["## Runs", "", "| run | family | kind | step | evaluation | path |", "|---|---|---|---|---|---|"]
-    lines += [f"| {_md(r.name)} | {_md(r.family)} | {r.kind} | {r.step} | {_md(_status(r.status))} | `{_md(r.path)}` |"
-              for r in run_rows(board)]
+    lines = ["## Runs", "", "| run | family | kind | step | evaluation | last training eval | path |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {_md(r.name)} | {_md(r.family)} | {r.kind} | {r.step} | {_md(_status(r.status))} | "
+              f"{_md(r.last_eval)} | `{_md(r.path)}` |" for r in run_rows(board)]
     return lines
 
 

@@ -28,5 +28,6 @@ def format_summary(board: Leaderboard) -> str:
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows] + [""]
     for r in run_rows(board):
         if r.status.error or r.status.command:
-            lines.append(f"{r.name}: " + (r.status.error or f"{MISSING_EVAL} `{r.status.command}`"))
+            last = f"{r.last_eval}; " if r.last_eval else ""
+            lines.append(f"{r.name}: {last}" + (r.status.error or f"{MISSING_EVAL} `{r.status.command}`"))
     return "\n".join(lines).rstrip()
