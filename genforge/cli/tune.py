@@ -29,6 +29,8 @@ def _add_tune(sub) -> None:
                    help="evaluation metric to optimise, e.g. val/loss (an eval/ prefix is accepted)")
     p.add_argument("--direction", choices=["minimize", "maximize"], default="minimize",
                    help="minimize (default) or maximize --metric")
+    p.add_argument("--no-prune", action="store_true",
+                   help="run every trial to the end (default: stop trials below the median at an evaluation)")
     p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///STUDY_DIR/study.db)")
     p.add_argument("--study", metavar="NAME", help="study name (default: the recipe's name)")
     p.add_argument("--out", metavar="DIR", help="STUDY_DIR (default: studies/<study>)")
@@ -46,7 +48,7 @@ def cmd_tune(args) -> int:
         raise ValueError(f"genforge tune needs optuna: pip install 'genforge[tune]' ({e})") from None
     o = tune(args.recipe, space=args.space, n_trials=args.trials, metric=args.metric, config_file=args.config,
              overrides=args.overrides, data_dir=args.data_dir, storage=args.storage, study_name=args.study,
-             out=args.out, direction=args.direction)
+             out=args.out, direction=args.direction, prune=not args.no_prune)
     states: dict[str, int] = {}
     for t in o.study.get_trials(deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1

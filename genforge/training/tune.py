@@ -141,7 +141,7 @@ def final_value(run_dir: Path, metric: str) -> float:
     raise ConfigError(f"--metric {metric!r} is not written by this recipe's evaluation; its metrics: {known}")
 
 
-def _open_study(name: str, storage: str, direction: str) -> Any:
+def _open_study(name: str, storage: str, direction: str, prune: bool) -> Any:
     """Create or load the shared study (retrying while another worker creates the same database)."""
     import optuna
 
@@ -151,7 +151,8 @@ def _open_study(name: str, storage: str, direction: str) -> Any:
             store = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
             return optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction=direction,
                                        sampler=optuna.samplers.TPESampler(),
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2) if prune
+                                       else optuna.pruners.NopPruner())
         except Exception:  # noqa: BLE001  (a concurrent schema creation; the last attempt re-raises)
             if attempt == 9:
                 raise
@@ -249,8 +250,12 @@ def _write_tables(study: Any, study_dir: Path) -> None:
     atomic_write_text(study_dir / "results.md", "\n".join(lines) + "\n")
 
 
-def _save_plot(ax: Any, path: Path) -> None:
-    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+def _save_plot(ax: Any, title: str, path: Path) -> None:
+    """Retitle one of Optuna's plots (its own title may sit left or centre) and write it atomically."""
+    for loc in ("left", "center", "right"):
+        ax.set_title("", loc=loc)
+    ax.set_title(title, loc="left")
+    fig = ax.figure
     fig.set_size_inches(8, 5)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
@@ -267,12 +272,18 @@ def _write_plots(study: Any, study_dir: Path, n_params: int) -> list[str]:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     notes = []
-    with warnings.catch_warnings():
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    # optuna switches matplotlib to its own style sheet; rc_context puts the caller's back afterwards
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
-        _save_plot(plot_optimization_history(study), study_dir / "history.png")
-        completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        _save_plot(plot_optimization_history(study),
+                   f"Optimisation history: {completed} completed trials ({pruned} pruned, not drawn)",
+                   study_dir / "history.png")
         if completed >= 2 and n_params >= 1:
-            _save_plot(plot_param_importances(study), study_dir / "importances.png")
+            _save_plot(plot_param_importances(study),
+                       f"Parameter importances (fANOVA over {completed} completed trials)",
+                       study_dir / "importances.png")
         else:
             notes.append(f"importances.png skipped: needs >= 2 completed trials and >= 1 param "
                          f"(have {completed} and {n_params})")
@@ -297,7 +308,7 @@ def _write_best(study: Any, study_dir: Path, base: Sequence[str], train_kwargs: 
 def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric: str,
          config_file: str | Path | None = None, overrides: Sequence[str] = (), data_dir: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, out: str | Path | None = None,
-         direction: str = "minimize") -> TuneOutcome:
+         direction: str = "minimize", prune: bool = True) -> TuneOutcome:
     """Run (this worker's share of) a study of ``n_trials`` trials and write its reports.
 
     Args:
@@ -306,6 +317,8 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
         metric: the evaluation key to optimise (``val/loss``, ``eval/val/loss``, ``eval/fid`` for ``eval/fid@<n>``).
         storage: Optuna storage URL; default ``sqlite:///STUDY_DIR/study.db``.
         study_name: default the recipe's name; out: STUDY_DIR, default ``studies/<study>``.
+        prune: stop a trial whose intermediate value is worse than the median of earlier trials at that step
+            (Optuna's MedianPruner, once 2 trials have finished); False runs every trial to the end.
     """
     if n_trials < 1 or direction not in ("minimize", "maximize"):
         raise ConfigError(f"need --trials >= 1 and --direction minimize|maximize, got {n_trials}, {direction!r}")
@@ -315,7 +328,7 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
     study_name = study_name or name
     study_dir = Path(out) if out is not None else Path("studies") / study_name
     (study_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
-    study = _open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction)
+    study = _open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction, prune)
     train_kwargs = {"recipe": recipe, "config_file": config_file, "data_dir": data_dir}
 
     def run_one(trial: Any) -> float:

@@ -137,3 +137,18 @@ def test_an_image_recipe_is_tuned_on_its_proxy_fid(tmp_path, monkeypatch, capsys
         fids = [r["eval/fid@32"] for r in log if "eval/fid@32" in r]
         assert len(fids) == 2 and trial.value == pytest.approx(fids[-1])
         assert list(trial.intermediate_values) == [3, 6]
+
+
+def test_no_prune_runs_every_trial_to_the_end(tmp_path):
+    from genforge.training.tune import _open_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for name, prune in (("median", True), ("none", False)):
+        study = _open_study(name, storage, "minimize", prune=prune)
+        decisions = []
+        for value in (1.0, 1.0, 5.0):  # the third is worse than the median at step 1
+            trial = study.ask()
+            trial.report(value, 1)
+            decisions.append(trial.should_prune())
+            study.tell(trial, value)
+        assert decisions == [False, False, prune], name

@@ -18,6 +18,7 @@ __all__ = ["Figure", "make_figures"]
 
 Figure = tuple[str, str, bytes]  # (file name, title, PNG bytes)
 Points = list[tuple[float, float]]
+LEGEND_INSIDE = 5  # up to this many lines a panel carries its own legend
 NOT_CURVES = {"step", "time", "lr", "steps_per_s", "images_per_s", "tokens_per_s", "elapsed_s", "eval_s"}
 
 
@@ -49,24 +50,40 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _log_scale(lines: list[tuple[str, Points]]) -> bool:
+    """Whether a panel reads better on a log axis: every value positive and spanning more than 20x."""
+    ys = [y for _, pts in lines for _, y in pts]
+    return bool(ys) and min(ys) > 0 and max(ys) > 20 * min(ys)
+
+
 def _grid(plt: Any, panels: dict[str, list[tuple[str, Points]]], title: str, style: dict[str, Any]) -> bytes:
     """PNG of a grid (at most 3 wide) with one panel per key of ``panels``, each plotting its (label, points)
-    lines drawn with ``style``."""
+    lines drawn with ``style``. A label keeps its colour in every panel; with more than ``LEGEND_INSIDE``
+    labels there is one legend beside the grid instead of one per panel."""
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
+    labels = list(dict.fromkeys(label for lines in panels.values() for label, _ in lines))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
     for ax, (name, lines) in zip(axes.flat, panels.items()):
         for label, pts in lines:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, **style, label=label, linewidth=1.4)
+            ax.plot(xs, ys, **style, label=label, linewidth=1.4, color=colour[label])
+        if _log_scale(lines):
+            ax.set_yscale("log")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if len(labels) <= LEGEND_INSIDE:
+            ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    if len(labels) > LEGEND_INSIDE:
+        handles = [plt.Line2D([], [], color=colour[label], **style, label=label) for label in labels]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     png = _png(fig)
     plt.close(fig)
     return png
