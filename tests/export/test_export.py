@@ -47,6 +47,7 @@ def _session(path: Path):
 def test_onnx_graph_equals_pytorch(runs, tmp_path, recipe, graph):
     out = export_run(runs[recipe], "onnx", out=tmp_path / "onnx")
     report = json.loads((out / "verify.json").read_text())
+    print(f"{recipe} {graph}: max |onnxruntime - torch| {report['graphs'][graph]['max_abs_diff']:.1e}")
     assert report["graphs"][graph]["max_abs_diff"] <= 1e-4
     model = load(runs[recipe]).eval()
     module, inputs, names, _, _ = model.onnx_graphs()[graph]
