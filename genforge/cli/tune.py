@@ -31,6 +31,9 @@ def _add_tune(sub) -> None:
                    help="minimize (default) or maximize --metric")
     p.add_argument("--no-prune", action="store_true",
                    help="run every trial to the end (default: stop trials below the median at an evaluation)")
+    p.add_argument("--heartbeat", type=positive_int, metavar="SECONDS",
+                   help="how often a running trial is recorded alive (default 60); a trial silent for 3 times that "
+                        "(its worker was killed) is failed and its slot run again by another worker")
     p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///STUDY_DIR/study.db)")
     p.add_argument("--study", metavar="NAME", help="study name (default: the recipe's name)")
     p.add_argument("--out", metavar="DIR", help="STUDY_DIR (default: studies/<study>)")
@@ -48,7 +51,8 @@ def cmd_tune(args) -> int:
         raise ValueError(f"genforge tune needs optuna: pip install 'genforge[tune]' ({e})") from None
     o = tune(args.recipe, space=args.space, n_trials=args.trials, metric=args.metric, config_file=args.config,
              overrides=args.overrides, data_dir=args.data_dir, storage=args.storage, study_name=args.study,
-             out=args.out, direction=args.direction, prune=not args.no_prune)
+             out=args.out, direction=args.direction, prune=not args.no_prune,
+             **({"heartbeat_s": args.heartbeat} if args.heartbeat else {}))
     states: dict[str, int] = {}
     for t in o.study.get_trials(deepcopy=False):
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1

@@ -16,7 +16,6 @@ import csv
 import io
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +29,12 @@ from genforge.io import atomic_write_text
 from genforge.rundir import TRIALS_DIR, study_trials
 from genforge.training.logger import read_metrics
 from genforge.training.run import load_recipe, resolve, train
-from genforge.training.trainer import TrainingError
+from genforge.training.study import HEARTBEAT_S, SURPLUS, open_study, work
 
 __all__ = ["TuneOutcome", "load_space", "metric_key", "tune"]
 
 TYPES = ("float", "int", "categorical")
 FIELDS = {"type", "low", "high", "log", "step", "choices"}
-SURPLUS = "surplus"  # user attribute of a trial asked after the study already held N
 
 
 @dataclass
@@ -141,33 +139,6 @@ def final_value(run_dir: Path, metric: str) -> float:
     raise ConfigError(f"--metric {metric!r} is not written by this recipe's evaluation; its metrics: {known}")
 
 
-def _open_study(name: str, storage: str, direction: str, prune: bool) -> Any:
-    """Create or load the shared study (retrying while another worker creates the same database)."""
-    import optuna
-
-    kwargs = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else {}
-    for attempt in range(10):
-        try:
-            store = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-            return optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction=direction,
-                                       sampler=optuna.samplers.TPESampler(),
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2) if prune
-                                       else optuna.pruners.NopPruner())
-        except Exception:  # noqa: BLE001  (a concurrent schema creation; the last attempt re-raises)
-            if attempt == 9:
-                raise
-            time.sleep(0.2 + 0.3 * attempt)
-
-
-def _taken(study: Any) -> list[int]:
-    """Numbers of the trials that count toward N: finished, pruned or running."""
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sorted(t.number for t in study.get_trials(deepcopy=False, states=states)
-                  if not t.user_attrs.get(SURPLUS))
-
-
 def _run_trial(trial: Any, space: dict, metric: str, base: Sequence[str], train_kwargs: dict, run_dir: Path) -> float:
     """Train one trial; raises optuna.TrialPruned when the pruner stopped it."""
     import optuna
@@ -188,39 +159,6 @@ def _run_trial(trial: Any, space: dict, metric: str, base: Sequence[str], train_
     if outcome.result.stopped == "stopped_by_hook":
         raise optuna.TrialPruned(f"pruned at step {outcome.result.step}")
     return value
-
-
-def _work(study: Any, n_trials: int, run_one) -> tuple[int, list[str]]:
-    """Ask and run trials until the study holds N; returns how many ran here and notes."""
-    import optuna
-    from optuna.trial import TrialState
-
-    ran, failed, notes = 0, 0, []
-    while len(_taken(study)) < n_trials:
-        trial = study.ask()
-        if trial.number not in _taken(study)[:n_trials]:  # another worker took the last slot meanwhile
-            trial.set_user_attr(SURPLUS, True)
-            study.tell(trial, state=TrialState.FAIL)
-            break
-        try:
-            value = run_one(trial)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        except TrainingError as e:  # e.g. a diverging learning rate: this trial fails, the search goes on
-            study.tell(trial, state=TrialState.FAIL)
-            failed += 1
-            notes.append(f"trial {trial.number} failed: {e}")
-            if failed > n_trials:
-                notes.append("stopped: more failed trials than N")
-                break
-            continue
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        else:
-            study.tell(trial, value)
-        ran += 1
-    return ran, notes
 
 
 def _rows(study: Any) -> list[dict[str, Any]]:
@@ -308,7 +246,7 @@ def _write_best(study: Any, study_dir: Path, base: Sequence[str], train_kwargs: 
 def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric: str,
          config_file: str | Path | None = None, overrides: Sequence[str] = (), data_dir: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, out: str | Path | None = None,
-         direction: str = "minimize", prune: bool = True) -> TuneOutcome:
+         direction: str = "minimize", prune: bool = True, heartbeat_s: int = HEARTBEAT_S) -> TuneOutcome:
     """Run (this worker's share of) a study of ``n_trials`` trials and write its reports.
 
     Args:
@@ -319,23 +257,27 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
         study_name: default the recipe's name; out: STUDY_DIR, default ``studies/<study>``.
         prune: stop a trial whose intermediate value is worse than the median of earlier trials at that step
             (Optuna's MedianPruner, once 2 trials have finished); False runs every trial to the end.
+        heartbeat_s: how often a running trial is recorded alive; a trial silent for ``GRACE`` times that (its
+            worker was killed) is failed by the next worker that asks for a trial, and its slot run again.
     """
-    if n_trials < 1 or direction not in ("minimize", "maximize"):
-        raise ConfigError(f"need --trials >= 1 and --direction minimize|maximize, got {n_trials}, {direction!r}")
+    if n_trials < 1 or direction not in ("minimize", "maximize") or heartbeat_s < 1:
+        raise ConfigError(f"need --trials >= 1, --direction minimize|maximize and --heartbeat >= 1, got {n_trials}, "
+                          f"{direction!r}, {heartbeat_s}")
     raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
     resolve(raw)
     dists = load_space(space, raw)
     study_name = study_name or name
     study_dir = Path(out) if out is not None else Path("studies") / study_name
     (study_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
-    study = _open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction, prune)
+    study = open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction, prune,
+                        heartbeat_s)
     train_kwargs = {"recipe": recipe, "config_file": config_file, "data_dir": data_dir}
 
     def run_one(trial: Any) -> float:
         run_dir = study_dir / TRIALS_DIR / f"trial-{trial.number:04d}"
         return _run_trial(trial, dists, metric, list(overrides), train_kwargs, run_dir)
 
-    ran, notes = _work(study, n_trials, run_one)
+    ran, notes = work(study, n_trials, run_one)
     _write_tables(study, study_dir)
     notes += _write_best(study, study_dir, list(overrides), train_kwargs)
     notes += _write_plots(study, study_dir, len(dists))

@@ -139,12 +139,16 @@ def test_an_image_recipe_is_tuned_on_its_proxy_fid(tmp_path, monkeypatch, capsys
         assert list(trial.intermediate_values) == [3, 6]
 
 
+ASK_WARNING = "ignore:Heartbeat of storage"  # optuna's note, on a bare ask(), that heartbeats suit optimize()
+
+
+@pytest.mark.filterwarnings(ASK_WARNING)
 def test_no_prune_runs_every_trial_to_the_end(tmp_path):
-    from genforge.training.tune import _open_study
+    from genforge.training.study import open_study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     for name, prune in (("median", True), ("none", False)):
-        study = _open_study(name, storage, "minimize", prune=prune)
+        study = open_study(name, storage, "minimize", prune=prune)
         decisions = []
         for value in (1.0, 1.0, 5.0):  # the third is worse than the median at step 1
             trial = study.ask()
@@ -152,3 +156,27 @@ def test_no_prune_runs_every_trial_to_the_end(tmp_path):
             decisions.append(trial.should_prune())
             study.tell(trial, value)
         assert decisions == [False, False, prune], name
+
+
+@pytest.mark.filterwarnings(ASK_WARNING)
+def test_a_killed_workers_trial_is_failed_and_its_slot_run_again(tmp_path):
+    """A trial whose worker stopped recording heartbeats is failed by the next worker, which runs the slot
+    again; a trial that keeps beating is never failed, however long it trains."""
+    from genforge.training.study import GRACE, _fail_stale, open_study, work
+
+    study = open_study("s", f"sqlite:///{tmp_path / 'study.db'}", "minimize", prune=False, heartbeat_s=1)
+    dead = study.ask()  # a worker that was killed: one heartbeat, then silence
+    study._storage.record_heartbeat(dead._trial_id)
+    seen = []
+
+    def run_one(trial) -> float:
+        if trial.number == 1:  # outlive the dead worker's grace period while beating
+            time.sleep(GRACE + 1.5)
+            _fail_stale(study)
+            seen.append({t.number: t.state.name for t in study.get_trials()})
+        return float(trial.number)
+
+    ran, notes = work(study, 2, run_one)
+    assert seen == [{0: "FAIL", 1: "RUNNING"}]
+    assert {t.number: t.state.name for t in study.get_trials()} == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}
+    assert ran == 2 and notes == []
