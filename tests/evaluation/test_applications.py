@@ -40,6 +40,8 @@ def test_inpaint_metrics_beside_the_mean_image(runs, eval_cache):  # noqa: F811
     assert any("fid: skipped" in n for n in out.record.get("notes", []))  # 30 images < the 128-d features
     assert metric_info("inpaint/center/psnr").better == "higher"
     assert metric_info("inpaint/center/meanfill/psnr").better == ""  # a baseline is shown, not ranked
+    md = compare_runs([runs["tiny-gan"]], out=runs["tiny-gan"].parent / "board-inpaint").md_path.read_text()
+    assert "## Inpainting" in md
 
 
 def test_upscale_is_the_default_metric_of_a_superres_run(runs, eval_cache):  # noqa: F811
@@ -64,8 +66,8 @@ def test_cas_and_augmentation_gain(runs, eval_cache):  # noqa: F811
     assert p["synthetic"] == 60 and "0.05" in p["real_subset"]
     assert p["steps"] == got["augment/baseline"]["protocol"]["params"]["steps"]  # same training length
     assert got["cas"]["protocol"]["n_generated"] == 60 and got["cas_real"]["protocol"]["n_generated"] == 0
-    md = compare_runs([runs["tiny-gan"]], out=runs["tiny-gan"].parent / "board").md_path.read_text()
-    assert "Generated data as classifier training data" in md and "Inpainting" in md
+    md = compare_runs([runs["tiny-gan"]], out=runs["tiny-gan"].parent / "board-cas").md_path.read_text()
+    assert "Generated data as classifier training data" in md
 
 
 def test_inapplicable_application_metrics_are_refused(runs, eval_cache):  # noqa: F811
