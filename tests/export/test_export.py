@@ -87,6 +87,23 @@ def test_gpt_onnx_kv_cache_generation_equals_genforge(runs, tmp_path, temperatur
     assert _onnx_generate(_session(out / "decoder.onnx"), model, prompt, steps, 7, temperature) == want
 
 
+def test_gpt_onnx_text_equals_genforge_sample(runs, tmp_path, capsys):
+    """The exported decoder, fed the run's tokenizer, writes the text ``genforge sample --seed`` prints."""
+    from genforge.data.tokenizers import load_tokenizer
+
+    out = export_run(runs["tiny-gpt"], "onnx", out=tmp_path / "onnx")
+    prompt = "line 3"
+    capsys.readouterr()
+    assert main(["sample", str(runs["tiny-gpt"]), "--n", "1", "--seed", "11", "--prompt", prompt,
+                 "--max-new-tokens", "24", "--temperature", "1.0"]) == 0
+    printed = capsys.readouterr().out
+    tokenizer = load_tokenizer(runs["tiny-gpt"] / "tokenizer.json")
+    model = load(runs["tiny-gpt"]).eval()
+    ids = _onnx_generate(_session(out / "decoder.onnx"), model, torch.tensor(tokenizer.encode(prompt)), 24, 11, 1.0)
+    text = prompt + tokenizer.decode(ids)
+    assert len(text) >= len(prompt) + 20 and text in printed, (text, printed)  # 24 random draws, char tokens
+
+
 def test_hf_folder(runs, tmp_path, capsys):
     gpt = tmp_path / "gpt-hf"
     assert main(["export", str(runs["tiny-gpt"]), "--format", "hf", "--out", str(gpt)]) == 0
