@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,19 +31,19 @@ def run(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-@pytest.fixture(scope="module")
-def empty_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("nodata")
-
-
-@pytest.fixture(scope="module")
-def ran(empty_dir) -> dict[tuple[str, str], subprocess.CompletedProcess]:
-    """(script, "help" | "nodata") → its run; two at a time, since each call mostly waits for torch to import."""
-    calls = {(s, "help"): (str(BENCH / s), "--help") for s in SCRIPTS}
-    calls |= {(s, "nodata"): (str(BENCH / s), "--data-dir", str(empty_dir)) for s in DATA_SCRIPTS}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {key: pool.submit(run, *argv) for key, argv in calls.items()}
-        return {key: f.result() for key, f in futures.items()}
+def run_here(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``bench/SCRIPT ARGS`` run as ``__main__`` in this process, where torch is
+    already imported (a fresh interpreter spends seconds importing it); sys.path and argv are restored after."""
+    monkeypatch.setattr(sys, "argv", [str(BENCH / script), *args])
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_data_scripts_are_the_ones_with_data_dir():
@@ -55,27 +55,28 @@ def test_data_scripts_are_the_ones_with_data_dir():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help(script, ran):
-    proc = ran[script, "help"]
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: ")
+def test_help(script, monkeypatch, capsys):
+    code, out, err = run_here(script, "--help", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    assert out.startswith("usage: ")
 
 
 @pytest.mark.parametrize("script", sorted(DATA_SCRIPTS))
-def test_missing_data_exits_2_with_one_line(script, ran, empty_dir):
-    proc = ran[script, "nodata"]
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout == ""  # nothing started: no idle check, no timing
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"{script}: {DATA_SCRIPTS[script]} not found: {empty_dir} lacks ")
+def test_missing_data_exits_2_with_one_line(script, tmp_path, monkeypatch, capsys):
+    code, out, err = run_here(script, "--data-dir", str(tmp_path), monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2, out + err
+    assert out == ""  # nothing started: no idle check, no timing
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{script}: {DATA_SCRIPTS[script]} not found: {tmp_path} lacks ")
     assert "pass --data-dir DIR" in lines[0]
 
 
-def test_missing_folder_is_named(tmp_path):
-    proc = run(str(BENCH / "eval_images.py"), "--data-dir", str(tmp_path / "nowhere"))
-    assert proc.returncode == 2
-    assert proc.stderr == (f"eval_images.py: MNIST not found: {tmp_path / 'nowhere'} is not a folder; pass --data-dir "
+def test_missing_folder_is_named(tmp_path, monkeypatch, capsys):
+    code, _, err = run_here("eval_images.py", "--data-dir", str(tmp_path / "nowhere"), monkeypatch=monkeypatch,
+                            capsys=capsys)
+    assert code == 2
+    assert err == (f"eval_images.py: MNIST not found: {tmp_path / 'nowhere'} is not a folder; pass --data-dir "
                            f"DIR with the folder that holds train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                            f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, or --synthetic to time synthetic "
                            f"images\n")
