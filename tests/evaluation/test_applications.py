@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
+from genforge.evaluation import applications
 from genforge.evaluation.compare import compare_runs
+from genforge.evaluation.features.evaluator_training import EvaluatorTrainConfig
 from genforge.evaluation.protocol import EvalError, metric_info
 from genforge.tasks.evaluate import evaluate_run
 from genforge.training.run import train
@@ -54,7 +58,15 @@ def test_upscale_is_the_default_metric_of_a_superres_run(runs, eval_cache):  # n
         evaluate_run(runs["tiny-sr"], metrics=("fid",), cache_dir=eval_cache, progress=False)
 
 
-def test_cas_and_augmentation_gain(runs, eval_cache):  # noqa: F811
+@dataclass(kw_only=True)
+class ShortTraining(EvaluatorTrainConfig):
+    """The evaluator recipe with a 30-step floor instead of 300: the pipeline, not the classifiers, is tested."""
+
+    min_steps: int = 30
+
+
+def test_cas_and_augmentation_gain(runs, eval_cache, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(applications, "EvaluatorTrainConfig", ShortTraining)
     out = evaluate_run(runs["tiny-gan"], metrics=("cas", "augment"), cas_n=60, augment_n=60, augment_fraction=0.05,
                        classifier_epochs=1.0, cache_dir=eval_cache, progress=False)
     got = values(out.record)

@@ -72,7 +72,7 @@ def test_the_bound_is_finite_and_training_lowers_it():
     before = model.log_likelihood(batch, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     stream = BatchStream(data.train_x, data.train_y, 64, seed=0)
-    for _ in range(150):
+    for _ in range(60):  # 60 steps already gain ~170 nats per image
         loss = model.losses(next(stream))["loss"]
         opt.zero_grad()
         loss.backward()
