@@ -103,6 +103,16 @@ def local_device(world: World, requested: str) -> str:
     return requested
 
 
+def sync_batch_norms(model: nn.Module, world: World, device: torch.device) -> int:
+    """Make the model's BatchNorm layers SyncBatchNorm (in place: the same parameters and buffers, the same
+    state-dict keys) when several ranks train on CUDA, so their statistics are the global batch's; returns how
+    many layers there are now. On CPU, where SyncBatchNorm does not run, BatchNorm statistics stay per rank."""
+    if not world.distributed or device.type != "cuda":
+        return 0
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # a model that is not itself a BatchNorm is changed in place
+    return sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+
+
 def check_batch(world: World, batch_size: int) -> None:
     if batch_size % world.size:
         raise ConfigError(f"train.batch_size={batch_size} (the global batch) does not split into {world.size} "

@@ -32,7 +32,7 @@ from genforge.training.checkpoint import (TrainingError, describe_error, free_by
                                           set_rng_state)
 from genforge.training.cpu_memory import retain_freed_memory
 from genforge.training.distributed import (GroupReplicas, ShardedBatches, World, agree, barrier, check_batch,
-                                           lost_rank, mean_scalars, sync_rng)
+                                           lost_rank, mean_scalars, sync_batch_norms, sync_rng)
 from genforge.training.ema import EMA
 from genforge.training.logger import MetricsLogger, NullLogger
 from genforge.training.optim import build_optimizer, lr_factor, set_lr
@@ -124,6 +124,7 @@ class Trainer:
         if self.device.type == "cpu":
             retain_freed_memory()  # no page faults on re-allocated step buffers (see cpu_memory)
         self.model = model.to(self.device).train()
+        sync_batch_norms(self.model, world, self.device)  # several CUDA ranks: BatchNorm over the global batch
         self.groups = model.param_groups()
         unknown = set(cfg.group_lr) | set(cfg.group_steps)
         unknown -= set(self.groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genforge.config import ConfigError
-from genforge.training.distributed import World, check_batch, world_from_env
+from genforge.training.distributed import World, check_batch, sync_batch_norms, world_from_env
 
 VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
@@ -51,3 +51,25 @@ def test_the_global_batch_must_split_into_the_ranks():
     check_batch(World(1, 4, 1), 32)
     with pytest.raises(ConfigError, match=r"train.batch_size=30 \(the global batch\) does not split into 4 ranks"):
         check_batch(World(1, 4, 1), 30)
+
+
+def test_batch_norms_become_sync_batch_norms_only_for_several_cuda_ranks():
+    """The conversion itself runs anywhere (the synchronised forward needs CUDA): parameters, buffers and
+    state-dict keys stay the same objects and names, so optimizers, EMA and checkpoints are unaffected."""
+    import torch
+
+    from genforge.models import build, config_class
+
+    def gan():
+        torch.manual_seed(0)
+        return build(config_class("gan")(family="gan", channels=1, image_size=8, z_dim=8, g_width=8, d_width=8,
+                                         num_classes=10, conditional=True))
+
+    assert sync_batch_norms(gan(), World(0, 2, 0), torch.device("cpu")) == 0
+    assert sync_batch_norms(gan(), World(0, 1, 0), torch.device("cuda")) == 0
+    model = gan()
+    params, keys = [id(p) for p in model.parameters()], list(model.state_dict())
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert n_bn > 0
+    assert sync_batch_norms(model, World(0, 2, 0), torch.device("cuda")) == n_bn
+    assert [id(p) for p in model.parameters()] == params and list(model.state_dict()) == keys
