@@ -44,6 +44,7 @@ STATE = "state.pt"
 MANIFEST = "manifest.json"  # in each checkpoint: size and sha256 of every file, written last
 TOKENIZER = "tokenizer.json"
 METRICS_LOG = "metrics.jsonl"
+LOG_BOOKKEEPING = frozenset({"step", "time", "eval_s", "elapsed_s"})  # metrics.jsonl keys that are no metric
 TB_DIR = "tb"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"

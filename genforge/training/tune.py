@@ -26,7 +26,7 @@ import yaml
 from genforge.config import ConfigError, apply_overrides, dump_yaml, load_yaml
 from genforge.evaluation.compare import compare_runs
 from genforge.io import atomic_write_text
-from genforge.rundir import TRIALS_DIR, study_trials
+from genforge.rundir import LOG_BOOKKEEPING, TRIALS_DIR, study_trials
 from genforge.training.logger import read_metrics
 from genforge.training.run import load_recipe, resolve, train
 from genforge.training.study import HEARTBEAT_S, SURPLUS, open_study, work
@@ -135,7 +135,7 @@ def final_value(run_dir: Path, metric: str) -> float:
         key = metric_key(metric, r)
         if key is not None and isinstance(r[key], (int, float)):
             return float(r[key])
-    known = sorted({k for r in records if "eval_s" in r for k in r} - {"step", "time", "eval_s", "elapsed_s"})
+    known = sorted({k for r in records if "eval_s" in r for k in r} - LOG_BOOKKEEPING)
     raise ConfigError(f"--metric {metric!r} is not written by this recipe's evaluation; its metrics: {known}")
 
 

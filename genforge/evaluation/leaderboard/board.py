@@ -17,12 +17,11 @@ from typing import Any, Sequence
 from genforge.data.download import file_digest
 from genforge.evaluation.protocol import METRICS, TABLES, EvalError, format_value, incompatibilities, metric_info
 from genforge.evaluation.runeval import read_eval
-from genforge.rundir import SAMPLE_SUFFIX, WEIGHTS, RunDir, RunDirError, study_trials
+from genforge.rundir import LOG_BOOKKEEPING, SAMPLE_SUFFIX, WEIGHTS, RunDir, RunDirError, study_trials
 
 __all__ = ["Cell", "Leaderboard", "MetricColumn", "RunEntry", "build_leaderboard", "default_out", "expand_runs",
            "sorted_rows"]
 
-NOT_EVAL_VALUES = {"step", "time", "eval_s", "elapsed_s"}
 STALE = f"stale: {WEIGHTS} changed since this evaluation; run `genforge eval` again"
 
 
@@ -54,7 +53,7 @@ class RunEntry:
         rec = next((r for r in reversed(self.log) if "eval_s" in r), None)
         if rec is None:
             return None
-        values = {k: float(v) for k, v in rec.items() if k not in NOT_EVAL_VALUES and isinstance(v, (int, float))
+        values = {k: float(v) for k, v in rec.items() if k not in LOG_BOOKKEEPING and isinstance(v, (int, float))
                   and not isinstance(v, bool) and math.isfinite(v)}
         return int(rec["step"]), values
 
