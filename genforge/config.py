@@ -22,6 +22,8 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "FieldError",
+    "did_you_mean",
     "DataConfig",
     "TrainConfig",
     "lr_factor",
@@ -44,7 +46,43 @@ MAX_THREADS = 1024  # torch intra-op threads (more than any machine has; torch c
 
 
 class ConfigError(ValueError):
-    """A config is invalid: unknown key, wrong type or out-of-range value."""
+    """A config is invalid: unknown key, wrong type or out-of-range value.
+
+    ``key`` is the dotted key it is about (``train.lr``, ``sample.temperature``) when one is known, as data:
+    callers (the HTTP server's ``param``) read it here, never from the message.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    @property
+    def field(self) -> str | None:
+        """The last part of :attr:`key` (``sample.temperature`` → ``temperature``), without any ``[i]``."""
+        return None if self.key is None else self.key.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+class FieldError(ValueError):
+    """An out-of-range value of one named field, raised by a dataclass's ``__post_init__``.
+
+    The message is ``"<field> <problem>"``; :func:`from_dict` turns it into a :class:`ConfigError` whose
+    ``key`` is the field under its section (``sample.steps``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
+def did_you_mean(name: str, choices: typing.Iterable[str], *, cutoff: float = 0.5, prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``name`` (a unique prefix first), else ``""``.
+
+    The one suggestion helper for config keys, sample options, dataset and recipe names and HTTP fields.
+    """
+    choices = [str(c) for c in choices]
+    starts = [c for c in choices if name and c.startswith(name)]
+    close = starts[:1] if len(starts) == 1 else difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -230,44 +268,42 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(e)
-        raise errors[0] if errors else ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise errors[0] if errors else ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key=key)
     if origin is Literal:
         if value in args:
             return value
-        choices = [str(a) for a in args]
-        close = [c for c in choices if c.startswith(str(value))] or difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}{hint}")
+        hint = did_you_mean(str(value), [str(a) for a in args], cutoff=0.6)
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}{hint}", key=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}", key=key)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}", key=key)
             return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
         kt, vt = args or (Any, Any)
         return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
         return from_dict(tp, value, prefix=key)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}", key=key)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}", key=key)
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -279,23 +315,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if number is not None:
             if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}", key=key)
             return number
-        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}", key=key)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}", key=key)
     raise TypeError(f"{key}: unsupported config annotation {tp!r}")
 
 
 def _unknown_key(key: str, valid: list[str], prefix: str) -> ConfigError:
     where = f"{prefix}.{key}" if prefix else key
     if not valid:
-        return ConfigError(f"unknown config key {where!r}: {prefix or 'this section'} takes no keys")
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {where!r}{hint} (valid keys: {', '.join(sorted(valid))})")
+        return ConfigError(f"unknown config key {where!r}: {prefix or 'this section'} takes no keys", key=where)
+    hint = did_you_mean(key, valid, prefix=prefix + "." if prefix else "")
+    return ConfigError(f"unknown config key {where!r}{hint} (valid keys: {', '.join(sorted(valid))})", key=where)
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, *, prefix: str = "") -> Any:
@@ -320,7 +355,8 @@ def from_dict(cls: type, data: dict[str, Any] | None, *, prefix: str = "") -> An
         if isinstance(e, ConfigError):
             raise
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"invalid value: {where}{e}") from None
+        key = f"{where}{e.field}" if isinstance(e, FieldError) else None
+        raise ConfigError(f"invalid value: {where}{e}", key=key) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -440,7 +476,6 @@ def recipe_path(name: str) -> Path:
     if path.is_file():
         return path
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, names, cutoff=0.6)
     raise ConfigError(f"unknown recipe {name!r}{hint} (available: {', '.join(names)}; "
                       f"or pass --config FILE for your own)")

@@ -73,6 +73,46 @@ def _eval_values(run: Path) -> dict[str, list]:
     return {r["metric"]: [r["value"], r.get("std"), r["protocol_id"]] for r in record["results"]}
 
 
+ENGINE_REQUESTS = [  # (prompt, n, seed, stop, options): sliding windows, stop strings, several samples, greedy
+    ("Ka", 2, 3, ("!",), {"max_new_tokens": 70, "temperature": 1.0}),
+    ("Lo mi", 1, 5, (), {"max_new_tokens": 40, "temperature": 0.7, "top_k": 5}),
+    ("Ru", 3, 9, (), {"max_new_tokens": 50, "temperature": 1.2, "top_p": 0.9}),
+    ("Sa to vi el an", 1, 1, (), {"max_new_tokens": 30, "temperature": 0}),
+]
+
+
+def _engine_texts(run: Path) -> dict[str, str]:
+    """The serving engine's texts for seeded requests, each alone and all submitted together."""
+    from genforge.sampling.engine import TextEngine, TextPiece
+    from genforge.sampling.text import TextPipeline, TextRequest
+
+    pipe = TextPipeline.from_run(run)
+    engine = TextEngine(pipe, max_rows=8)
+
+    def submit_all(batch):
+        outs = [[""] * n for _, n, _, _, _ in batch]
+        jobs = []
+        for k, (prompt, n, seed, stop, options) in enumerate(batch):
+            def sink(event, k=k):
+                if isinstance(event, TextPiece):
+                    outs[k][event.index] += event.text
+            jobs.append(engine.submit(TextRequest(prompt=prompt, n=n, seed=seed, stop=stop), options, sink=sink))
+        for job in jobs:
+            job.wait(120)
+        return outs
+
+    try:
+        alone = [submit_all([r])[0] for r in ENGINE_REQUESTS]
+        together = submit_all(ENGINE_REQUESTS)
+    finally:
+        engine.close()
+    out = {}
+    for (prompt, n, seed, _, _), a, t in zip(ENGINE_REQUESTS, alone, together):
+        out[f"engine alone {prompt!r} seed {seed}"] = " | ".join(a)
+        out[f"engine batched {prompt!r} seed {seed}"] = " | ".join(t)
+    return out
+
+
 def collect(work: Path) -> dict:
     torch.set_num_threads(1)
     out: dict = {}
@@ -103,6 +143,7 @@ def collect(work: Path) -> dict:
                                    "--temperature", "0.5", "--top-p", "0.9"])
     _run(["eval", str(run), "--n", "8", "--max-new-tokens", "32", "--prompts", "8", "--prompt-tokens", "16",
           "--continuation-tokens", "16", "--no-progress"])
+    texts.update(_engine_texts(run))
     out["tiny-gpt"] = {"texts": texts, "files": {"model.safetensors": _weights_sha(run / "model.safetensors")},
                        "eval": _eval_values(run)}
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,

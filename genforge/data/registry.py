@@ -9,13 +9,12 @@ folders are ``imagefolder:PATH``. :func:`load_images` dispatches on
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from genforge.config import DataConfig
+from genforge.config import DataConfig, did_you_mean
 
 from .cache import default_cache_dir
 from .digits import load_digits
@@ -191,8 +190,7 @@ def known_files() -> list[tuple[str, RemoteFile]]:
 def unknown_dataset(name: str) -> DataError:
     """The error for a name that is no dataset, suggesting the closest built-in one."""
     names = sorted([*DATASETS, *TEXT_DATASETS])
-    close = difflib.get_close_matches(name.lower(), names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name.lower(), names, cutoff=0.6)
     return DataError(f"unknown dataset {name!r}{hint} (available: {', '.join(names)}, "
                      f"or imagefolder:PATH for a folder of your own images, or text:PATH for your own text "
                      f"files; see `genforge datasets`)")

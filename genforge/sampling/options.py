@@ -8,10 +8,9 @@ is reported with every valid key of both parts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
-from genforge.config import ConfigError, from_dict
+from genforge.config import ConfigError, did_you_mean, from_dict
 
 
 def option_names(*classes: type) -> list[str]:
@@ -34,9 +33,8 @@ def parse_options(request_cls: type, options_cls: type, raw: dict[str, Any], *,
     valid = option_names(request_cls, options_cls)
     for key in raw:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown sample option {key!r}{hint} (valid options: {', '.join(valid)})")
+            raise ConfigError(f"unknown sample option {key!r}{did_you_mean(key, valid)} "
+                              f"(valid options: {', '.join(valid)})", key=f"{prefix}.{key}")
     request = from_dict(request_cls, {k: v for k, v in raw.items() if k in request_keys}, prefix=prefix)
     options = from_dict(options_cls, {k: v for k, v in raw.items() if k not in request_keys}, prefix=prefix)
     return request, options
