@@ -20,7 +20,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from genforge import __version__
-from genforge.config import from_dict, to_dict
+from genforge.config import FieldError, from_dict, to_dict
 from genforge.io import atomic_path, atomic_write_text
 from genforge.models import rng
 from genforge.rundir import CONFIG as CONFIG_FILE
@@ -103,11 +103,11 @@ class ImageModelConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         if self.channels not in (0, 1, 3, 4):
-            raise ValueError(f"channels must be 1, 3 or 4, got {self.channels}")
+            raise FieldError("channels", f"must be 1, 3 or 4, got {self.channels}")
         if self.image_size != 0 and not 4 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [4, 1024], got {self.image_size}")
+            raise FieldError("image_size", f"must be in [4, 1024], got {self.image_size}")
         if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+            raise FieldError("num_classes", f"must be >= 0, got {self.num_classes}")
 
     def check_complete(self) -> None:
         """Raise if the shape was never filled in (a model cannot be built without it)."""
@@ -171,9 +171,9 @@ def labels_for(n: int, condition: Any, num_classes: int, device: torch.device,
     if y.ndim == 0:
         y = y.expand(n)
     if y.shape != (n,):
-        raise ValueError(f"condition must be an int or {n} labels, got shape {list(y.shape)}")
+        raise FieldError("condition", f"must be an int or {n} labels, got shape {list(y.shape)}")
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
-        raise ValueError(f"labels must be in [0, {num_classes - 1}], got {y.tolist()[:8]}")
+        raise FieldError("labels", f"must be in [0, {num_classes - 1}], got {y.tolist()[:8]}")
     return y.to(device)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, SampleOptions
 
@@ -148,13 +149,13 @@ class LanguageModelOptions(SampleOptions):
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ValueError(f"max_new_tokens must be in [0, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
+            raise FieldError("max_new_tokens", f"must be in [0, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
         if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise FieldError("temperature", f"must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+            raise FieldError("top_k", f"must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise FieldError("top_p", f"must be in (0, 1], got {self.top_p}")
 
     def decoding(self) -> dict[str, Any]:
         """The options that shape each step (everything but ``max_new_tokens``), as keyword arguments."""

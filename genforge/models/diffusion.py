@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, OnnxGraphs, SampleOptions,
                                   eval_mode, labels_for, unpack_image_batch)
@@ -59,18 +60,18 @@ class DiffusionConfig(ImageModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != "diffusion":
-            raise ValueError(f"family must be 'diffusion' for a DiffusionConfig, got {self.family!r}")
+            raise FieldError("family", f"must be 'diffusion' for a DiffusionConfig, got {self.family!r}")
         if not 2 <= self.timesteps <= 100_000:
-            raise ValueError(f"timesteps must be in [2, 100000], got {self.timesteps}")
+            raise FieldError("timesteps", f"must be in [2, 100000], got {self.timesteps}")
         for name in ("width", "max_mult", "blocks"):
             if not 1 <= getattr(self, name) <= 4096:
                 raise ValueError(f"{name} must be in [1, 4096], got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+            raise FieldError("label_dropout", f"must be in [0, 1), got {self.label_dropout}")
         if not 1 <= self.vlb_timesteps <= self.timesteps:
-            raise ValueError(f"vlb_timesteps must be in [1, timesteps={self.timesteps}], got {self.vlb_timesteps}")
+            raise FieldError("vlb_timesteps", f"must be in [1, timesteps={self.timesteps}], got {self.vlb_timesteps}")
 
 
 @dataclass(kw_only=True)
@@ -87,13 +88,13 @@ class DiffusionSampleOptions(SampleOptions):
 
     def __post_init__(self) -> None:
         if self.sampler is not None and self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+            raise FieldError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise FieldError("steps", f"must be >= 1, got {self.steps}")
         if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+            raise FieldError("eta", f"must be in [0, 1], got {self.eta}")
         if self.guidance is not None and not 0.0 <= self.guidance <= 100.0:
-            raise ValueError(f"guidance must be in [0, 100], got {self.guidance}")
+            raise FieldError("guidance", f"must be in [0, 100], got {self.guidance}")
 
 
 def _normal_kl(m1: Tensor, lv1: Tensor, m2: Tensor, lv2: Tensor) -> Tensor:
@@ -219,7 +220,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         opts = super().parse_sample_options(options)
         self._check_sampler(opts.sampler, SAMPLERS)
         if opts.steps > self.config.timesteps:
-            raise ValueError(f"steps must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
+            raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
         if opts.guidance is not None and not self.num_classes:
             raise ValueError("guidance needs a class-conditional model; this one is unconditional")
         return opts
@@ -268,7 +269,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
     def draw_latents(self, n: int, condition: Any = None,
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise FieldError("n", f"must be >= 1, got {n}")
         y = labels_for(n, condition, self.num_classes, self.device, generator)
         c, s = self.config.channels, self.config.image_size
         return rng.randn((n, c, s, s), generator).to(self.device), y  # noise [n, C, S, S]
@@ -285,7 +286,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         """Initial noise z [n, C, S, S] through the ODE sampler (dpm++ / ddim η=0 / euler) → images in [0, 1]."""
         opts = self._deterministic(options)
         if tuple(z.shape[1:]) != self.image_shape:
-            raise ValueError(f"latents must be [n, {', '.join(map(str, self.image_shape))}], got {list(z.shape)}")
+            raise FieldError("latents", f"must be [n, {', '.join(map(str, self.image_shape))}], got {list(z.shape)}")
         return self._integrate(z.to(self.device), y, opts, None)
 
     @torch.no_grad()
@@ -327,7 +328,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         opts = self.parse_inpaint_options(options)
         self._check_sampler(opts.sampler, REPAINT_SAMPLERS[self.config.objective])
         if opts.steps > self.config.timesteps:
-            raise ValueError(f"steps must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
+            raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
         if opts.guidance is not None and (not self.num_classes or (condition is None and not opts.classify)):
             raise ValueError("guidance needs a class-conditional model and a label (given, or classify > 0)")
         b = x.shape[0]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import (
     Batch,
@@ -72,7 +73,7 @@ class GANConfig(ImageModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != "gan":
-            raise ValueError(f"family must be 'gan' for a GANConfig, got {self.family!r}")
+            raise FieldError("family", f"must be 'gan' for a GANConfig, got {self.family!r}")
         for name in ("z_dim", "g_width", "d_width", "max_width"):
             value = getattr(self, name)
             if not 1 <= value <= 4096:
@@ -80,10 +81,10 @@ class GANConfig(ImageModelConfig):
         if not self.r1_gamma >= 0:  # also rejects NaN
             raise ValueError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         if self.g_upsample not in ("deconv", "resize"):
-            raise ValueError(f"g_upsample must be deconv or resize, got {self.g_upsample!r}")
+            raise FieldError("g_upsample", f"must be deconv or resize, got {self.g_upsample!r}")
         parse_augment(self.augment)
         if not 0 <= self.mbstd_group <= 64:
-            raise ValueError(f"mbstd_group must be in [0, 64] (0 = off), got {self.mbstd_group}")
+            raise FieldError("mbstd_group", f"must be in [0, 64] (0 = off), got {self.mbstd_group}")
 
 
 class Generator(nn.Module):
@@ -254,7 +255,7 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
     def draw_latents(self, n: int, condition: Any = None,
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise FieldError("n", f"must be >= 1, got {n}")
         y = labels_for(n, condition, self.num_classes, self.device, generator)
         return rng.randn((n, self.config.z_dim), generator).to(self.device), y  # z [n, Z]
 
@@ -278,7 +279,7 @@ class GAN(GenerativeModel, ImageModel, LatentSpace, Inpaints):
     def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
         self.parse_sample_options(options)
         if z.ndim != 2 or z.shape[1] != self.config.z_dim:
-            raise ValueError(f"latents must be [n, {self.config.z_dim}], got {list(z.shape)}")
+            raise FieldError("latents", f"must be [n, {self.config.z_dim}], got {list(z.shape)}")
         return self._generate(z.to(self.device), y)
 
     # ---- inpainting

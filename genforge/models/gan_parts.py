@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.config import FieldError
 from genforge.models import rng
 
 AUGMENTS = ("translation", "cutout", "brightness", "contrast")
@@ -99,7 +100,7 @@ class MinibatchStd(nn.Module):
     def __init__(self, group_size: int = 4) -> None:
         super().__init__()
         if group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {group_size}")
+            raise FieldError("group_size", f"must be >= 1, got {group_size}")
         self.group_size = group_size
 
     def forward(self, h: Tensor) -> Tensor:

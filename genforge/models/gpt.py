@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.config import FieldError
 from genforge.models.base import Batch, OnnxGraphs, GenerativeModel, Likelihood, ModelConfig, eval_mode
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
 from genforge.models.kv_cache import ConcatCacheDecoder, KVCache, SlotCache
@@ -52,9 +53,9 @@ class GPTConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         if self.family != "gpt":
-            raise ValueError(f"family must be 'gpt' for a GPTConfig, got {self.family!r}")
+            raise FieldError("family", f"must be 'gpt' for a GPTConfig, got {self.family!r}")
         if self.vocab_size < 0 or self.vocab_size > 1_000_000:
-            raise ValueError(f"vocab_size must be in [1, 1000000] (0 = from the data), got {self.vocab_size}")
+            raise FieldError("vocab_size", f"must be in [1, 1000000] (0 = from the data), got {self.vocab_size}")
         for name, hi in (("block_size", 65536), ("n_layer", 512), ("n_head", 512), ("n_embd", 65536)):
             value = getattr(self, name)
             if not 1 <= value <= hi:
@@ -62,7 +63,7 @@ class GPTConfig(ModelConfig):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
 
     def check_complete(self) -> None:
         if self.vocab_size < 1:
@@ -326,13 +327,13 @@ class GPT(GenerativeModel, LanguageModel):
             int64 [B]: the sampled token of each sequence at this step.
         """
         if prompt.ndim != 2 or prompt.shape[1] < 1:
-            raise ValueError(f"prompt must be token ids [B, P] with P >= 1, got {list(prompt.shape)}")
+            raise FieldError("prompt", f"must be token ids [B, P] with P >= 1, got {list(prompt.shape)}")
         if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+            raise FieldError("temperature", f"must be >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise FieldError("top_k", f"must be >= 1, got {top_k}")
         if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise FieldError("top_p", f"must be in (0, 1], got {top_p}")
         if int(prompt.max()) >= self.config.vocab_size or int(prompt.min()) < 0:
             raise ValueError(f"prompt token ids must be in [0, {self.config.vocab_size - 1}]")
         seq = prompt.to(self.device, torch.long)
@@ -446,5 +447,5 @@ class GPT(GenerativeModel, LanguageModel):
             if prompt.ndim == 1:
                 prompt = prompt.unsqueeze(0).expand(n, -1)
             if prompt.ndim != 2 or prompt.shape[0] != n:
-                raise ValueError(f"condition must be token ids [P] or [{n}, P], got {list(prompt.shape)}")
+                raise FieldError("condition", f"must be token ids [P] or [{n}, P], got {list(prompt.shape)}")
         return self.generate(prompt, opts.max_new_tokens, generator=generator, **opts.decoding())

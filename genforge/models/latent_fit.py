@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import SampleOptions
 
@@ -33,13 +34,13 @@ class LatentFitOptions(SampleOptions):
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 100_000:
-            raise ValueError(f"steps must be in [1, 100000], got {self.steps}")
+            raise FieldError("steps", f"must be in [1, 100000], got {self.steps}")
         if not 0 < self.lr <= 10:
-            raise ValueError(f"lr must be in (0, 10], got {self.lr}")
+            raise FieldError("lr", f"must be in (0, 10], got {self.lr}")
         if not 1 <= self.restarts <= 1000:
-            raise ValueError(f"restarts must be in [1, 1000], got {self.restarts}")
+            raise FieldError("restarts", f"must be in [1, 1000], got {self.restarts}")
         if not 0 <= self.prior <= 1e6:
-            raise ValueError(f"prior must be in [0, 1e6], got {self.prior}")
+            raise FieldError("prior", f"must be in [0, 1e6], got {self.prior}")
 
 
 PixelNLL = Callable[[Tensor, Tensor, Tensor], Tensor]  # (render output, target, known mask) → per-image nats [N]

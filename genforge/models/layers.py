@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from genforge.config import FieldError
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -64,7 +66,7 @@ def plan_resolution(image_size: int, max_stages: int = MAX_STAGES) -> Resolution
         ValueError: ``image_size`` < 4.
     """
     if image_size < MIN_BASE:
-        raise ValueError(f"image_size must be >= {MIN_BASE}, got {image_size}")
+        raise FieldError("image_size", f"must be >= {MIN_BASE}, got {image_size}")
     stages = 0
     while stages < max_stages and image_size >= MIN_BASE * 2 ** (stages + 1):
         stages += 1

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import SampleOptions
 from genforge.models.samplers import DDIMSampler, DDPMSampler, FlowEuler, Sampler
@@ -45,15 +46,15 @@ class RePaintOptions(SampleOptions):
 
     def __post_init__(self) -> None:
         if not 0 <= self.classify <= 1000:
-            raise ValueError(f"classify must be in [0, 1000], got {self.classify}")
+            raise FieldError("classify", f"must be in [0, 1000], got {self.classify}")
         if not 1 <= self.steps <= 10_000:
-            raise ValueError(f"steps must be in [1, 10000], got {self.steps}")
+            raise FieldError("steps", f"must be in [1, 10000], got {self.steps}")
         if not 1 <= self.jump_length <= self.steps:
-            raise ValueError(f"jump_length must be in [1, steps={self.steps}], got {self.jump_length}")
+            raise FieldError("jump_length", f"must be in [1, steps={self.steps}], got {self.jump_length}")
         if not 1 <= self.resamples <= 100:
-            raise ValueError(f"resamples must be in [1, 100], got {self.resamples}")
+            raise FieldError("resamples", f"must be in [1, 100], got {self.resamples}")
         if self.guidance is not None and not 0.0 <= self.guidance <= 100.0:
-            raise ValueError(f"guidance must be in [0, 100], got {self.guidance}")
+            raise FieldError("guidance", f"must be in [0, 100], got {self.guidance}")
 
 
 def jump_schedule(steps: int, jump_length: int, resamples: int) -> list[int]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models.schedules import (FlowSchedule, NoiseSchedule, _check_prediction, _draw_noise, _eps_from,
                                        _x0_from)
 
@@ -222,7 +223,7 @@ SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler, 
 
 def _check_eta(eta: float) -> float:
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise FieldError("eta", f"must be in [0, 1], got {eta}")
     return float(eta)
 
 

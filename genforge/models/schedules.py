@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 
 PREDICTIONS = ("epsilon", "v")  # what a DDPM-objective model outputs: the noise, or v = sqrt(ab) eps - sqrt(1-ab) x0
@@ -31,7 +32,7 @@ PREDICTIONS = ("epsilon", "v")  # what a DDPM-objective model outputs: the noise
 
 def _check_prediction(prediction: str) -> str:
     if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        raise FieldError("prediction", f"must be one of {list(PREDICTIONS)}, got {prediction!r}")
     return prediction
 
 
@@ -46,7 +47,7 @@ def _draw_noise(x: Tensor, generator: torch.Generator | None, noise: Tensor | No
     if noise is None:
         noise = rng.randn(tuple(x.shape), generator)
     elif noise.shape != x.shape:
-        raise ValueError(f"noise must have the shape of x {list(x.shape)}, got {list(noise.shape)}")
+        raise FieldError("noise", f"must have the shape of x {list(x.shape)}, got {list(noise.shape)}")
     return noise.to(x.device, x.dtype)
 
 
@@ -91,7 +92,7 @@ class NoiseSchedule:
         if kind not in ("linear", "cosine"):
             raise ValueError(f"schedule kind must be 'linear' or 'cosine', got {kind!r}")
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 2:
-            raise ValueError(f"timesteps must be an int >= 2, got {timesteps!r}")
+            raise FieldError("timesteps", f"must be an int >= 2, got {timesteps!r}")
         self.kind = kind
         self.timesteps = timesteps
         if kind == "linear":
@@ -123,7 +124,7 @@ class NoiseSchedule:
         if t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(f"DDPM timesteps must be integers, got {t.dtype}")
         if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.timesteps):
-            raise ValueError(f"timesteps must be in [0, {self.timesteps - 1}], got {t.tolist()[:8]}")
+            raise FieldError("timesteps", f"must be in [0, {self.timesteps - 1}], got {t.tolist()[:8]}")
         values = table.to(like.dtype).to(like.device)[t.to(like.device, torch.long).reshape(-1)]
         return values.reshape(-1, *([1] * (like.ndim - 1)))
 
@@ -185,7 +186,7 @@ class FlowSchedule:
 
     def __init__(self, timesteps: int = 1000) -> None:
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < 1:
-            raise ValueError(f"timesteps must be an int >= 1, got {timesteps!r}")
+            raise FieldError("timesteps", f"must be an int >= 1, got {timesteps!r}")
         self.timesteps = timesteps
 
     def add_noise(self, x0: Tensor, noise: Tensor, s: Tensor) -> Tensor:

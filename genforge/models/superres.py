@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, ImageModelConfig, SampleOptions, eval_mode, unpack_image_batch
 from genforge.models.capabilities import ImageModel, Upscales
@@ -46,14 +47,14 @@ class SuperResConfig(ImageModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != "superres":
-            raise ValueError(f"family must be 'superres' for a SuperResConfig, got {self.family!r}")
+            raise FieldError("family", f"must be 'superres' for a SuperResConfig, got {self.family!r}")
         if self.conditional:
             raise ValueError("a superres model is conditioned on the low-resolution image, not on class labels: "
                              "set model.conditional=false")
         if not self.factors or any(not isinstance(f, int) or f < 2 for f in self.factors):
-            raise ValueError(f"factors must be a non-empty list of integers >= 2, got {self.factors}")
+            raise FieldError("factors", f"must be a non-empty list of integers >= 2, got {self.factors}")
         if len(set(self.factors)) != len(self.factors):
-            raise ValueError(f"factors must be distinct, got {self.factors}")
+            raise FieldError("factors", f"must be distinct, got {self.factors}")
         if self.image_size:
             bad = [f for f in self.factors if self.image_size % f or self.image_size // f < 2]
             if bad:
@@ -63,7 +64,7 @@ class SuperResConfig(ImageModelConfig):
             if not 1 <= getattr(self, name) <= 4096:
                 raise ValueError(f"{name} must be in [1, 4096], got {getattr(self, name)}")
         if not 2 <= self.timesteps <= 100_000:
-            raise ValueError(f"timesteps must be in [2, 100000], got {self.timesteps}")
+            raise FieldError("timesteps", f"must be in [2, 100000], got {self.timesteps}")
 
 
 @dataclass(kw_only=True)
@@ -74,7 +75,7 @@ class SuperResSampleOptions(SampleOptions):
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be in [1, 1000], got {self.steps}")
+            raise FieldError("steps", f"must be in [1, 1000], got {self.steps}")
 
 
 def downsample(x: Tensor, factor: int) -> Tensor:
@@ -164,5 +165,5 @@ class SuperRes(GenerativeModel, ImageModel, Upscales):
             raise ValueError("a superres model upscales the images you give it; it draws nothing from noise alone "
                              "(use `genforge upscale RUN --image IMG`)")
         if condition.shape[0] != n:
-            raise ValueError(f"condition must hold {n} low-resolution images, got {condition.shape[0]}")
+            raise FieldError("condition", f"must hold {n} low-resolution images, got {condition.shape[0]}")
         return self.upscale(condition, generator=generator, **options)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import (
     Batch,
@@ -70,15 +71,15 @@ class VAEConfig(ImageModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.family != "vae":
-            raise ValueError(f"family must be 'vae' for a VAEConfig, got {self.family!r}")
+            raise FieldError("family", f"must be 'vae' for a VAEConfig, got {self.family!r}")
         for name in ("latent_dim", "width", "max_width"):
             value = getattr(self, name)
             if not 1 <= value <= 4096:
                 raise ValueError(f"{name} must be in [1, 4096], got {value}")
         if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise FieldError("beta", f"must be >= 0, got {self.beta}")
         if not 1 <= self.iw_samples <= 100_000:
-            raise ValueError(f"iw_samples must be in [1, 100000], got {self.iw_samples}")
+            raise FieldError("iw_samples", f"must be in [1, 100000], got {self.iw_samples}")
 
 
 @dataclass(kw_only=True)
@@ -110,9 +111,9 @@ class VAEInpaintOptions(LatentFitOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.encode_iters <= 1000:
-            raise ValueError(f"encode_iters must be in [0, 1000], got {self.encode_iters}")
+            raise FieldError("encode_iters", f"must be in [0, 1000], got {self.encode_iters}")
         if not 0 <= self.jitter <= 10:
-            raise ValueError(f"jitter must be in [0, 10], got {self.jitter}")
+            raise FieldError("jitter", f"must be in [0, 10], got {self.jitter}")
 
 
 class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
@@ -242,7 +243,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
         """
         k = self.config.iw_samples if k is None else int(k)
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise FieldError("k", f"must be >= 1, got {k}")
         x, y = self._inputs(batch)
         b = x.shape[0]
         mu, logvar = self.encode(x, y)  # [B, L]
@@ -287,7 +288,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
     def draw_latents(self, n: int, condition: Any = None,
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise FieldError("n", f"must be >= 1, got {n}")
         y = labels_for(n, condition, self.num_classes, self.device, generator)
         return rng.randn((n, self.config.latent_dim), generator).to(self.device), y  # z [n, L]
 
@@ -297,7 +298,7 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
         if self.parse_sample_options(options).noise:
             raise ValueError("render draws no pixel noise: noise=true does not apply")
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(f"latents must be [n, {self.config.latent_dim}], got {list(z.shape)}")
+            raise FieldError("latents", f"must be [n, {self.config.latent_dim}], got {list(z.shape)}")
         return self._mean(self.decode(z.to(self.device), y).float())
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models.base import SampleOptions, eval_mode
 from genforge.models.rng import RowGenerators
 from genforge.sampling.queue import Handle, Worker
@@ -71,7 +72,7 @@ class ImageBatcher(Worker):
     def __init__(self, pipe: ImagePipeline, *, max_batch: int = 64, window_s: float = 0.01, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None) -> None:
         if max_batch < 1 or window_s < 0:
-            raise ValueError(f"max_batch must be >= 1 and window_s >= 0; got {max_batch}, {window_s}")
+            raise FieldError("max_batch", f"must be >= 1 and window_s >= 0; got {max_batch}, {window_s}")
         super().__init__(max_queue=max_queue, name=f"genforge-images-{pipe.name}")
         self.pipe, self.model = pipe, pipe.model
         self.max_batch, self.window_s = max_batch, window_s
@@ -84,7 +85,7 @@ class ImageBatcher(Worker):
         """Queue ``n`` images; ``options`` must already be the family's parsed sample options.
         ``notify`` is called from the batcher's thread when the job is done."""
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise FieldError("n", f"must be >= 1, got {n}")
         return self.enqueue(ImageJob(n=n, label=label, seed=seed, options=options, notify=notify), "image requests")
 
     def _take(self) -> list[ImageJob] | None:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models.base import eval_mode
 from genforge.models.capabilities import LanguageModelOptions, next_tokens
 from genforge.models.rng import RowGenerators
@@ -112,7 +113,7 @@ class TextEngine(Worker):
     def __init__(self, pipe: TextPipeline, *, max_rows: int = 32, max_queue: int = 256,
                  on_batch: Callable[[int], None] | None = None) -> None:
         if max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+            raise FieldError("max_rows", f"must be >= 1, got {max_rows}")
         super().__init__(max_queue=max_queue, name=f"genforge-text-{pipe.name}")
         self.pipe, self.model = pipe, pipe.model
         self.max_rows = max_rows
@@ -135,7 +136,7 @@ class TextEngine(Worker):
         if not ids:
             raise ValueError(f"prompt {prompt!r} encodes to no tokens")
         if request.n > self.max_rows:
-            raise ValueError(f"n must be <= {self.max_rows} (the server's batch rows), got {request.n}")
+            raise FieldError("n", f"must be <= {self.max_rows} (the server's batch rows), got {request.n}")
         return opts, ids
 
     def submit(self, request: TextRequest, options: LanguageModelOptions | dict[str, Any] | None = None, *,

@@ -22,6 +22,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
 from genforge.models.capabilities import ImageModel
@@ -130,11 +131,11 @@ class ImageRequest:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= 100_000:
-            raise ValueError(f"n must be in [1, 100000], got {self.n}")
+            raise FieldError("n", f"must be in [1, 100000], got {self.n}")
         if self.nrow < 0:
-            raise ValueError(f"nrow must be >= 0, got {self.nrow}")
+            raise FieldError("nrow", f"must be >= 0, got {self.nrow}")
         if not 1 <= self.batch_size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be in [1, {MAX_BATCH}], got {self.batch_size}")
+            raise FieldError("batch_size", f"must be in [1, {MAX_BATCH}], got {self.batch_size}")
 
 
 class ImagePipeline:
@@ -183,7 +184,7 @@ class ImagePipeline:
             label = int(label)
         if isinstance(label, int):
             if not 0 <= label < k:
-                raise ValueError(f"label must be in [0, {k - 1}], got {label}")
+                raise FieldError("label", f"must be in [0, {k - 1}], got {label}")
             return label
         names = self.model.class_names
 
@@ -211,14 +212,14 @@ class ImagePipeline:
             uint8 [n, C, H, W] on the CPU.
         """
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise FieldError("n", f"must be >= 1, got {n}")
         opts = self.model.parse_sample_options(options)
         generator = torch.Generator().manual_seed(seed)
         labels = None
         if condition is not None and not isinstance(condition, int):
             labels = torch.as_tensor(condition, dtype=torch.long)
             if labels.shape != (n,):
-                raise ValueError(f"condition must be an int or {n} labels, got shape {list(labels.shape)}")
+                raise FieldError("condition", f"must be an int or {n} labels, got shape {list(labels.shape)}")
         out = []
         with eval_mode(self.model):
             for start in range(0, n, batch_size):

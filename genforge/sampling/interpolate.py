@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.models.base import GenerativeModel, eval_mode
 from genforge.models.capabilities import Inverts, LatentSpace
 from genforge.sampling.images import to_uint8
@@ -70,7 +71,7 @@ def interpolate(model: GenerativeModel, steps: int, *, seeds: tuple[int, int] = 
         options: the family's sample options for rendering (a deterministic sampler).
     """
     if not 2 <= steps <= 256:
-        raise ValueError(f"steps must be in [2, 256], got {steps}")
+        raise FieldError("steps", f"must be in [2, 256], got {steps}")
     space = require_latents(model, invert=images is not None)
     options = dict(options or {})
     k = model.num_classes

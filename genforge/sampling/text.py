@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence, TextIO
 import torch
 from torch import Tensor
 
+from genforge.config import FieldError
 from genforge.data import Tokenizer, load_tokenizer
 from genforge.io import atomic_write_text
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, eval_mode
@@ -99,7 +100,7 @@ class TextRequest:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= MAX_SAMPLES:
-            raise ValueError(f"n must be in [1, {MAX_SAMPLES}], got {self.n}")
+            raise FieldError("n", f"must be in [1, {MAX_SAMPLES}], got {self.n}")
         self.stop = tuple(self.stop)
 
 
@@ -256,7 +257,7 @@ def generate_text(model: GenerativeModel, tokenizer: Tokenizer, prompt: str | No
                   on_text: TextCallback | None = None, use_cache: bool = True) -> list[str]:
     """``n`` continuations of ``prompt``: :meth:`TextPipeline.generate` with these settings."""
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise FieldError("max_new_tokens", f"must be >= 0, got {max_new_tokens}")
     pipe = TextPipeline(model, tokenizer)
     request = TextRequest(prompt=prompt, n=n, seed=seed, stop=tuple(stop))
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p}
