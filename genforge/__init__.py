@@ -20,7 +20,6 @@ _LAZY = {
     "inpaint": ("genforge.sampling.inpaint", "inpaint_images"),
     "builtin_mask": ("genforge.sampling.masks", "builtin_mask"),
     "interpolate": ("genforge.sampling.interpolate", "interpolate"),
-    "UpscalePipeline": ("genforge.sampling.upscale", "UpscalePipeline"),
     "synthesize": ("genforge.sampling.synth", "synthesize"),
     "write_dataset": ("genforge.sampling.synth", "write_dataset"),
     "evaluate": ("genforge.tasks.evaluate", "evaluate_run"),

@@ -128,14 +128,16 @@ def test_an_unknown_sample_option_names_itself_and_every_valid_one(runs, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "unknown sample option 'nosie'; did you mean 'noise'?" in err
-    assert "(valid options: batch_size, label, n, noise, nrow, seed)" in err
+    assert "(valid options: batch_size, n, noise, nrow, seed)" in err  # an unconditional VAE takes no label
     pipe = ImagePipeline.from_run(runs["tiny-gan"])
     with pytest.raises(ConfigError, match=r"'steps' \(valid options: batch_size, label, n, nrow, seed\)"):
         pipe.parse({"steps": 20})
     text = TextPipeline.from_run(runs["tiny-gpt"])
     with pytest.raises(ConfigError, match="valid options: max_new_tokens, n, prompt, seed, stop, temperature, "
                                           "top_k, top_p"):
-        text.parse({"label": 3})
+        text.parse({"lable": 3})
+    with pytest.raises(ConfigError, match=r"does not take a class label \(label\); it takes a text prompt"):
+        text.parse({"label": 3})  # a condition the model does not take is refused by name
     with pytest.raises(ConfigError, match="temperature must be >= 0"):
         text.parse({"temperature": -1})
 

@@ -130,8 +130,12 @@ def test_upscale_and_its_size_check(runs, capsys, tmp_path):
     error_line(capsys, ["upscale", sr, "--image", str(tmp_path / "odd.png"), "-o", str(tmp_path / "u2.png")],
                "is 5x5; this model upscales to 8x8 from 4x4 (x2)")
     error_line(capsys, ["upscale", str(runs["tiny-gan"]), "--image", str(tmp_path / "low.png"), "-o",
-                        str(tmp_path / "u3.png")], "does not upscale images")
-    error_line(capsys, ["sample", sr, "-o", str(tmp_path / "s.png")], "genforge upscale")
+                        str(tmp_path / "u3.png")], "does not take a source image (image); it takes a class label")
+    error_line(capsys, ["sample", sr, "-o", str(tmp_path / "s.png")], "generates from a source image; give one")
+    code, _, err = run(capsys, ["sample", sr, "--image", str(tmp_path / "low.png"), "--n", "2", "--steps", "2",
+                                "-o", str(tmp_path / "s.png")])
+    assert code == 0, err
+    assert Image.open(tmp_path / "s.png").text["image"] == "low.png"
 
 
 def test_interpolate_writes_a_strip_whose_ends_are_the_seed_samples(runs, capsys, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genforge.cli.args import family_flags, positive_int
+from genforge.cli.args import family_flags, positive_int, section_overrides
 
 MASK_HELP = "a mask image (white = fill) or a built-in: center, left, right, top, bottom, random:FRACTION"
 
@@ -89,12 +89,7 @@ APP_COMMANDS = {"inpaint": _add_inpaint, "upscale": _add_upscale, "interpolate":
 
 # --------------------------------------------------------------------------- commands
 def _options(args, section: str) -> dict:
-    from genforge.config import ConfigError, apply_overrides
-
-    given = apply_overrides({}, args.overrides)
-    if set(given) - {section}:
-        raise ConfigError(f"genforge {args.command} takes --set {section}.KEY=VALUE, got {sorted(set(given) - {section})}")
-    return {**family_flags(getattr(args, "extra", [])), **given.get(section, {})}
+    return {**family_flags(getattr(args, "extra", [])), **section_overrides(args.overrides, section, args.command)}
 
 
 def _open(args):
@@ -177,31 +172,29 @@ def cmd_inpaint(args) -> int:
 def cmd_upscale(args) -> int:
     import torch
 
+    from genforge.models.conditions import Condition, parse_condition
     from genforge.sampling.masks import read_model_image
-    from genforge.sampling.upscale import UpscalePipeline
 
     pipe = _open(args)
-    up = UpscalePipeline(pipe.model, name=pipe.name)
-    opts = pipe.model.parse_sample_options(_options(args, "sample"))
+    model = pipe.model
+    parse_condition(model, {"image": torch.zeros(0)}, name=pipe.name)  # refuses a model that takes no image
+    opts = model.parse_sample_options(_options(args, "sample"))
     inputs = _inputs(args.image)
     paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite)
-    c = pipe.model.image_shape[0]
     lows = []
     for p in inputs:
-        x = read_model_image(p, c)
-        if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"{p} is {x.shape[-1]}x{x.shape[-2]}; super-resolution takes square images")
-        up.check_side(x.shape[-1], str(p))
+        x = read_model_image(p, model.image_shape[0])
+        model.check_source(x, str(p))
         lows.append(x)
-    sides = {int(x.shape[-1]) for x in lows}
     outs = []
-    for side in sorted(sides):
+    for side in sorted({int(x.shape[-1]) for x in lows}):
         group = [i for i, x in enumerate(lows) if x.shape[-1] == side]
-        res = up.upscale(torch.stack([lows[i] for i in group]), seed=args.seed, batch_size=args.batch_size,
-                         options=opts)
+        source = torch.stack([lows[i] for i in group])
+        res = pipe.generate(len(group), condition=Condition(image=source), seed=args.seed, batch_size=args.batch_size,
+                            options=opts)
         outs += list(zip(group, res))
     outs.sort(key=lambda t: t[0])
-    _save([img for _, img in outs], paths, {"genforge_model": pipe.model.family, "run": pipe.name, "seed": args.seed})
+    _save([img for _, img in outs], paths, {"genforge_model": model.family, "run": pipe.name, "seed": args.seed})
     return 0
 
 

@@ -58,3 +58,18 @@ def family_flags(extra: list[str]) -> dict:
         out[name.replace("-", "_")] = parse_override(f"x={value}")[1]
         i += 1
     return out
+
+
+def section_overrides(overrides: list[str], section: str, command: str) -> dict:
+    """The one reader of ``--set`` for commands that take a single section: ``--set sample.steps=20`` →
+    ``{"steps": 20}``; a key of another section is refused naming the command and the section it takes."""
+    from genforge.config import ConfigError, apply_overrides
+
+    given = apply_overrides({}, overrides)
+    other = sorted(set(given) - {section})
+    if other:
+        raise ConfigError(f"genforge {command} takes --set {section}.KEY=VALUE, got {other}", key=other[0])
+    value = given.get(section, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"--set {section}=... must name a key: --set {section}.KEY=VALUE", key=section)
+    return value

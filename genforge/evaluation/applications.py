@@ -10,9 +10,10 @@ Each stage adds results named ``GROUP/…/MEASURE`` (e.g. ``inpaint/center/psnr`
   — with the same numbers for filling the region with the training-set mean image. Labels: ``given``
   (the true label, class-conditional inpainting), ``none`` (the model decides), or ``auto`` (given when
   the model is conditional).
-- **upscale** (``Upscales``): per trained factor f, the test images area-downsampled by f and 8-bit
-  quantised are upscaled; PSNR and SSIM (whole image) against the originals and evaluator accuracy, beside
-  bicubic upsampling of the same inputs.
+- **upscale** (``ImageConditioned``): per source variant (for super-resolution each trained factor f: the
+  test images area-downsampled by f and 8-bit quantised), the model generates the images back from their
+  sources; PSNR and SSIM (whole image) against the originals and evaluator accuracy, beside the model's
+  declared baseline (bicubic upsampling of the same inputs).
 - **cas** (Classification Accuracy Score, Ravuri & Vinyals 2019; conditional models): the evaluator's
   architecture and training recipe (:func:`~genforge.evaluation.features.train_evaluator`, ``classifier_epochs``
   epochs, seeded) trained on ``cas_n`` generated images with balanced labels, tested on the whole real test
@@ -39,11 +40,11 @@ from genforge.evaluation.protocol import EvalError
 from genforge.evaluation.reference import reference_features, reference_subsample
 from genforge.metrics.fid import frechet_distance, gaussian_stats
 from genforge.metrics.recon import psnr_per_image, ssim_per_image
-from genforge.models.capabilities import ImageModel, Inpaints, Upscales
+from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints
+from genforge.models.conditions import Condition
 from genforge.sampling.inpaint import inpaint_images
 from genforge.sampling.masks import builtin_mask
 from genforge.sampling.synth import balanced
-from genforge.sampling.upscale import UpscalePipeline, bicubic_uint8, downsample_uint8
 
 APP_METRICS = ("inpaint", "upscale", "cas", "augment")
 
@@ -122,25 +123,31 @@ def inpaint_stage(ev: ImageEval) -> None:
 
 
 def upscale_stage(ev: ImageEval) -> None:
+    """Image-conditioned models: per source variant, test images made into sources, generated back and
+    scored against the originals, beside the model's declared baseline."""
+    from genforge.sampling.images import ImagePipeline
+
     model, opts = ev.model, ev.opts
-    if not isinstance(model, Upscales):
-        raise EvalError("metric 'upscale' does not apply: the model is not a super-resolution model")
-    pipe = UpscalePipeline(model)
+    if not isinstance(model, ImageConditioned):
+        raise EvalError("metric 'upscale' does not apply: the model does not generate from a source image")
+    pipe = ImagePipeline(model)
     sample_opts = model.parse_sample_options(opts.sample)
     sub = reference_subsample(ev.data, "test", opts.app_n, opts.reference_seed)
-    x, y, size = sub.x, sub.y, ev.data.image_size
-    for f in pipe.factors:
-        low = downsample_uint8(x, f)
-        log(opts.progress, f"upscaling {x.shape[0]} test images x{f} …")
+    x, y = sub.x, sub.y
+    for variant in model.source_variants():
+        source = model.make_source(x, variant)
+        log(opts.progress, f"generating {x.shape[0]} test images from {variant} sources …")
         t0 = time.perf_counter()
-        with ev.clock(f"upscale_x{f}"):
-            out = pipe.upscale(low, seed=opts.seed, batch_size=opts.batch_size, options=sample_opts)
+        with ev.clock(f"upscale_{variant}"):
+            out = pipe.generate(x.shape[0], condition=Condition(image=source), seed=opts.seed,
+                                batch_size=opts.batch_size, options=sample_opts)
         seconds = (time.perf_counter() - t0) / x.shape[0]
-        proto = _app_protocol(ev, x.shape[0], factor=f, low_resolution="area average, 8-bit", options=vars(sample_opts))
-        _add_scored(ev, f"upscale/x{f}", out, x, y, None, proto)
-        ev.add(f"upscale/x{f}/seconds_per_image", seconds, proto)
-        base = dict(proto, params=dict(proto["params"], method="bicubic (torch, align_corners=False)", options={}))
-        _add_scored(ev, f"upscale/x{f}/bicubic", bicubic_uint8(low, size), x, y, None, base)
+        method, base = model.baseline(source)
+        proto = _app_protocol(ev, x.shape[0], source=variant, options=vars(sample_opts))
+        _add_scored(ev, f"upscale/{variant}", out, x, y, None, proto)
+        ev.add(f"upscale/{variant}/seconds_per_image", seconds, proto)
+        params = dict(proto["params"], method=method, options={})
+        _add_scored(ev, f"upscale/{variant}/{method.split(' ')[0]}", base, x, y, None, dict(proto, params=params))
 
 
 def _classifier(ev: ImageEval, x: Tensor, y: Tensor, steps: int | None = None) -> tuple[float, dict[str, Any]]:

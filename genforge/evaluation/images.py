@@ -72,7 +72,7 @@ from genforge.evaluation.proxy import proxy_fid_hook
 from genforge.evaluation.reference import Reference, balanced_labels, reference_features, reference_subsample
 from genforge.metrics.guards import SampleSizeError, check_sample_sizes
 from genforge.models.base import GenerativeModel
-from genforge.models.capabilities import ImageModel, Inpaints, Reconstructs, Upscales
+from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints, Reconstructs
 from genforge.sampling.images import ImagePipeline
 
 __all__ = [
@@ -198,17 +198,18 @@ def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel |
     why = {"recon": "the model does not reconstruct images" if model is not None else no_model,
            "nll": "the model has no likelihood" if model is not None else no_model,
            "inpaint": "the model cannot inpaint" if model is not None else no_model,
-           "upscale": "the model is not a super-resolution model" if model is not None else no_model,
+           "upscale": "the model does not generate from a source image" if model is not None else no_model,
            "cas": "it needs a class-conditional model" if model is not None else no_model}
     why["augment"] = why["cas"]
     ok = {"recon": can_recon, "nll": can_nll, "inpaint": isinstance(model, Inpaints),
-          "upscale": isinstance(model, Upscales), "cas": conditional, "augment": conditional}
-    if isinstance(model, Upscales):  # it draws nothing from noise: only its own metric applies
-        why.update({m: "a super-resolution model draws no samples from noise" for m in SAMPLE_METRICS})
+          "upscale": isinstance(model, ImageConditioned), "cas": conditional, "augment": conditional}
+    needs_source = model is not None and "image" in model.required_conditions()
+    if needs_source:  # it draws nothing from noise: only the metrics of generating from sources apply
+        why.update({m: "the model draws no samples without a source image" for m in SAMPLE_METRICS})
         ok.update({m: False for m in SAMPLE_METRICS})
     notes = []
     if requested is None:
-        if isinstance(model, Upscales):
+        if needs_source:
             return ["upscale"], notes
         chosen = [m for m in SAMPLE_METRICS if ok.get(m, True)]
         notes += [f"{m}: skipped ({why[m]})" for m in ("recon", "nll") if not ok[m]]

@@ -23,6 +23,7 @@ from genforge import __version__
 from genforge.config import FieldError, from_dict, to_dict
 from genforge.io import atomic_path, atomic_write_text
 from genforge.models import rng
+from genforge.models.conditions import label_of
 from genforge.rundir import CONFIG as CONFIG_FILE
 from genforge.rundir import WEIGHTS as WEIGHTS_FILE
 
@@ -54,6 +55,11 @@ class SampleOptions:
     plain values from ``--set sample.KEY=VALUE``, CLI flags, HTTP requests or a
     Python call, and are parsed by :meth:`GenerativeModel.parse_sample_options`.
     """
+
+    def model_evaluations(self) -> int | None:
+        """Network evaluations per sample this request asks for (a diffusion sampler's ``steps``); None when
+        fixed by the model. Servers bound it, as they bound ``max_tokens``."""
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,8 +165,10 @@ def labels_for(n: int, condition: Any, num_classes: int, device: torch.device,
     """Turn a ``sample(condition=...)`` argument into int64 labels [n].
 
     ``condition`` may be None (random labels for a conditional model), an int
-    (all the same class) or a sequence/tensor of n labels.
+    (all the same class), a sequence/tensor of n labels, or a
+    :class:`~genforge.models.conditions.Condition` whose ``label`` is one of those.
     """
+    condition = label_of(condition)
     if num_classes == 0:
         if condition is not None:
             raise ValueError("this model is unconditional: condition must be None")
@@ -212,6 +220,20 @@ class GenerativeModel(nn.Module):
         if isinstance(options, self.sample_options):
             return options
         return from_dict(self.sample_options, dict(options or {}), prefix="sample")
+
+    def accepted_conditions(self) -> tuple[str, ...]:
+        """Kinds of condition ``sample`` takes (``label``, ``text``, ``image``, ``mask``;
+        :mod:`genforge.models.conditions`); () for an unconditional model. By default a class-conditional
+        image model takes a ``label``; a family that takes others overrides this."""
+        from genforge.models.capabilities import ImageModel, LanguageModel
+
+        if isinstance(self, LanguageModel):
+            return ("text",)  # the prompt, encoded by the run's tokenizer
+        return ("label",) if isinstance(self, ImageModel) and self.num_classes else ()
+
+    def required_conditions(self) -> tuple[str, ...]:
+        """Kinds of condition ``sample`` cannot do without (super-resolution needs its ``image``)."""
+        return ()
 
     def capabilities(self) -> tuple[str, ...]:
         """Names of what this model can do, for listings (e.g. ``/v1/models``): declared, not probed."""

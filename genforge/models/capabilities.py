@@ -15,6 +15,8 @@ methods.
   (GAN/VAE ``z``, a diffusion model's initial noise): interpolation walks them.
 - :class:`Inverts`: real images map back to latents (VAE encoder, ODE inversion).
 - :class:`Inpaints`: masked pixels are filled in and the known ones kept.
+- :class:`ImageConditioned`: generates from a source image; says how real images become sources and
+  which baseline it must beat (previews and evaluation use only this).
 - :class:`Upscales`: low-resolution images are turned into high-resolution ones.
 
 Conditional image models take labels as int64 ``[B]`` or, where rendering
@@ -114,7 +116,30 @@ class Inpaints:
         raise NotImplementedError
 
 
-class Upscales:
+class ImageConditioned:
+    """Generates from a source image (``Condition(image=...)``): super-resolution, image-to-image.
+
+    Previews and evaluation need no knowledge of the family: real images become sources through
+    :meth:`make_source` for each of :meth:`source_variants`, the model's output is compared with the real
+    image, and with :meth:`baseline`, the simple method it must beat."""
+
+    def source_variants(self) -> tuple[str, ...]:
+        """Names of the ways a real image becomes a source (``x4``, ``x2`` for super-resolution)."""
+        raise NotImplementedError
+
+    def make_source(self, x: Tensor, variant: str) -> Tensor:
+        """Real images uint8 [B, C, S, S] → the source images of ``variant``, uint8 [B, C, s, s]."""
+        raise NotImplementedError
+
+    def baseline(self, source: Tensor) -> tuple[str, Tensor]:
+        """(method name, images uint8 [B, C, S, S]) of the baseline for sources uint8 [B, C, s, s]."""
+        raise NotImplementedError
+
+    def check_source(self, image: Tensor, what: str = "the image") -> None:
+        """Refuse a source image [C, H, W] the model cannot take (``ValueError`` naming what it takes)."""
+
+
+class Upscales(ImageConditioned):
     """Super-resolution: a low-resolution image in, the model's image size out."""
 
     @property

@@ -96,6 +96,9 @@ class DiffusionSampleOptions(SampleOptions):
         if self.guidance is not None and not 0.0 <= self.guidance <= 100.0:
             raise FieldError("guidance", f"must be in [0, 100], got {self.guidance}")
 
+    def model_evaluations(self) -> int:
+        return self.steps
+
 
 def _normal_kl(m1: Tensor, lv1: Tensor, m2: Tensor, lv2: Tensor) -> Tensor:
     """KL(N(m1, e^lv1) ‖ N(m2, e^lv2)) elementwise, nats."""

@@ -26,6 +26,7 @@ from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, ImageModelConfig, SampleOptions, eval_mode, unpack_image_batch
 from genforge.models.capabilities import ImageModel, Upscales
+from genforge.models.conditions import Condition
 from genforge.models.samplers import FlowEuler
 from genforge.models.schedules import FlowSchedule
 from genforge.models.unet import UNet
@@ -77,6 +78,9 @@ class SuperResSampleOptions(SampleOptions):
         if not 1 <= self.steps <= 1000:
             raise FieldError("steps", f"must be in [1, 1000], got {self.steps}")
 
+    def model_evaluations(self) -> int:
+        return self.steps
+
 
 def downsample(x: Tensor, factor: int) -> Tensor:
     """The low-resolution image of x [B, C, S, S] in [0, 1]: area average to S / factor, 8-bit quantised."""
@@ -116,8 +120,11 @@ class SuperRes(GenerativeModel, ImageModel, Upscales):
         for i, f in enumerate(self.config.factors):
             if s // f == low_side:
                 return i
-        sides = ", ".join(f"{s // f}x{s // f} (x{f})" for f in self.config.factors)
-        raise ValueError(f"this model upscales to {s}x{s} from {sides}; got a {low_side}x{low_side} image")
+        raise ValueError(f"{self._sides()}; got a {low_side}x{low_side} image")
+
+    def _sides(self) -> str:
+        s = self.config.image_size
+        return f"this model upscales to {s}x{s} from " + ", ".join(f"{s // f}x{s // f} (x{f})" for f in self.config.factors)
 
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """MSE of the predicted velocity at a random path position and a random factor per image."""
@@ -157,13 +164,41 @@ class SuperRes(GenerativeModel, ImageModel, Upscales):
                 r = sampler.step(self.unet(torch.cat([r, cond], dim=1), fed, labels), i, r)
         return (up + r.float() / 2).clamp_(0, 1)
 
+    def accepted_conditions(self) -> tuple[str, ...]:
+        return ("image",)
+
+    def required_conditions(self) -> tuple[str, ...]:
+        return ("image",)
+
+    def source_variants(self) -> tuple[str, ...]:
+        return tuple(f"x{f}" for f in self.config.factors)
+
+    def make_source(self, x: Tensor, variant: str) -> Tensor:
+        """Area average of uint8 [B, C, S, S] to S / f, rounded to uint8 (what a user's small PNG holds)."""
+        f = int(variant.lstrip("x"))
+        s = x.shape[-1] // f
+        return F.interpolate(x.float(), size=(s, s), mode="area").round().clamp(0, 255).to(torch.uint8)
+
+    def check_source(self, image: Tensor, what: str = "the image") -> None:
+        h, w = image.shape[-2:]
+        if h != w:
+            raise ValueError(f"{what} is {w}x{h}; super-resolution takes square images")
+        if all(self.config.image_size // f != w for f in self.config.factors):
+            raise ValueError(f"{what} is {w}x{h}; {self._sides()}")
+
+    def baseline(self, source: Tensor) -> tuple[str, Tensor]:
+        up = bicubic(source.float() / 255, self.config.image_size)
+        return "bicubic (torch, align_corners=False)", up.mul(255).round().to(torch.uint8)
+
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        """Upscale ``condition`` (n low-resolution images [n, C, s, s], uint8 or float in [0, 1])."""
-        if condition is None or not isinstance(condition, Tensor) or condition.ndim != 4:
+        """Upscale the ``n`` low-resolution images of ``condition`` (a :class:`Condition` whose ``image`` is
+        uint8 or float in [0, 1], [n, C, s, s]) → float32 [n, C, S, S] in [0, 1]."""
+        image = condition.image if isinstance(condition, Condition) else None
+        if image is None:
             raise ValueError("a superres model upscales the images you give it; it draws nothing from noise alone "
-                             "(use `genforge upscale RUN --image IMG`)")
-        if condition.shape[0] != n:
-            raise FieldError("condition", f"must hold {n} low-resolution images, got {condition.shape[0]}")
-        return self.upscale(condition, generator=generator, **options)
+                             "(give a source image: `genforge upscale RUN --image IMG`, condition=Condition(image=…))")
+        if image.shape[0] != n:
+            raise ValueError(f"condition must hold {n} low-resolution images, got {image.shape[0]}")
+        return self.upscale(image, generator=generator, **options)

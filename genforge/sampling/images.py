@@ -11,6 +11,7 @@ HTTP server all draw images through :class:`ImagePipeline`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from genforge.config import FieldError
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
 from genforge.models.capabilities import ImageModel
+from genforge.models.conditions import Condition, label_id, parse_condition
 from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
 
@@ -119,6 +121,9 @@ class ImageRequest:
         n: images.
         seed: seeds labels and noise: the same seed gives the same images.
         label: class of every image (conditional models), its id or name; None = one class per grid column.
+        prompt: text every image is generated from (models that take a text condition).
+        image: a source image file (models that take an image condition), used for every image.
+        strength: how far from the source image generation may go, in [0, 1].
         nrow: images per grid row (0 = the class count for per-column labels, else square-ish).
         batch_size: images generated per forward pass (does not change the images).
     """
@@ -126,6 +131,9 @@ class ImageRequest:
     n: int = 64
     seed: int = 0
     label: int | str | None = None
+    prompt: str | None = None
+    image: str | None = None
+    strength: float | None = None
     nrow: int = 0
     batch_size: int = 256
 
@@ -149,11 +157,12 @@ class ImagePipeline:
     task = "image"
     request_class = ImageRequest
 
-    def __init__(self, model: GenerativeModel, *, name: str = "") -> None:
+    def __init__(self, model: GenerativeModel, *, name: str = "", references: Tensor | None = None) -> None:
         if not isinstance(model, ImageModel):
             raise ValueError(f"{name or 'this run'} holds a {model.family} model, which does not generate images")
         self.model = model
         self.name = name or model.family
+        self.references = references  # uint8 [N, C, S, S]: real images previews of image-conditioned models start from
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, device: str = "cpu", weights: str = WEIGHTS_FILE) -> ImagePipeline:
@@ -168,36 +177,28 @@ class ImagePipeline:
         return self.model.num_classes
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[ImageRequest, SampleOptions]:
-        """Validate ``options`` (request fields and the family's sample options) in one go."""
-        request, opts = parse_options(ImageRequest, self.model.sample_options, options or {})
-        if request.label is not None:
-            if not self.num_classes:
-                raise ValueError(f"{self.name} holds an unconditional model: label cannot be used")
-            request.label = self.label_id(request.label)
+        """Validate ``options`` (request fields, the condition and the family's sample options) in one go."""
+        request, opts = parse_options(ImageRequest, self.model.sample_options, options or {}, model=self.model)
+        condition = self.condition(request)
+        if condition is not None and isinstance(condition.label, int):
+            request.label = condition.label
         return request, opts
 
+    def condition(self, request: ImageRequest) -> Condition | None:
+        """The request's :class:`Condition` (its source image read from the file), through the one parser."""
+        image = None
+        if request.image is not None:
+            from genforge.sampling.masks import read_model_image
+
+            image = read_model_image(request.image, self.model.image_shape[0]).unsqueeze(0)  # [1, C, s, s]
+        raw = {"label": request.label, "prompt": request.prompt, "image": image, "strength": request.strength}
+        return parse_condition(self.model, raw, name=self.name)
+
     def label_id(self, label: int | str) -> int:
-        """A class label as its id: an int in [0, K), or one of the class names recorded at training
-        (case, spaces, ``_`` and ``-`` ignored; a unique prefix is enough)."""
-        k = self.num_classes
-        if isinstance(label, str) and label.strip().lstrip("-").isdigit():
-            label = int(label)
-        if isinstance(label, int):
-            if not 0 <= label < k:
-                raise FieldError("label", f"must be in [0, {k - 1}], got {label}")
-            return label
-        names = self.model.class_names
-
-        def norm(text: str) -> str:
-            return "".join(ch for ch in text.lower() if ch.isalnum())
-
-        exact = [i for i, c in enumerate(names) if norm(c) == norm(label)]
-        hits = exact or [i for i, c in enumerate(names) if norm(c).startswith(norm(label)) and norm(label)]
-        if len(hits) == 1:
-            return hits[0]
-        shown = ", ".join(f"{i}={c}" for i, c in enumerate(names)) or "none recorded (give the label id)"
-        why = "matches several classes" if hits else "is not a class name"
-        raise ValueError(f"label {label!r} {why}; classes: {shown}")
+        """A class label as its id (see :func:`~genforge.models.conditions.label_id`)."""
+        if not self.num_classes:
+            raise ValueError(f"{self.name} holds an unconditional model: label cannot be used")
+        return label_id(self.model, label)
 
     @torch.no_grad()
     def generate(self, n: int, *, condition: Any = None, seed: int = 0, batch_size: int = 256,
@@ -205,7 +206,8 @@ class ImagePipeline:
         """Draw ``n`` images in batches, reproducibly from ``seed`` (eval mode, restored after).
 
         Args:
-            condition: None, an int label, or ``n`` labels (split across batches).
+            condition: None, an int label, ``n`` labels, or a :class:`Condition` (of one row or ``n``), split
+                across batches.
             options: the family's sample options.
 
         Returns:
@@ -215,16 +217,17 @@ class ImagePipeline:
             raise FieldError("n", f"must be >= 1, got {n}")
         opts = self.model.parse_sample_options(options)
         generator = torch.Generator().manual_seed(seed)
-        labels = None
-        if condition is not None and not isinstance(condition, int):
-            labels = torch.as_tensor(condition, dtype=torch.long)
-            if labels.shape != (n,):
-                raise FieldError("condition", f"must be an int or {n} labels, got shape {list(labels.shape)}")
+        if isinstance(condition, Condition):
+            condition = condition.expand(n)
+        elif condition is not None and not isinstance(condition, int):
+            condition = torch.as_tensor(condition, dtype=torch.long)
+            if condition.shape != (n,):
+                raise FieldError("condition", f"must be an int or {n} labels, got shape {list(condition.shape)}")
         out = []
         with eval_mode(self.model):
             for start in range(0, n, batch_size):
                 m = min(batch_size, n - start)
-                cond = labels[start:start + m] if labels is not None else condition
+                cond = _rows(condition, start, start + m)
                 x = self.model.sample(m, condition=cond, generator=generator, **vars(opts))  # [m, C, H, W] in [0, 1]
                 out.append(to_uint8(x))
         return torch.cat(out)
@@ -242,10 +245,16 @@ class ImagePipeline:
         The PNG's text chunks record model family, run, seed and label, plus the training
         ``step`` for grids written during training, or ``n`` for ``genforge sample``.
         """
-        condition: Any = request.label
+        given = self.condition(request)
+        if given is not None and given.image is None and "image" in self.model.required_conditions():
+            given = None  # a strength alone: the preview draws its sources from the references
+        if given is None and "image" in self.model.required_conditions():
+            return self.write_sources(path, request, options, step=step)
+        condition: Any = request.label if given is None or given.kinds() == ("label",) else given
         nrow = request.nrow
         if request.label is None and self.num_classes:
-            condition, columns = self.grid_condition(request.n)
+            labels, columns = self.grid_condition(request.n)
+            condition = labels if given is None else dataclasses.replace(given, label=torch.tensor(labels))
             nrow = nrow or columns
         images = self.generate(request.n, condition=condition, seed=request.seed, batch_size=request.batch_size,
                                options=options)
@@ -253,7 +262,35 @@ class ImagePipeline:
         meta: dict[str, Any] = {"genforge_model": self.model.family, "run": self.name}
         meta.update({"step": step, "seed": request.seed} if step is not None else {"seed": request.seed, "n": request.n})
         meta["label"] = label
+        if request.prompt is not None:
+            meta["prompt"] = request.prompt
+        if request.image is not None:
+            meta.update(image=Path(request.image).name, strength=given.strength)
         return save_grid(images, path, nrow=nrow, metadata=meta)
+
+    def write_sources(self, path: str | Path, request: ImageRequest, options: SampleOptions | None = None, *,
+                      step: int | None = None) -> Path:
+        """The preview of a model that generates from a source image: ``min(n, 16)`` reference images (a
+        seeded pick), then per source variant (``x4``, ``x2`` …) rows of the source (nearest-enlarged), the
+        baseline and the model's output."""
+        if self.references is None:
+            raise ValueError(f"{self.name} generates from a source image; give one (--image FILE)")
+        g = torch.Generator().manual_seed(request.seed)
+        n = min(request.n, 16, self.references.shape[0])
+        real = self.references[torch.randperm(self.references.shape[0], generator=g)[:n]]  # [n, C, S, S]
+        size, rows, names = real.shape[-1], [real], []
+        for variant in self.model.source_variants():
+            source = self.model.make_source(real, variant)  # [n, C, s, s]
+            method, base = self.model.baseline(source)
+            f = max(1, size // source.shape[-1])
+            out = self.generate(n, condition=Condition(image=source), seed=request.seed, options=options)
+            rows += [source.repeat_interleave(f, 2).repeat_interleave(f, 3), base, out]
+            names.append(f"{variant}: source, {method.split(' (')[0]}, model")
+        meta: dict[str, Any] = {"genforge_model": self.model.family, "run": self.name, "seed": request.seed,
+                                "rows": "original; " + "; ".join(names)}
+        if step is not None:
+            meta["step"] = step
+        return save_grid(torch.cat(rows), path, nrow=n, metadata=meta)
 
     def sample_to(self, out: str | Path | None, request: ImageRequest, options: SampleOptions | None = None, *,
                   run_dir: str | Path, stream: TextIO | None = None, overwrite: bool = False) -> Path:
@@ -270,6 +307,13 @@ class ImagePipeline:
         """``RUN_DIR/samples/sample-seed<S>[-label<L>].png``."""
         label = f"-label{request.label}" if request.label is not None else ""
         return RunDir(run_dir).sample_output(f"sample-seed{request.seed}{label}.png")
+
+
+def _rows(condition: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a ``generate`` condition (an int label applies to every row)."""
+    if isinstance(condition, Condition):
+        return condition.take(start, stop)
+    return condition[start:stop] if isinstance(condition, Tensor) else condition
 
 
 def generate_images(model: GenerativeModel, n: int, *, condition: Any = None, seed: int = 0,

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from genforge.config import ConfigError, did_you_mean, from_dict
+from genforge.models.conditions import KEYS, refuse
 
 
 def option_names(*classes: type) -> list[str]:
@@ -19,19 +20,25 @@ def option_names(*classes: type) -> list[str]:
 
 
 def parse_options(request_cls: type, options_cls: type, raw: dict[str, Any], *,
-                  prefix: str = "sample") -> tuple[Any, Any]:
+                  prefix: str = "sample", model: Any = None) -> tuple[Any, Any]:
     """Split ``raw`` between ``request_cls`` and ``options_cls`` and build both strictly.
 
     Returns:
         (request, options) dataclass instances.
 
     Raises:
-        ConfigError: an unknown key (naming it, the closest valid key and every valid one),
-            a wrong type or an out-of-range value (naming the key).
+        ConfigError: a condition ``model`` does not take (label, prompt, image, strength, mask; naming it and
+            what the model takes), an unknown key (naming it, the closest valid key and every valid one), a
+            wrong type or an out-of-range value (naming the key).
     """
+    raw = {k: v for k, v in raw.items() if v is not None or k not in KEYS}  # an absent condition is no condition
     request_keys = {f.name for f in dataclasses.fields(request_cls)}
-    valid = option_names(request_cls, options_cls)
+    accepted = None if model is None else set(model.accepted_conditions())
+    valid = [k for k in option_names(request_cls, options_cls) if accepted is None or KEYS.get(k, "") in accepted
+             or k not in KEYS]  # the condition fields this model takes, and every other field
     for key in raw:
+        if key in KEYS and accepted is not None and KEYS[key] not in accepted:  # a condition it does not take
+            raise refuse(model, key)
         if key not in valid:
             raise ConfigError(f"unknown sample option {key!r}{did_you_mean(key, valid)} "
                               f"(valid options: {', '.join(valid)})", key=f"{prefix}.{key}")

@@ -13,10 +13,8 @@ from genforge.data import BatchStream, ImageData, is_text_dataset, load_images
 from genforge.evaluation.images import IMAGE_METRICS, ImageEvalOptions, evaluate_images, proxy_fid_hook
 from genforge.evaluation.protocol import Report
 from genforge.models.base import GenerativeModel
-from genforge.models.capabilities import Upscales
 from genforge.sampling.images import ImagePipeline
 from genforge.sampling.options import pick_fields
-from genforge.sampling.upscale import UpscalePipeline
 from genforge.tasks.base import Task, TrainingHooks
 
 
@@ -66,9 +64,7 @@ class ImageTask(Task):
         return TrainingHooks(save_extra=lambda directory: None, evaluate=evaluate)
 
     def pipeline(self, model: GenerativeModel, data: ImageData, *, name: str = "") -> ImagePipeline:
-        if isinstance(model, Upscales):  # its grids upscale test images instead of drawing from noise
-            return UpscalePipeline(model, name=name, references=data.test_x)
-        return ImagePipeline(model, name=name)
+        return ImagePipeline(model, name=name, references=data.test_x)  # previews of image-conditioned models
 
     def eval_options(self, *, metrics: tuple[str, ...] | None, device: str, cache_dir: Path | None,
                      progress: bool, options: dict[str, Any]) -> ImageEvalOptions:

@@ -54,7 +54,7 @@ def test_upscale_is_the_default_metric_of_a_superres_run(runs, eval_cache):  # n
     assert {"upscale/x2/psnr", "upscale/x2/ssim", "upscale/x2/accuracy", "upscale/x2/bicubic/psnr",
             "upscale/x2/bicubic/ssim", "upscale/x2/bicubic/accuracy", "upscale/x2/seconds_per_image"} <= set(got)
     assert "fid" not in got
-    with pytest.raises(EvalError, match="draws no samples from noise"):
+    with pytest.raises(EvalError, match="draws no samples without a source image"):
         evaluate_run(runs["tiny-sr"], metrics=("fid",), cache_dir=eval_cache, progress=False)
 
 
@@ -85,7 +85,7 @@ def test_cas_and_augmentation_gain(runs, eval_cache, monkeypatch):  # noqa: F811
 def test_inapplicable_application_metrics_are_refused(runs, eval_cache):  # noqa: F811
     with pytest.raises(EvalError, match="needs a class-conditional model"):
         evaluate_run(runs["tiny-vae"], metrics=("cas",), cache_dir=eval_cache, progress=False)
-    with pytest.raises(EvalError, match="not a super-resolution model"):
+    with pytest.raises(EvalError, match="does not generate from a source image"):
         evaluate_run(runs["tiny-gan"], metrics=("upscale",), cache_dir=eval_cache, progress=False)
     with pytest.raises(EvalError, match="built-in masks"):
         evaluate_run(runs["tiny-gan"], metrics=("inpaint",), masks=["blob"], cache_dir=eval_cache, progress=False)

@@ -42,6 +42,11 @@ class ModelContract:
         raise NotImplementedError
 
     # ---- helpers
+    def sample_condition(self, model: GenerativeModel, n: int) -> Any:
+        """The condition ``sample`` is called with: None, unless the family cannot sample without one (a
+        super-resolution family returns ``Condition(image=...)`` of n source images)."""
+        return None
+
     def make_model(self, seed: int = 0) -> GenerativeModel:
         torch.manual_seed(seed)
         return models.build(self.tiny_config())
@@ -149,16 +154,16 @@ class ModelContract:
         assert seen[0].keys() == seen[1].keys()
         for key in seen[0]:
             assert torch.equal(seen[0][key], seen[1][key]), key
-        s1 = model.sample(3, generator=torch.Generator().manual_seed(1))
-        s2 = loaded.sample(3, generator=torch.Generator().manual_seed(1))
+        s1 = model.sample(3, condition=self.sample_condition(model, 3), generator=torch.Generator().manual_seed(1))
+        s2 = loaded.sample(3, condition=self.sample_condition(loaded, 3), generator=torch.Generator().manual_seed(1))
         assert torch.equal(s1, s2)
 
     # ---- sampling
     def test_sample_is_seeded(self):
         model = self.make_model()
-        a = model.sample(4, generator=torch.Generator().manual_seed(0))
-        b = model.sample(4, generator=torch.Generator().manual_seed(0))
-        c = model.sample(4, generator=torch.Generator().manual_seed(1))
+        a = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
+        b = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
+        c = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(1))
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
 
@@ -166,7 +171,7 @@ class ModelContract:
         model = self.make_model()
         model.train()
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        model.sample(4, generator=torch.Generator().manual_seed(0))
+        model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
         assert model.training
         for k, v in model.state_dict().items():
             assert torch.equal(before[k], v), f"sample() changed {k}"
@@ -174,9 +179,19 @@ class ModelContract:
     def test_unknown_sample_option_is_rejected_naming_the_valid_ones(self):
         model = self.make_model()
         with pytest.raises(ConfigError, match="no_such_option") as err:
-            model.sample(2, no_such_option=1)
+            model.sample(2, condition=self.sample_condition(model, 2), no_such_option=1)
         for name in (f.name for f in dataclasses.fields(model.sample_options)):
             assert name in str(err.value)
+
+    def test_conditions_are_declared_kinds_and_the_required_ones_are_required(self):
+        from genforge.models.conditions import KINDS
+
+        model = self.make_model()
+        accepted, required = model.accepted_conditions(), model.required_conditions()
+        assert set(accepted) <= set(KINDS) and set(required) <= set(accepted)
+        if required:
+            with pytest.raises(ValueError, match=required[0]):
+                model.sample(2, generator=torch.Generator().manual_seed(0))
 
     def test_capabilities_are_declared_names(self):
         model = self.make_model()
@@ -219,7 +234,7 @@ class ImageModelContract(ModelContract):
         model = self.make_model()
         cfg = model.config
         for n in (1, 5):
-            x = model.sample(n, generator=torch.Generator().manual_seed(0))
+            x = model.sample(n, condition=self.sample_condition(model, n), generator=torch.Generator().manual_seed(0))
             assert x.shape == (n, cfg.channels, cfg.image_size, cfg.image_size)
             assert x.dtype == torch.float32 and x.device == model.device
             assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
@@ -229,8 +244,8 @@ class ImageModelContract(ModelContract):
         model = self.make_model()
         cfg = model.config
         g = torch.Generator().manual_seed(0)
-        if not cfg.conditional:
-            with pytest.raises(ValueError, match="unconditional"):
+        if "label" not in model.accepted_conditions():
+            with pytest.raises(ValueError, match="unconditional" if not model.required_conditions() else "image"):
                 model.sample(2, condition=1, generator=g)
             return
         threes = model.sample(4, condition=3, generator=torch.Generator().manual_seed(0))
