@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genforge.config import ConfigError, FieldError
+from genforge.sampling.queue import EngineClosed, QueueFull
+
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
          405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
          429: "rate_limit_error", 500: "server_error", 503: "service_unavailable", 504: "timeout"}
+OPTION_PARAMS = {"max_new_tokens": "max_tokens"}  # genforge option names → the request fields that set them
 
 
 class APIError(Exception):
@@ -32,6 +37,37 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+
+
+def invalid(e: ValueError, *, default: str | None = None, names: Mapping[str, str] | None = None) -> APIError:
+    """A genforge validation error as a 400 whose ``param`` is the field the error carries as data
+    (:class:`ConfigError` ``.key`` / :class:`FieldError` ``.field``) under its request name: ``names``
+    (genforge field → the request field that set it, for this request) or :data:`OPTION_PARAMS`.
+
+    An error without a field is about ``default``, the one field the failed step checks (its message is
+    then prefixed with it); None when the step has no single field. Nothing is read from the message.
+    """
+    field = e.field if isinstance(e, (ConfigError, FieldError)) else None
+    message = str(e)
+    if isinstance(e, ConfigError) and e.key and field:
+        message = message.replace(e.key, field)  # "sample.temperature must ..." → "temperature must ..."
+    for ours, theirs in OPTION_PARAMS.items():
+        message = message.replace(ours, theirs)
+    if field is None and default is not None:
+        return APIError(400, f"{default}: {message}", param=default)
+    return APIError(400, message, param=(names or {}).get(field) or OPTION_PARAMS.get(field, field))
+
+
+@contextmanager
+def queue_errors() -> Iterator[None]:
+    """Submitting to a model's queue: a full queue is 429 with ``Retry-After``, a closing one 503."""
+    try:
+        yield
+    except QueueFull as e:
+        raise APIError(429, f"the server is busy: {e}; retry later", code="queue_full",
+                       headers={"Retry-After": "1"}) from None
+    except EngineClosed as e:
+        raise APIError(503, str(e), code="shutting_down") from None
 
 
 def _field(loc: tuple) -> str:

@@ -1,5 +1,5 @@
-"""ASGI pieces of the app: the body-size limit, the API-key / readiness gate, and the bridge that carries
-engine events from the engine's thread onto the event loop."""
+"""ASGI pieces of the app: the body-size limit, the API-key / readiness gate, the bridge that carries
+engine events from the engine's thread onto the event loop, and cancellation when a client leaves."""
 
 from __future__ import annotations
 
@@ -66,10 +66,21 @@ class Gate:
 
 
 class EventBridge:
-    """Engine events (from its thread) into an asyncio queue on the server's loop."""
+    """Engine events (from its thread) into an asyncio queue on the server's loop, as ``(key, event)``:
+    the jobs of one request share a queue, each tagged with its own key."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop, self.queue = loop, asyncio.Queue()
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, key: int = 0) -> None:
+        self.loop, self.queue, self.key = loop, queue, key
 
     def __call__(self, event: Any) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (self.key, event))
+
+
+async def cancel_on_disconnect(request, jobs: list) -> None:
+    """Cancel ``jobs`` when the client goes away (a request that is not streamed; run it as a task)."""
+    while True:
+        if await request.is_disconnected():
+            for job in jobs:
+                job.cancel()
+            return
+        await asyncio.sleep(0.05)
