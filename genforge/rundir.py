@@ -13,6 +13,9 @@ A run directory is made by ``genforge train`` and read by every other command::
     best/                text runs: the model with the lowest validation loss (+ best.json)
     eval.json, eval.md   results of ``genforge eval``
 
+A run may stand on other runs (an autoencoder, a text encoder, a parent it was fine-tuned from): ``config.yaml``'s
+``parents`` maps each role to the run's path and the sha256 of the weights used (:meth:`RunDir.verify_chain`).
+
 The run's *task* (``image``, ``text`` …) is written into ``config.yaml`` when
 the run is created and read back from there; it is never guessed from which
 files exist, except for runs written before the field existed
@@ -24,6 +27,7 @@ Bottom layer: imports only ``genforge.config``.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -58,8 +62,64 @@ SAMPLE_SUFFIX = {"image": ".png", "text": ".txt"}  # the file type each task wri
 TRIALS_DIR = "trials"  # in a study folder (``genforge tune``): one run directory per trial
 
 
+PARENTS = "parents"  # config.yaml: role → {path, sha256} of each run this one stands on
+
+
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (exists, missing, not a run, unreadable config, in use)."""
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a weights file, hex (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A run another run stands on: its ``role`` for the child (``autoencoder``, ``text_encoder``, ``base``),
+    where it is and the sha256 of the weights the child was trained with."""
+
+    role: str
+    path: Path
+    sha256: str
+
+    def record(self) -> dict[str, str]:
+        return {"path": str(self.path), "sha256": self.sha256}
+
+
+def resolve_parents(spec: Any, base: str | Path = ".") -> dict[str, dict[str, str]]:
+    """A recipe's ``parents`` (role → run directory, or ``{path, sha256}`` as recorded) → role →
+    ``{path (absolute), sha256 of its weights now}``; a recorded sha256 that no longer matches is refused."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"parents must map a role to a run directory, got {spec!r}", key=PARENTS)
+    out = {}
+    for role, value in spec.items():
+        given = value if isinstance(value, dict) else {"path": value}
+        if not isinstance(given.get("path"), str) or not given["path"] or set(given) - {"path", "sha256"}:
+            raise ConfigError(f"parents.{role} must be a run directory (or {{path, sha256}}), got {value!r}",
+                              key=f"{PARENTS}.{role}")
+        path = (Path(base) / Path(given["path"]).expanduser()).resolve()
+        parent = Parent(str(role), path, str(given.get("sha256", "")))
+        out[str(role)] = Parent(parent.role, path, check_parent(parent, f"parents.{role}")).record()
+    return out
+
+
+def check_parent(parent: Parent, child: str) -> str:
+    """The sha256 of ``parent``'s weights now; a missing run or changed weights is a :class:`RunDirError`."""
+    run = RunDir(parent.path)
+    if not run.is_run():
+        missing = run.config.name if not run.config.is_file() else run.weights.name
+        raise RunDirError(f"{child} stands on the run {parent.role!r} at {parent.path}, which is missing or not a "
+                          f"run ({missing} not found); restore it there or retrain")
+    now = weights_sha256(run.weights)
+    if parent.sha256 and now != parent.sha256:
+        raise RunDirError(f"{child} stands on the run {parent.role!r} at {parent.path}, whose weights changed "
+                          f"(sha256 {now[:12]}…, recorded {parent.sha256[:12]}…); restore them or retrain")
+    return now
 
 
 # What `genforge sample/eval/compare` may never overwrite inside a run: the run's own files.
@@ -287,6 +347,28 @@ class RunDir:
         if not isinstance(task, str) or task not in SAMPLE_SUFFIX:
             raise RunDirError(f"{self.config}: unknown task {task!r}; known tasks: {', '.join(SAMPLE_SUFFIX)}")
         return task
+
+    def parents(self, raw: dict[str, Any] | None = None) -> list[Parent]:
+        """The runs this one stands on, as recorded in ``config.yaml`` (relative paths are relative to this run)."""
+        raw = self.read_config() if raw is None else raw
+        spec = raw.get(PARENTS) or {}
+        if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+            raise RunDirError(f"{self.config}: parents must map roles to {{path, sha256}}, got {spec!r}")
+        return [Parent(str(role), (self.path / str(v.get("path", ""))).resolve(), str(v.get("sha256", "")))
+                for role, v in spec.items()]
+
+    def verify_chain(self, raw: dict[str, Any] | None = None, *, _seen: tuple[Path, ...] = ()) -> list[Parent]:
+        """Check every run this one stands on, and theirs, once: each exists and holds the weights recorded
+        (sha256). Returns this run's parents; refuses (:class:`RunDirError`, one line naming the parent)
+        a missing or changed one, and a cycle."""
+        here = self.path.resolve()
+        if here in _seen:
+            raise RunDirError(f"{self.path} stands on itself through {' → '.join(map(str, _seen))}")
+        parents = self.parents(raw)
+        for parent in parents:
+            check_parent(parent, str(self.path))
+            RunDir(parent.path).verify_chain(_seen=(*_seen, here))
+        return parents
 
     def family(self, raw: dict[str, Any] | None = None) -> str:
         """The model family named in ``config.yaml`` (``""`` when absent)."""

@@ -41,7 +41,7 @@ from genforge.evaluation.reference import reference_features, reference_subsampl
 from genforge.metrics.fid import frechet_distance, gaussian_stats
 from genforge.metrics.recon import psnr_per_image, ssim_per_image
 from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints
-from genforge.models.conditions import Condition
+from genforge.models.conditions import Condition, label_classes
 from genforge.sampling.inpaint import inpaint_images
 from genforge.sampling.masks import builtin_mask
 from genforge.sampling.synth import balanced
@@ -96,7 +96,7 @@ def inpaint_stage(ev: ImageEval) -> None:
         raise EvalError("metric 'inpaint' does not apply: the model cannot inpaint")
     sub = reference_subsample(ev.data, "test", opts.app_n, opts.reference_seed)
     x, y = sub.x, sub.y
-    conditional = isinstance(model, ImageModel) and model.num_classes > 0
+    conditional = isinstance(model, ImageModel) and label_classes(model) > 0
     mode = opts.inpaint_labels if opts.inpaint_labels != "auto" else ("given" if conditional and y is not None else "none")
     if mode == "given" and (not conditional or y is None):
         raise EvalError("inpaint_labels=given needs a conditional model and a labelled test split")
@@ -165,7 +165,7 @@ def _classifier(ev: ImageEval, x: Tensor, y: Tensor, steps: int | None = None) -
 
 def _need_conditional(ev: ImageEval, metric: str) -> int:
     m = ev.model
-    k = m.num_classes if isinstance(m, ImageModel) else 0
+    k = label_classes(m) if isinstance(m, ImageModel) else 0
     if not k or ev.data.train_y is None:
         raise EvalError(f"metric {metric!r} needs a class-conditional model and a labelled dataset")
     if k != ev.data.num_classes:

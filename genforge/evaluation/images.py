@@ -73,6 +73,7 @@ from genforge.evaluation.reference import Reference, balanced_labels, reference_
 from genforge.metrics.guards import SampleSizeError, check_sample_sizes
 from genforge.models.base import GenerativeModel
 from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints, Reconstructs
+from genforge.models.conditions import label_classes
 from genforge.sampling.images import ImagePipeline
 
 __all__ = [
@@ -193,7 +194,7 @@ def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel |
     """Metric groups to run, and notes on those skipped because they do not apply (capabilities are declared)."""
     can_recon = isinstance(model, Reconstructs)
     can_nll = model is not None and model.describe_likelihood() is not None
-    conditional = isinstance(model, ImageModel) and model.num_classes > 0
+    conditional = isinstance(model, ImageModel) and label_classes(model) > 0
     no_model = "samples have no model"
     why = {"recon": "the model does not reconstruct images" if model is not None else no_model,
            "nll": "the model has no likelihood" if model is not None else no_model,

@@ -10,9 +10,11 @@ Layer: imports base, models, data, sampling and tasks.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from genforge.config import ConfigError
+from genforge.io import atomic_write_text
 from genforge.rundir import RunDir
 
 FORMATS = ("onnx", "hf")
@@ -42,7 +44,7 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) 
     run.require()
     from genforge.models import load
 
-    model = load(run.path).eval()
+    model = load(run.path).eval()  # refuses a missing or changed parent before anything is written
     if fmt not in type(model).export_formats:
         if fmt == "onnx":
             model.onnx_graphs()  # raises the family's own error
@@ -57,6 +59,20 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) 
         from genforge.export.hf import export_hf
 
         export_hf(model, run.path, path)
+    _export_parents(run, fmt, path)
     return path
+
+
+def _export_parents(run: RunDir, fmt: str, path: Path) -> None:
+    """The whole chain in one folder: each run this one stands on exported (in the same format) into
+    ``parents/<role>/``, and ``chain.json`` naming them with the sha256 of the weights the run was trained on."""
+    parents = run.verify_chain()
+    if not parents:
+        return
+    chain = {}
+    for parent in parents:
+        export_run(parent.path, fmt, out=path / "parents" / parent.role)
+        chain[parent.role] = {"path": f"parents/{parent.role}", "source": str(parent.path), "sha256": parent.sha256}
+    atomic_write_text(path / "chain.json", json.dumps({"parents": chain}, indent=1) + "\n")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
-from genforge.rundir import RunDir
+from genforge.rundir import RunDir, check_parent
 from genforge.models.diffusion import Diffusion
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
@@ -20,7 +20,7 @@ from genforge.models.vae import VAE
 FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion,
                                         "superres": SuperRes}
 
-__all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load"]
+__all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load", "load_parents"]
 
 
 def config_class(family: str) -> type[ModelConfig]:
@@ -30,9 +30,22 @@ def config_class(family: str) -> type[ModelConfig]:
     return FAMILIES[family].config_class
 
 
-def build(config: ModelConfig) -> GenerativeModel:
-    """Instantiate the family named by ``config.family``."""
-    return FAMILIES[config.family](config)
+def build(config: ModelConfig, parents: dict[str, GenerativeModel] | None = None) -> GenerativeModel:
+    """Instantiate the family named by ``config.family``, standing on ``parents`` (role → loaded model)."""
+    model = FAMILIES[config.family](config)
+    if parents or model.parent_roles:
+        model.attach_parents(parents or {})
+    return model
+
+
+def load_parents(records: dict[str, dict[str, str]], *, child: str = "") -> dict[str, GenerativeModel]:
+    """Load the runs named by a resolved ``parents`` section (role → ``{path, sha256}``), checking each
+    one's weights against its sha256 first (:meth:`RunDir.verify_chain`)."""
+    out = {}
+    for parent in RunDir(".").parents({"parents": records}):
+        check_parent(parent, child or "this run")
+        out[parent.role] = load(parent.path)  # which checks the parent's own chain
+    return out
 
 
 def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeModel:
@@ -50,11 +63,13 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: is {run.path} a genforge run or model directory?")
-    model_raw = run.read_config().get("model") or {}
+    raw = run.read_config()
+    model_raw = raw.get("model") or {}
     if not isinstance(model_raw, dict):
         raise ConfigError(f"{cfg_path}: the model section must be a mapping, got {type(model_raw).__name__}")
     config = from_dict(config_class(model_raw.get("family", "")), model_raw, prefix="model")
-    model = build(config)
+    parents = {p.role: load(p.path) for p in run.verify_chain(raw)}  # refuses a missing or changed parent
+    model = build(config, parents)
     try:
         model.load_weights(w_path)
     except InvalidWeightsFile as e:

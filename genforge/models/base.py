@@ -200,10 +200,41 @@ class GenerativeModel(nn.Module):
     config_class: ClassVar[type[ModelConfig]]
     family: ClassVar[str]
     sample_options: ClassVar[type[SampleOptions]] = SampleOptions
+    parent_roles: ClassVar[tuple[str, ...]] = ()  # runs this family stands on (``autoencoder`` …), by role
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.__dict__["_parents"] = {}  # not submodules: their weights stay in their own runs
+
+    # ---- runs built on runs
+    @property
+    def parents(self) -> dict[str, GenerativeModel]:
+        """The loaded models of the runs this one stands on, by role (frozen, eval mode)."""
+        return self.__dict__["_parents"]
+
+    def attach_parents(self, parents: dict[str, GenerativeModel]) -> None:
+        """Give the model the runs it stands on (``models.build``/``models.load`` call this once, after
+        ``__init__``). They are not submodules: ``state_dict`` and the checkpoints hold this model's own
+        weights only, optimizers never see theirs, and they move with ``.to()``.
+
+        Raises:
+            ValueError: roles missing or unknown to the family (naming them).
+        """
+        missing, unknown = set(self.parent_roles) - set(parents), set(parents) - set(self.parent_roles)
+        if missing or unknown:
+            wants = ", ".join(self.parent_roles) or "none"
+            raise ValueError(f"the {self.family} family stands on runs in the roles: {wants}; "
+                             f"missing {sorted(missing)}, unknown {sorted(unknown)} (name them under parents:)")
+        for model in parents.values():
+            model.eval().requires_grad_(False)
+        self.__dict__["_parents"] = dict(parents)
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        super()._apply(fn, recurse)
+        for model in self.parents.values():
+            model._apply(fn, recurse)
+        return self
 
     @property
     def task(self) -> str:

@@ -85,6 +85,32 @@ class Condition:
         return out
 
 
+def _concat(parts: list[Any], rows: list[int]) -> Any:
+    """One part of several conditions, row-wise (an int label becomes its rows)."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("conditions of different kinds cannot share a batch")
+    if isinstance(parts[0], tuple):
+        return tuple(t for p in parts for t in p)
+    return torch.cat([torch.full((n,), p) if isinstance(p, int) else p for p, n in zip(parts, rows)])
+
+
+def label_classes(model: GenerativeModel) -> int:
+    """How many class labels ``model`` can be given: K when it takes a ``label`` condition, else 0 (a model
+    that knows class names but is conditioned on something else, e.g. text, takes no label)."""
+    return model.num_classes if "label" in model.accepted_conditions() else 0
+
+
+def concat(conditions: list[Condition], rows: list[int]) -> Condition:
+    """Several requests' conditions (each of its own ``rows``, already expanded) as one batch's, row-wise;
+    their kinds and strengths must agree."""
+    if len({(c.kinds(), c.strength) for c in conditions}) > 1:
+        raise ValueError("conditions of different kinds or strengths cannot share a batch")
+    parts = {f: _concat([getattr(c, f) for c in conditions], rows) for f in ("label", "text", "image", "mask")}
+    return Condition(**parts, strength=conditions[0].strength)
+
+
 def label_of(condition: Any) -> Any:
     """The label part of a ``sample(condition=...)`` argument: a :class:`Condition`'s ``label``, or the
     argument itself (an int, labels, class weights or None) for callers that pass labels directly."""

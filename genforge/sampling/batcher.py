@@ -25,6 +25,7 @@ from torch import Tensor
 
 from genforge.config import FieldError
 from genforge.models.base import SampleOptions, eval_mode
+from genforge.models.conditions import Condition, concat
 from genforge.models.rng import RowGenerators
 from genforge.sampling.queue import Handle, Worker
 from genforge.sampling.images import ImagePipeline, to_uint8
@@ -32,10 +33,11 @@ from genforge.sampling.images import ImagePipeline, to_uint8
 
 @dataclass(eq=False, kw_only=True)
 class ImageJob(Handle):
-    """One request: ``n`` images of ``label`` (None = drawn from the seed) with ``options``."""
+    """One request: ``n`` images of ``condition`` (an int label, a :class:`Condition`, or None = labels drawn
+    from the seed) with ``options``."""
 
     n: int
-    label: int | None
+    condition: int | Condition | None
     seed: int
     options: SampleOptions
     submitted: float = field(default_factory=time.perf_counter)
@@ -47,7 +49,15 @@ class ImageJob(Handle):
     @property
     def key(self) -> tuple:
         """Requests with equal keys can share a batch."""
-        return type(self.options), astuple(self.options), self.label is None
+        c = self.condition
+        kind = (c.kinds(), c.strength) if isinstance(c, Condition) else type(c).__name__
+        return type(self.options), astuple(self.options), kind
+
+    @property
+    def label(self) -> int | None:
+        """The request's label (an int), if any."""
+        c = self.condition
+        return c if isinstance(c, int) else (c.label if isinstance(c, Condition) else None)
 
     def result(self, timeout: float | None = None) -> Tensor:
         """The images uint8 [n, C, H, W]; RuntimeError with the reason when the job failed or was cancelled."""
@@ -80,13 +90,18 @@ class ImageBatcher(Worker):
         self.busy = 0  # images being drawn now
         self.thread.start()
 
-    def submit(self, n: int, *, label: int | None, seed: int, options: SampleOptions,
+    def submit(self, n: int, *, label: int | None = None, seed: int, options: SampleOptions,
+               condition: Condition | None = None,
                notify: Callable[[], None] | None = None) -> ImageJob:
         """Queue ``n`` images; ``options`` must already be the family's parsed sample options.
         ``notify`` is called from the batcher's thread when the job is done."""
         if n < 1:
             raise FieldError("n", f"must be >= 1, got {n}")
-        return self.enqueue(ImageJob(n=n, label=label, seed=seed, options=options, notify=notify), "image requests")
+        if condition is not None and condition.kinds() == ("label",) and isinstance(condition.label, int):
+            condition = condition.label  # a fixed label batches as it always has
+        job = ImageJob(n=n, condition=condition if condition is not None else label, seed=seed, options=options,
+                       notify=notify)
+        return self.enqueue(job, "image requests")
 
     def _take(self) -> list[ImageJob] | None:
         """The next batch: the oldest job plus same-key jobs that arrive within the window (None: closed)."""
@@ -137,11 +152,14 @@ class ImageBatcher(Worker):
         """All images of ``batch`` in request order, uint8 [sum n, C, H, W]."""
         first = batch[0]
         if len(batch) == 1 and first.n > self.max_batch:  # alone, in pieces (the pipeline's own batching)
-            return self.pipe.generate(first.n, condition=first.label, seed=first.seed, batch_size=self.max_batch,
+            return self.pipe.generate(first.n, condition=first.condition, seed=first.seed, batch_size=self.max_batch,
                                       options=first.options)
         total = sum(j.n for j in batch)
         generators = RowGenerators([(torch.Generator().manual_seed(j.seed), j.n) for j in batch])
-        labels = None if first.label is None else torch.cat([torch.full((j.n,), j.label) for j in batch])
+        if isinstance(first.condition, Condition):
+            labels = concat([j.condition.expand(j.n) for j in batch], [j.n for j in batch])
+        else:
+            labels = None if first.condition is None else torch.cat([torch.full((j.n,), j.condition) for j in batch])
         self.busy = total
         try:
             with eval_mode(self.model):

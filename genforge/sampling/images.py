@@ -27,7 +27,7 @@ from genforge.config import FieldError
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
 from genforge.models.capabilities import ImageModel
-from genforge.models.conditions import Condition, label_id, parse_condition
+from genforge.models.conditions import Condition, label_classes, label_id, parse_condition
 from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
 
@@ -174,7 +174,8 @@ class ImagePipeline:
 
     @property
     def num_classes(self) -> int:
-        return self.model.num_classes
+        """Classes a label can name (0 when the model takes no label condition)."""
+        return label_classes(self.model)
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[ImageRequest, SampleOptions]:
         """Validate ``options`` (request fields, the condition and the family's sample options) in one go."""

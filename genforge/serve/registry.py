@@ -112,5 +112,6 @@ def check_specs(specs: list[str]) -> list[ServedModel]:
             raise
         except Exception as e:  # noqa: BLE001 - an unreadable config is the run's problem
             raise RunDirError(f"{path}: cannot read its config ({e})") from None
+        run.verify_chain()  # a missing or changed parent run is refused before the server binds
         models[name] = ServedModel(name=name, path=path, task=task, created=int(run.weights.stat().st_mtime))
     return list(models.values())

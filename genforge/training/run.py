@@ -20,8 +20,9 @@ from typing import Any, Sequence
 from genforge.config import (DEFAULT_RECIPE, ConfigError, RunConfig, apply_overrides, load_yaml, recipe_path,
                              resolve_run_config, to_dict)
 from genforge.io import atomic_copy, atomic_write_text
-from genforge.models import FAMILIES, GenerativeModel, build, config_class
-from genforge.rundir import LOCK, RESTARTABLE, SAMPLE_SUFFIX, TOKENIZER, WEIGHTS, RunDir, RunDirError, RunLock
+from genforge.models import FAMILIES, GenerativeModel, build, config_class, load_parents
+from genforge.rundir import (LOCK, RESTARTABLE, SAMPLE_SUFFIX, TOKENIZER, WEIGHTS, RunDir, RunDirError, RunLock,
+                             resolve_parents)
 from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
 from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
@@ -80,6 +81,12 @@ def resolve(raw: dict[str, Any]) -> RunConfig:
     if cfg.task and cfg.task != family_task:
         raise ConfigError(f"task: {cfg.task!r} but model.family={cfg.model.family!r} is a {family_task} family")
     cfg.task = family_task
+    roles = FAMILIES[cfg.model.family].parent_roles
+    if set(roles) != set(cfg.parents):
+        wants = ", ".join(f"{r}: RUN_DIR" for r in roles) or "nothing"
+        raise ConfigError(f"model.family={cfg.model.family!r} stands on parents {{{wants}}}; the recipe names "
+                          f"{sorted(cfg.parents) or 'none'}", key="parents")
+    cfg.parents = resolve_parents(cfg.parents)  # path + sha256 of each parent's weights, checked now
     task = get_task(family_task)
     task.check(cfg)
     request, options = task.parse_sample(FAMILIES[cfg.model.family].sample_options, cfg.sample)
@@ -253,7 +260,8 @@ def _fit(task: Task, cfg: RunConfig, data: Any, run: RunDir, resume: bool, cache
     In a data-parallel job every rank builds the same model and stream; rank 0 alone writes the run.
     """
     seed_everything(cfg.train.seed)  # model init and the training noise follow train.seed
-    model = build(cfg.model)
+    model = build(cfg.model, load_parents(cfg.parents, child=str(run.path)))
+    task.pipeline(model, data).parse(cfg.sample)  # conditions the model does not take fail before any write
     batches = task.batches(cfg, data)
     hooks = task.training_hooks(cfg, data, cache_dir=cache)
     if world.is_main:

@@ -148,7 +148,8 @@ def _entry(path: Path, name: str) -> RunEntry:
         e.error = str(err)
     raw = _read_config(run)
     if raw is not None:
-        e.family = run.family(raw)
+        parents = run.verify_chain(raw)  # a run whose parent is missing or changed is refused, naming it
+        e.family = run.family(raw) + "".join(f" on {p.role} {p.path.name}" for p in parents)
     if e.record is not None:
         sub = e.record.get("subject", {})
         if sub.get("weights_sha256") and run.weights.is_file():

@@ -10,7 +10,6 @@ starts. This module imports nothing from the rest of genforge.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -18,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
+from genforge.config.errors import ConfigError, FieldError, _require, did_you_mean
+from genforge.config.files import (DEFAULT_RECIPE, RECIPES_DIR, apply_overrides, dump_yaml, list_recipes, load_yaml,
+                                   parse_override, recipe_path)
 
 __all__ = [
     "ConfigError",
@@ -43,51 +44,6 @@ MAX_STEPS = 10**9  # optimizer steps of one run
 MAX_BATCH = 65_536  # examples per training batch
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # where training metrics go besides metrics.jsonl
 MAX_THREADS = 1024  # torch intra-op threads (more than any machine has; torch crashes on absurd values)
-
-
-class ConfigError(ValueError):
-    """A config is invalid: unknown key, wrong type or out-of-range value.
-
-    ``key`` is the dotted key it is about (``train.lr``, ``sample.temperature``) when one is known, as data:
-    callers (the HTTP server's ``param``) read it here, never from the message.
-    """
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-    @property
-    def field(self) -> str | None:
-        """The last part of :attr:`key` (``sample.temperature`` → ``temperature``), without any ``[i]``."""
-        return None if self.key is None else self.key.rsplit(".", 1)[-1].split("[", 1)[0]
-
-
-class FieldError(ValueError):
-    """An out-of-range value of one named field, raised by a dataclass's ``__post_init__``.
-
-    The message is ``"<field> <problem>"``; :func:`from_dict` turns it into a :class:`ConfigError` whose
-    ``key`` is the field under its section (``sample.steps``).
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
-        self.field = field
-
-
-def did_you_mean(name: str, choices: typing.Iterable[str], *, cutoff: float = 0.5, prefix: str = "") -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices`` to ``name`` (a unique prefix first), else ``""``.
-
-    The one suggestion helper for config keys, sample options, dataset and recipe names and HTTP fields.
-    """
-    choices = [str(c) for c in choices]
-    starts = [c for c in choices if name and c.startswith(name)]
-    close = starts[:1] if len(starts) == 1 else difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
-    return f"; did you mean {prefix + close[0]!r}?" if close else ""
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 # --------------------------------------------------------------------------- sections
@@ -231,7 +187,9 @@ class RunConfig:
     filled from the model family when the run is created and recorded in the
     run's ``config.yaml``. ``sample`` holds the settings of the samples written
     during training: the task's request fields (n, seed …) and the family's
-    sample options, validated by the task's sampling pipeline.
+    sample options, validated by the task's sampling pipeline. ``parents`` names
+    the runs this one stands on (an autoencoder, a text encoder, a run it starts
+    from), by role; ``config.yaml`` records each one's path and weights' sha256.
     """
 
     description: str = ""
@@ -240,6 +198,7 @@ class RunConfig:
     model: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: dict[str, Any] = field(default_factory=dict)
+    parents: dict[str, Any] = field(default_factory=dict)  # role → run directory this run stands on (+ sha256)
 
 
 # --------------------------------------------------------------------------- strict building
@@ -370,64 +329,8 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-# --------------------------------------------------------------------------- YAML and overrides
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or a non-mapping is a ``ConfigError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-3"`` → ``(["train", "lr"], 0.001)``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"override {text!r} has an empty key part")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of nested ``data`` with each ``a.b.c=value`` applied."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {p!r} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-_SECTIONS = {"description": str, "task": str, "data": DataConfig, "train": TrainConfig, "sample": dict[str, Any]}
+_SECTIONS = {"description": str, "task": str, "data": DataConfig, "train": TrainConfig, "sample": dict[str, Any],
+             "parents": dict[str, Any]}
 
 
 def resolve_run_config(raw: dict[str, Any], model_config_class: Callable[[str], type]) -> RunConfig:
@@ -453,29 +356,3 @@ def resolve_run_config(raw: dict[str, Any], model_config_class: Callable[[str], 
         if key in raw:
             kwargs[key] = _coerce(raw[key], tp, key)
     return RunConfig(model=from_dict(model_cls, model_raw, prefix="model"), **kwargs)
-
-
-# --------------------------------------------------------------------------- recipes
-
-RECIPES_DIR = Path(__file__).parent / "recipes"
-DEFAULT_RECIPE = "digits-dcgan"
-
-
-def list_recipes() -> dict[str, str]:
-    """Shipped recipe names → one-line descriptions."""
-    out = {}
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        desc = str(load_yaml(path).get("description", "")).strip()
-        out[path.stem] = desc.splitlines()[0] if desc else ""
-    return out
-
-
-def recipe_path(name: str) -> Path:
-    """The YAML file of a shipped recipe; an unknown name suggests the closest one."""
-    path = RECIPES_DIR / f"{name}.yaml"
-    if path.is_file():
-        return path
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    hint = did_you_mean(name, names, cutoff=0.6)
-    raise ConfigError(f"unknown recipe {name!r}{hint} (available: {', '.join(names)}; "
-                      f"or pass --config FILE for your own)")
