@@ -123,7 +123,8 @@ async def predict(state: ServerState, call: ImageCall, request: Request) -> Imag
 
     req, timeout = call.request, state.settings.timeout
     with errors.queue_errors():
-        job = call.model.batcher.submit(req.n, label=req.label, seed=req.seed, options=call.options, notify=notify)
+        job = call.model.batcher.submit(req.n, condition=call.model.pipe.condition(req), seed=req.seed,
+                                        options=call.options, notify=notify)
     watcher = asyncio.create_task(cancel_on_disconnect(request, [job]))
     try:
         await asyncio.wait_for(asyncio.shield(done), timeout=timeout or None)
