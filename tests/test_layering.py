@@ -93,3 +93,21 @@ def test_checker_catches_upward_imports():
     assert violations("def f():\n    from genforge.sampling import images", "genforge.metrics.fid")  # lazy
     assert not violations("from genforge.models.base import GenerativeModel", "genforge.training.trainer")
     assert not violations("from genforge import __version__", "genforge.models.base")
+
+
+def test_the_pieces_conditions_chains_decoder_and_routes_sit_in_their_layers():
+    """Typed conditions and the one text decoder are models/ (every layer above may use them), the chain of
+    parent runs is the base (rundir), the server's routes are serve/, and none of them reaches upward."""
+    placed = {"genforge.models.conditions": "models", "genforge.models.decoding": "models",
+              "genforge.rundir": None, "genforge.config.errors": "config", "genforge.config.files": "config",
+              "genforge.serve.routes.images": "serve", "genforge.serve.routes.completions": "serve",
+              "genforge.serve.routes.system": "serve", "genforge.serve.state": "serve"}
+    modules = dict(all_modules())
+    for module, layer in placed.items():
+        assert module in modules, f"{module} is missing"
+        own = layer_of(module)
+        assert own == (layer or "rundir")
+        assert violations(modules[module].read_text(encoding="utf-8"), module) == []
+    for module in ("genforge.models.conditions", "genforge.models.decoding"):
+        imported = internal_imports(modules[module].read_text(encoding="utf-8"), module)
+        assert {layer_of(m) for m in imported} <= {"models", *BASE}, module
