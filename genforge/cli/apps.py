@@ -137,15 +137,15 @@ def _save(images, paths: list[Path], meta: dict) -> None:
 def cmd_inpaint(args) -> int:
     import torch
 
+    from genforge.models.conditions import parse_condition
     from genforge.sampling.inpaint import inpaint_images, require_inpaints
     from genforge.sampling.masks import builtin_mask, check_mask, check_size, is_builtin, read_mask, read_model_image
 
     pipe = _open(args)
     model = require_inpaints(pipe.model, pipe.name)
     opts = model.parse_inpaint_options(_options(args, "inpaint"))
-    label = None if args.label is None else pipe.label_id(args.label) if pipe.num_classes else None
-    if args.label is not None and not pipe.num_classes:
-        raise ValueError(f"{pipe.name} holds an unconditional model: --label cannot be used")
+    given_label = parse_condition(model, {"label": args.label}, extra=("image", "mask"), name=pipe.name)
+    label = None if given_label is None else given_label.label  # the one parser: an id or a class name
     inputs = _inputs(args.image)
     paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite)
     c, s, _ = pipe.model.image_shape
