@@ -373,5 +373,5 @@ class RunDir:
     def family(self, raw: dict[str, Any] | None = None) -> str:
         """The model family named in ``config.yaml`` (``""`` when absent)."""
         raw = self.read_config() if raw is None else raw
-        model = raw.get("model")
-        return str(model.get("family", "")) if isinstance(model, dict) else ""
+        section = raw.get("model")
+        return str(section.get("family", "")) if isinstance(section, dict) else ""

@@ -14,7 +14,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 from genforge.config.errors import ConfigError, FieldError, _require, did_you_mean
@@ -36,6 +35,10 @@ __all__ = [
     "load_yaml",
     "dump_yaml",
     "resolve_run_config",
+    "DEFAULT_RECIPE",
+    "RECIPES_DIR",
+    "list_recipes",
+    "recipe_path",
 ]
 
 

@@ -40,7 +40,6 @@ from genforge.evaluation.protocol import EvalError
 from genforge.evaluation.reference import reference_features, reference_subsample
 from genforge.metrics.fid import frechet_distance, gaussian_stats
 from genforge.metrics.recon import psnr_per_image, ssim_per_image
-from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints
 from genforge.models.conditions import Condition, label_classes
 from genforge.sampling.inpaint import inpaint_images
 from genforge.sampling.masks import builtin_mask
@@ -92,11 +91,11 @@ def _ref_meta(ev: ImageEval) -> dict[str, Any]:
 
 def inpaint_stage(ev: ImageEval) -> None:
     model, opts = ev.model, ev.opts
-    if not isinstance(model, Inpaints):
+    if "inpaint" not in model.capabilities():
         raise EvalError("metric 'inpaint' does not apply: the model cannot inpaint")
     sub = reference_subsample(ev.data, "test", opts.app_n, opts.reference_seed)
     x, y = sub.x, sub.y
-    conditional = isinstance(model, ImageModel) and label_classes(model) > 0
+    conditional = label_classes(model) > 0
     mode = opts.inpaint_labels if opts.inpaint_labels != "auto" else ("given" if conditional and y is not None else "none")
     if mode == "given" and (not conditional or y is None):
         raise EvalError("inpaint_labels=given needs a conditional model and a labelled test split")
@@ -128,7 +127,7 @@ def upscale_stage(ev: ImageEval) -> None:
     from genforge.sampling.images import ImagePipeline
 
     model, opts = ev.model, ev.opts
-    if not isinstance(model, ImageConditioned):
+    if "image" not in model.accepted_conditions():
         raise EvalError("metric 'upscale' does not apply: the model does not generate from a source image")
     pipe = ImagePipeline(model)
     sample_opts = model.parse_sample_options(opts.sample)
@@ -165,7 +164,7 @@ def _classifier(ev: ImageEval, x: Tensor, y: Tensor, steps: int | None = None) -
 
 def _need_conditional(ev: ImageEval, metric: str) -> int:
     m = ev.model
-    k = label_classes(m) if isinstance(m, ImageModel) else 0
+    k = label_classes(m)
     if not k or ev.data.train_y is None:
         raise EvalError(f"metric {metric!r} needs a class-conditional model and a labelled dataset")
     if k != ev.data.num_classes:

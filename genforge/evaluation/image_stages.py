@@ -28,7 +28,6 @@ from genforge.metrics.prdc import precision_recall_density_coverage
 from genforge.metrics.recon import mse_per_image, ssim_per_image, ssim_window
 from genforge.metrics.scores import inception_score, mode_coverage
 from genforge.models.base import GenerativeModel
-from genforge.models.capabilities import ImageModel
 from genforge.models.conditions import label_classes
 
 __all__ = ["METRIC_STAGES", "ImageEval", "run_stages"]
@@ -66,7 +65,7 @@ class ImageEval:
     @property
     def conditional(self) -> bool:
         """Whether reconstructions and likelihoods are conditioned on the reference labels."""
-        return isinstance(self.model, ImageModel) and label_classes(self.model) > 0 and self.ref.y is not None
+        return label_classes(self.model) > 0 and self.ref.y is not None
 
     def add(self, metric: str, value: float | None, proto: dict[str, Any], std: float | None = None,
             **details: Any) -> None:

@@ -72,7 +72,6 @@ from genforge.evaluation.proxy import proxy_fid_hook
 from genforge.evaluation.reference import Reference, balanced_labels, reference_features, reference_subsample
 from genforge.metrics.guards import SampleSizeError, check_sample_sizes
 from genforge.models.base import GenerativeModel
-from genforge.models.capabilities import ImageConditioned, ImageModel, Inpaints, Reconstructs
 from genforge.models.conditions import label_classes
 from genforge.sampling.images import ImagePipeline
 
@@ -192,9 +191,10 @@ class ImageEvalOptions:
 
 def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel | None) -> tuple[list[str], list[str]]:
     """Metric groups to run, and notes on those skipped because they do not apply (capabilities are declared)."""
-    can_recon = isinstance(model, Reconstructs)
+    caps = model.capabilities() if model is not None else ()
+    can_recon = "reconstruct" in caps
     can_nll = model is not None and model.describe_likelihood() is not None
-    conditional = isinstance(model, ImageModel) and label_classes(model) > 0
+    conditional = model is not None and label_classes(model) > 0
     no_model = "samples have no model"
     why = {"recon": "the model does not reconstruct images" if model is not None else no_model,
            "nll": "the model has no likelihood" if model is not None else no_model,
@@ -202,8 +202,9 @@ def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel |
            "upscale": "the model does not generate from a source image" if model is not None else no_model,
            "cas": "it needs a class-conditional model" if model is not None else no_model}
     why["augment"] = why["cas"]
-    ok = {"recon": can_recon, "nll": can_nll, "inpaint": isinstance(model, Inpaints),
-          "upscale": isinstance(model, ImageConditioned), "cas": conditional, "augment": conditional}
+    ok = {"recon": can_recon, "nll": can_nll, "inpaint": "inpaint" in caps,
+          "upscale": model is not None and "image" in model.accepted_conditions(), "cas": conditional,
+          "augment": conditional}
     needs_source = model is not None and "image" in model.required_conditions()
     if needs_source:  # it draws nothing from noise: only the metrics of generating from sources apply
         why.update({m: "the model draws no samples without a source image" for m in SAMPLE_METRICS})

@@ -26,7 +26,6 @@ from torch import Tensor
 from genforge.config import FieldError
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
-from genforge.models.capabilities import ImageModel
 from genforge.models.conditions import Condition, label_classes, label_id, parse_condition
 from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
@@ -158,7 +157,7 @@ class ImagePipeline:
     request_class = ImageRequest
 
     def __init__(self, model: GenerativeModel, *, name: str = "", references: Tensor | None = None) -> None:
-        if not isinstance(model, ImageModel):
+        if model.task != "image":
             raise ValueError(f"{name or 'this run'} holds a {model.family} model, which does not generate images")
         self.model = model
         self.name = name or model.family

@@ -22,7 +22,7 @@ from genforge.sampling.images import to_uint8
 
 def require_inpaints(model: GenerativeModel, name: str = "") -> Inpaints:
     """``model`` as an :class:`Inpaints`, or a ``ValueError`` saying the family cannot inpaint."""
-    if not isinstance(model, Inpaints):
+    if "inpaint" not in model.capabilities():
         raise ValueError(f"{name or 'this run'} holds a {model.family} model, which cannot inpaint "
                          f"(families that can: diffusion, vae, gan)")
     return model

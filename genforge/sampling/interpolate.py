@@ -19,7 +19,7 @@ from torch import Tensor
 
 from genforge.config import FieldError
 from genforge.models.base import GenerativeModel, eval_mode
-from genforge.models.capabilities import Inverts, LatentSpace
+from genforge.models.capabilities import LatentSpace
 from genforge.sampling.images import to_uint8
 
 
@@ -37,10 +37,10 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 
 def require_latents(model: GenerativeModel, name: str = "", *, invert: bool = False) -> LatentSpace:
     """``model`` as a :class:`LatentSpace` (an :class:`Inverts` with ``invert``), or a ``ValueError``."""
-    if invert and not isinstance(model, Inverts):
+    if invert and "invert" not in model.capabilities():
         raise ValueError(f"{name or 'this run'} holds a {model.family} model, which cannot map real images to "
                          f"latents (families that can: vae, diffusion); interpolate between seeds instead")
-    if not isinstance(model, LatentSpace):
+    if "interpolate" not in model.capabilities():
         raise ValueError(f"{name or 'this run'} holds a {model.family} model, which has no latent space to "
                          f"interpolate (families that have one: gan, vae, diffusion)")
     return model
