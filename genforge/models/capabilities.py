@@ -9,8 +9,9 @@ methods.
 - :class:`ImageModel`: samples are images float32 ``[n, C, S, S]`` in [0, 1];
   ``num_classes`` labels condition it (0 = unconditional).
 - :class:`Reconstructs`: maps images through an encoder and back (MSE/PSNR/SSIM).
-- :class:`LanguageModel`: per-token likelihood and streaming generation of token
-  ids, with the decoding options of :class:`LanguageModelOptions`.
+- :class:`LanguageModel`: per-token likelihood and one decoder over token ids
+  (prefill / decode / window rule, driven by :mod:`genforge.models.decoding`),
+  with the decoding options of :class:`LanguageModelOptions`.
 - :class:`LatentSpace`: samples are a deterministic rendering of Gaussian latents
   (GAN/VAE ``z``, a diffusion model's initial noise): interpolation walks them.
 - :class:`Inverts`: real images map back to latents (VAE encoder, ODE inversion).
@@ -27,7 +28,7 @@ that interpolates between classes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -188,7 +189,13 @@ class LanguageModelOptions(SampleOptions):
 
 
 class LanguageModel:
-    """A family over token ids: exact next-token likelihoods and step-by-step generation."""
+    """A family over token ids: exact next-token likelihoods and one decoder over a cache of slots.
+
+    The decoder is three calls and a rule, which :class:`~genforge.models.decoding.DecodeLoop` drives for
+    every text path (one request or many, PyTorch or an exported graph): :meth:`new_slots` makes the
+    cache, :meth:`prefill` encodes a window into some slots, :meth:`decode` appends one token to each
+    of some slots, and :meth:`window_start` says which window of a sequence the model sees.
+    """
 
     sample_options: ClassVar[type[LanguageModelOptions]] = LanguageModelOptions
 
@@ -205,30 +212,26 @@ class LanguageModel:
         """Per-token negative log-likelihood in nats: ``{"x": int64 [B, T+1]}`` → float32 [B, T]."""
         raise NotImplementedError
 
-    def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, generator: torch.Generator | None = None,
-                        use_cache: bool = True, token_mask: Callable[[], Tensor | None] | None = None,
-                        **decoding: Any) -> Iterator[Tensor]:
-        """Yield the next token of every sequence (int64 [B]) for ``max_new_tokens`` steps.
+    def window_start(self, length: int, start: int | None) -> int:
+        """Where the window the model sees of a sequence of ``length`` tokens begins.
 
-        Args:
-            prompt: int64 [B, P] token ids, P >= 1.
-            generator: the only randomness used, so output is seeded.
-            use_cache: False recomputes each step from scratch (a reference for tests).
-            token_mask: called before every draw: bool [B, V] of the tokens each row may take, or None.
-            decoding: :meth:`LanguageModelOptions.decoding` of the family's options.
+        ``start`` is where it began at the previous step, or None for a new prompt. Returning ``start``
+        keeps the window (the next token is decoded into the cache); any other value moves it, and the
+        window ``ids[start:length]`` is encoded again with :meth:`prefill`.
         """
         raise NotImplementedError
 
     def new_slots(self, slots: int) -> Any:
-        """A decoding state for ``slots`` independent sequences (:meth:`prefill` / :meth:`decode`)."""
+        """A decoding state (cache) for ``slots`` independent sequences (:meth:`prefill` / :meth:`decode`)."""
         raise NotImplementedError
 
     def prefill(self, ids: Tensor, cache: Any, slots: Tensor) -> Tensor:
-        """Encode windows ``ids`` int64 [n, P] into ``slots`` int64 [n] of ``cache`` → next-token logits [n, V]."""
+        """Encode windows ``ids`` int64 [n, P] into ``slots`` int64 [n] of ``cache`` (replacing what they held)
+        → next-token logits float32 [n, V]."""
         raise NotImplementedError
 
     def decode(self, tokens: Tensor, cache: Any, slots: Tensor) -> Tensor:
-        """Append one token per slot (int64 [B] to slots [B], each at its own length) → logits [B, V].
+        """Append one token per slot (int64 [B] to slots int64 [B], each at its own length) → logits float32 [B, V].
 
         Continuous batching: sequences join (:meth:`prefill`) and leave between calls.
         """

@@ -9,13 +9,16 @@ N(0, 0.02/√(2·L)) for each block's residual output projections, zero biases.
 Batches are ``{"x": int64 [B, T+1]}`` token windows; the model predicts
 ``x[:, 1:]`` from ``x[:, :-1]`` (the shift happens here, not in the data).
 
-Generation keeps a key/value cache so each new token costs one position.
-Learned positions cannot slide, so when a sequence outgrows ``block_size``
-the context is cut to its last ``block_size - block_size // 4`` tokens and
-re-encoded: every step then sees between 3/4 of a window and a full window of
-context (a long prompt starts as its last ``block_size`` tokens). :meth:`GPT.generate` with ``use_cache=False`` follows
-the very same windows, recomputing them from scratch at every step, so cached
-and uncached decoding give identical tokens (tested).
+Generation runs through the one decode loop of :mod:`genforge.models.decoding`;
+this file supplies the model's part of it: :meth:`GPT.prefill` encodes a window
+into slots of a key/value cache, :meth:`GPT.decode` adds one position per slot,
+and :meth:`GPT.window_start` is the context rule. Learned positions cannot
+slide, so when a sequence outgrows ``block_size`` the context is cut to its last
+``block_size - max(1, block_size // 4)`` tokens and re-encoded: every step then
+sees between 3/4 of a window and a full window of context (a long prompt starts
+as its last ``block_size`` tokens). Decoding with ``use_cache=False`` follows the
+very same windows, re-encoding them at every step, so cached and uncached
+decoding give identical tokens (tested).
 
 Shape legend: B batch, T time (positions), C ``n_embd``, H ``n_head``,
 D = C / H head size, V ``vocab_size``, L ``n_layer``, P prompt length.
@@ -23,17 +26,19 @@ D = C / H head size, V ``vocab_size``, L ``n_layer``, P prompt length.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genforge.config import FieldError
+from genforge.models import decoding
 from genforge.models.base import Batch, OnnxGraphs, GenerativeModel, Likelihood, ModelConfig, eval_mode
-from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
+from genforge.models.capabilities import LanguageModel, LanguageModelOptions
 from genforge.models.kv_cache import ConcatCacheDecoder, KVCache, SlotCache
 
 
@@ -197,7 +202,7 @@ class GPT(GenerativeModel, LanguageModel):
         return self.transformer.ln_f(x)
 
     def _decode_plan(self) -> tuple[Tensor, Tensor, list[tuple[Tensor | None, ...]], tuple[Tensor | None, ...]]:
-        """Weights laid out for :meth:`_step`: (wte, wpe, per-layer tuples, final LayerNorm).
+        """Weights laid out for :meth:`decode`: (wte, wpe, per-layer tuples, final LayerNorm).
 
         Detached tensors skip autograd bookkeeping and ``nn.Module`` attribute
         lookups, and linear weights are stored transposed ([in, out],
@@ -215,38 +220,6 @@ class GPT(GenerativeModel, LanguageModel):
                    t(b.mlp.c_fc.weight), d(b.mlp.c_fc.bias), t(b.mlp.c_proj.weight), d(b.mlp.c_proj.bias))
                   for b in tr.h]
         return d(tr.wte.weight), d(tr.wpe.weight), layers, (d(tr.ln_f.weight), d(tr.ln_f.bias))
-
-    def _step(self, token: Tensor, cache: KVCache, plan: tuple | None = None) -> Tensor:
-        """Decode one position with the cache: token int64 [B] → final hidden state [B, C].
-
-        The same computation as ``_forward(token[:, None], cache)`` written with
-        functional ops on 2-D activations and detached weights (``plan``, from
-        :meth:`_decode_plan`): at batch 1 a new token costs per-op overhead,
-        not arithmetic, and this path has about half the overhead.
-        """
-        cfg = self.config
-        wte, wpe, layers, (lnf_w, lnf_b) = plan or self._decode_plan()
-        pos = cache.length
-        if pos + 1 > cfg.block_size:
-            raise ValueError(f"sequence of {pos + 1} tokens exceeds block_size={cfg.block_size}")
-        B, C, H = token.shape[0], cfg.n_embd, cfg.n_head
-        eps = 1e-5  # nn.LayerNorm's default, used by every norm of the model
-
-        def linear(a: Tensor, w_t: Tensor, b: Tensor | None) -> Tensor:  # a [B, in] @ w_t [in, out] (+ b)
-            return a @ w_t if b is None else torch.addmm(b, a, w_t)
-
-        x = F.embedding(token, wte) + wpe[pos]  # (B, C)
-        for i, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, p2w, p2b) in enumerate(layers):
-            k_cache, v_cache = cache.k[i], cache.v[i]  # (B, H, block_size, D)
-            q, k, v = linear(F.layer_norm(x, (C,), l1w, l1b, eps), aw, ab).view(B, 3, H, C // H).unbind(1)
-            k_cache.select(2, pos).copy_(k)  # (B, H, D) at position pos
-            v_cache.select(2, pos).copy_(v)
-            y = F.scaled_dot_product_attention(q.unsqueeze(2), k_cache.narrow(2, 0, pos + 1),
-                                               v_cache.narrow(2, 0, pos + 1))  # (B, H, 1, D)
-            x = x + linear(y.view(B, C), pw, pb)
-            x = x + linear(F.gelu(linear(F.layer_norm(x, (C,), l2w, l2b, eps), fw, fb)), p2w, p2b)
-        cache.length += 1
-        return F.layer_norm(x, (C,), lnf_w, lnf_b, eps)
 
     def forward(self, idx: Tensor) -> Tensor:
         """Logits of the next token at every position: int64 [B, T] → float [B, T, V]."""
@@ -304,70 +277,15 @@ class GPT(GenerativeModel, LanguageModel):
             raise TypeError(f"the gpt log_likelihood takes no options, got {sorted(options)}")
         return -self.token_nll(batch).sum(dim=1)
 
-    # ------------------------------------------------------------------ generation
-    @torch.inference_mode()
-    def generate_stream(self, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None,
-                        generator: torch.Generator | None = None, use_cache: bool = True,
-                        token_mask: Callable[[], Tensor | None] | None = None) -> Iterator[Tensor]:
-        """Yield the next token of every sequence, one step at a time.
-
-        Args:
-            prompt: int64 [B, P] token ids, P ≥ 1 (a batch shares the prompt length).
-            max_new_tokens: number of steps.
-            temperature: divides the logits; 0 means greedy (argmax).
-            top_k: keep only the k most likely tokens (None = all).
-            top_p: keep the smallest set of tokens whose probability reaches p (None = all).
-            generator: the only randomness used (drawn on the CPU), so output is seeded.
-            use_cache: False recomputes each window from scratch (a reference for tests).
-            token_mask: called before every draw; bool [B, V] of the tokens each row may take
-                (the caller updates it from the tokens yielded), or None for all.
-
-        Yields:
-            int64 [B]: the sampled token of each sequence at this step.
-        """
-        if prompt.ndim != 2 or prompt.shape[1] < 1:
-            raise FieldError("prompt", f"must be token ids [B, P] with P >= 1, got {list(prompt.shape)}")
-        if temperature < 0:
-            raise FieldError("temperature", f"must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise FieldError("top_k", f"must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise FieldError("top_p", f"must be in (0, 1], got {top_p}")
-        if int(prompt.max()) >= self.config.vocab_size or int(prompt.min()) < 0:
-            raise ValueError(f"prompt token ids must be in [0, {self.config.vocab_size - 1}]")
-        seq = prompt.to(self.device, torch.long)
-        B = seq.shape[0]
-        ids = torch.empty(B, seq.shape[1] + max_new_tokens, dtype=torch.long, device=self.device)
-        ids[:, :seq.shape[1]] = seq
-        length = seq.shape[1]
-        cache = KVCache(self.config, B, self.device, next(self.parameters()).dtype) if use_cache else None
+    # ------------------------------------------------------------------ decoding (genforge.models.decoding)
+    def window_start(self, length: int, start: int | None) -> int:
+        """The context rule: a prompt longer than ``block_size`` starts as its last ``block_size`` tokens; a
+        window that outgrows ``block_size`` slides to its last ``block_size - max(1, block_size // 4)``."""
         bs = self.config.block_size
-        keep = bs - max(1, bs // 4)  # context kept after a slide
-        start = max(0, length - bs)  # the context is ids[start:length], at most bs tokens
-        encoded = False  # whether the cache holds the window up to the newest token
-        plan = self._decode_plan() if use_cache else None
-        wte = plan[0] if plan is not None else self.transformer.wte.weight.detach()  # the tied output head
-        with eval_mode(self):  # no dropout while generating; the mode is restored when the stream ends
-            for _ in range(max_new_tokens):
-                if length - start > bs:  # slide: keep the last `keep` tokens, re-encode them
-                    start, encoded = length - keep, False
-                if cache is None:
-                    h = self._forward(ids[:, start:length])[:, -1]  # (B, C)
-                elif not encoded:  # first step or after a slide: encode the whole window
-                    cache.length = 0
-                    h = self._forward(ids[:, start:length], cache)[:, -1]
-                    encoded = True
-                else:  # one new position
-                    h = self._step(ids[:, length - 1], cache, plan)
-                logits = F.linear(h, wte).float()  # (B, V), the tied output head
-                nxt = next_tokens(logits, generator, temperature=temperature, top_k=top_k, top_p=top_p,
-                                  allowed=None if token_mask is None else token_mask())
-                ids[:, length] = nxt
-                length += 1
-                yield nxt
+        if start is None:
+            return max(0, length - bs)
+        return start if length - start <= bs else length - (bs - max(1, bs // 4))
 
-    # ------------------------------------------------------------------ continuous batching
     def new_slots(self, slots: int) -> SlotCache:
         return SlotCache(self.config, slots, self.device, next(self.parameters()).dtype, self._decode_plan())
 
@@ -375,56 +293,89 @@ class GPT(GenerativeModel, LanguageModel):
     def prefill(self, ids: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
         """Encode ``ids`` int64 [n, P] into slots ``slots`` int64 [n] (replacing what they held) → logits [n, V].
 
-        The same computation as the first step of :meth:`generate_stream` on ``ids``.
+        One causal pass over the window (:meth:`_forward` with a fresh :class:`KVCache`), copied into the slots.
         """
         n, P = ids.shape
         if P > self.config.block_size:
             raise ValueError(f"a window of {P} tokens exceeds block_size={self.config.block_size}")
-        with eval_mode(self):
-            local = KVCache(self.config, n, self.device, cache.k.dtype)
-            h = self._forward(ids.to(self.device, torch.long), local)[:, -1]  # (n, C)
-        cache.k[:, slots, :, :P] = local.k[:, :, :, :P]
-        cache.v[:, slots, :, :P] = local.v[:, :, :, :P]
-        cache.lengths[slots] = P
+        device = cache.k.device
+        with eval_mode(self) if self.training else contextlib.nullcontext():  # no dropout (entered only if needed)
+            local = KVCache(self.config, n, device, cache.k.dtype)
+            h = self._forward(ids.to(device, torch.long), local)[:, -1]  # (n, C)
+        rows = slots.tolist()
+        for s in rows:
+            cache.lengths[s] = P
+        if rows == list(range(rows[0], rows[0] + n)):  # consecutive slots: copy into a view
+            cache.k[:, rows[0]:rows[0] + n, :, :P] = local.k[:, :, :, :P]  # (L, n, H, P, D)
+            cache.v[:, rows[0]:rows[0] + n, :, :P] = local.v[:, :, :, :P]
+        else:
+            cache.k[:, slots.to(device), :, :P] = local.k[:, :, :, :P]
+            cache.v[:, slots.to(device), :, :P] = local.v[:, :, :, :P]
         return F.linear(h, self.transformer.wte.weight).float()  # (n, V), the tied head
 
-    @torch.inference_mode()
     def decode(self, tokens: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
-        """One new position for each of ``slots`` int64 [B], each at its own length → logits float [B, V].
+        """One new position for each of ``slots`` int64 [B], each at its own length → logits float32 [B, V].
 
-        ``tokens`` int64 [B] is the newest token of each slot's sequence; keys past a slot's
-        length are masked, so rows never see each other.
+        ``tokens`` int64 [B] is the newest token of each slot's sequence. Rows at one length in consecutive
+        slots (one request) attend to a view of their part of the cache; otherwise each row's keys past its
+        own length are masked, so rows never see each other (both give the same numbers). Written with
+        functional ops on 2-D activations and the weights of :meth:`_decode_plan`: at batch 1 a token costs
+        per-op overhead, not arithmetic, and this has about half that of :meth:`_forward`.
         """
+        if not torch.is_inference_mode_enabled():  # (checked, not a decorator: entering costs µs at every token)
+            with torch.inference_mode():
+                return self.decode(tokens, cache, slots)
         cfg = self.config
         wte, wpe, layers, (lnf_w, lnf_b) = cache.plan
-        pos = cache.lengths[slots]  # (B,)
-        if int(pos.max()) + 1 > cfg.block_size:
-            raise ValueError(f"a sequence of {int(pos.max()) + 1} tokens exceeds block_size={cfg.block_size}")
-        B, C, H = tokens.shape[0], cfg.n_embd, cfg.n_head
-        T = int(pos.max()) + 1  # keys attended: the longest slot's
-        mask = (torch.arange(T, device=pos.device) <= pos[:, None]).view(B, 1, 1, T)  # (B, 1, 1, T)
-        eps = 1e-5
+        rows = slots.tolist()
+        pos = [cache.lengths[s] for s in rows]  # each row's new position
+        T = max(pos) + 1  # keys attended: the longest row's
+        if T > cfg.block_size:
+            raise ValueError(f"a sequence of {T} tokens exceeds block_size={cfg.block_size}")
+        B, C, H, device = len(rows), cfg.n_embd, cfg.n_head, wte.device
+        first = rows[0]
+        lined_up = min(pos) == T - 1 and rows == list(range(first, first + B))
+        if lined_up:
+            x = F.embedding(tokens.to(device), wte) + wpe[T - 1]  # (B, C)
+        else:
+            index, at = slots.to(device), torch.tensor(pos, device=device)  # (B,), (B,)
+            mask = (torch.arange(T, device=device) <= at[:, None]).view(B, 1, 1, T)  # (B, 1, 1, T)
+            x = F.embedding(tokens.to(device), wte) + wpe[at]  # (B, C)
 
         def linear(a: Tensor, w_t: Tensor, b: Tensor | None) -> Tensor:  # a [B, in] @ w_t [in, out] (+ b)
             return a @ w_t if b is None else torch.addmm(b, a, w_t)
 
-        x = F.embedding(tokens.to(self.device), wte) + wpe[pos]  # (B, C)
+        eps = 1e-5  # nn.LayerNorm's default, used by every norm of the model
         for i, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, p2w, p2b) in enumerate(layers):
             q, k, v = linear(F.layer_norm(x, (C,), l1w, l1b, eps), aw, ab).view(B, 3, H, C // H).unbind(1)
-            cache.k[i, slots, :, pos] = k  # (B, H, D) at each slot's position
-            cache.v[i, slots, :, pos] = v
-            keys, values = cache.k[i, slots, :, :T], cache.v[i, slots, :, :T]  # (B, H, T, D)
-            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=mask)  # (B, H, 1, D)
+            if lined_up:  # the rows' part of the cache, a view: (B, H, block_size, D)
+                keys, values = cache.layers[i]
+                if B < len(cache.lengths):
+                    keys, values = keys[first:first + B], values[first:first + B]
+                keys.select(2, T - 1).copy_(k)  # (B, H, D) at position T - 1
+                values.select(2, T - 1).copy_(v)
+                y = F.scaled_dot_product_attention(q.unsqueeze(2), keys.narrow(2, 0, T), values.narrow(2, 0, T))
+            else:
+                cache.k[i, index, :, at] = k  # (B, H, D) at each row's position
+                cache.v[i, index, :, at] = v
+                keys, values = cache.k[i, index, :, :T], cache.v[i, index, :, :T]  # (B, H, T, D)
+                y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=mask)  # (B, H, 1, D)
             x = x + linear(y.view(B, C), pw, pb)
             x = x + linear(F.gelu(linear(F.layer_norm(x, (C,), l2w, l2b, eps), fw, fb)), p2w, p2b)
-        cache.lengths[slots] += 1
-        return F.linear(F.layer_norm(x, (C,), lnf_w, lnf_b, eps), wte).float()  # (B, V)
+        for s in rows:
+            cache.lengths[s] += 1
+        return F.linear(F.layer_norm(x, (C,), lnf_w, lnf_b, eps), wte).float()  # (B, V), the tied head
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, **options: Any) -> Tensor:
-        """Prompt int64 [B, P] → prompt and continuation int64 [B, P + max_new_tokens]."""
-        steps = list(self.generate_stream(prompt, max_new_tokens, **options))
-        new = torch.stack(steps, dim=1) if steps else prompt.new_empty(prompt.shape[0], 0)
+        """Prompt int64 [B, P] → prompt and continuation int64 [B, P + max_new_tokens].
+
+        ``options``: ``generator``, ``use_cache``, ``token_mask``, ``temperature``, ``top_k``, ``top_p``
+        (:func:`genforge.models.decoding.stream`).
+        """
+        with eval_mode(self):  # once here, not at every window prefill encodes
+            steps = list(decoding.stream(self, prompt, max_new_tokens, **options))
+        new = torch.stack(steps, dim=1) if steps else prompt.new_empty(prompt.shape[0], 0)  # (B, N)
         return torch.cat([prompt.to(new.device, torch.long), new], dim=1)
 
     @torch.no_grad()

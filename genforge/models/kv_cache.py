@@ -1,5 +1,5 @@
-"""The GPT's key/value caches: one batch decoded together (:class:`KVCache`), or independent slots at their own
-positions for continuous batching (:class:`SlotCache`).
+"""The GPT's key/value caches: the slots of the decode loop, each sequence at its own position
+(:class:`SlotCache`), and the scratch cache one window is encoded into by ``GPT.prefill`` (:class:`KVCache`).
 
 Shape legend: L ``n_layer``, B batch, S slots, H ``n_head``, D = ``n_embd / n_head`` head size.
 """
@@ -19,7 +19,8 @@ def _kv_shape(config: Any, rows: int) -> tuple[int, int, int, int, int]:
 
 
 class KVCache:
-    """Pre-allocated keys and values of every layer: ``k, v`` float [L, B, H, block_size, D].
+    """Pre-allocated keys and values of every layer for B windows encoded together: ``k, v`` float
+    [L, B, H, block_size, D].
 
     ``length`` positions are filled; :meth:`GPT._forward` appends to it.
     """
@@ -32,10 +33,11 @@ class KVCache:
 
 
 class SlotCache:
-    """Keys and values of ``slots`` independent sequences, each at its own position (continuous batching).
+    """Keys and values of ``slots`` independent sequences, each at its own position (the decode loop's cache).
 
-    ``k, v`` float [L, S, H, block_size, D]; ``lengths`` int64 [S] positions filled per slot;
-    ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`), taken once.
+    ``k, v`` float [L, S, H, block_size, D]; ``lengths``: positions filled per slot (S ints, kept on the
+    host so ``GPT.decode`` sees its rows' layout without a device sync); ``layers``: each layer's ``(k, v)``
+    as views, taken once; ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`).
     """
 
     def __init__(self, config: Any, slots: int, device: torch.device, dtype: torch.dtype, plan: tuple) -> None:
@@ -43,7 +45,8 @@ class SlotCache:
         shape = _kv_shape(config, slots)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+        self.lengths = [0] * slots
+        self.layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer (k, v) views [S, H, block_size, D]
 
 
 class ConcatCacheDecoder(nn.Module):

@@ -4,15 +4,18 @@
     >>> job = engine.submit(TextRequest(prompt="ROMEO:", n=2, seed=7), {"max_new_tokens": 50}, sink=print)
     >>> job.wait(); engine.close()
 
-A background thread owns the model. At every step it admits waiting jobs (while
-free rows last), encodes their prompts (:meth:`LanguageModel.prefill`), then
-advances every running row by one token in one batched call
-(:meth:`LanguageModel.decode`), each row at its own position. A job's ``n``
-samples join and leave together; its tokens are drawn from its own generator
-with its own temperature / top-k / top-p, exactly the draws
-:meth:`TextPipeline.generate` makes for the same request, so a seeded request
-gives the same text alone or beside others. Text goes through the same
-incremental UTF-8 decoding and stop-string filter as the pipeline.
+A background thread owns the model and one
+:class:`~genforge.models.decoding.DecodeLoop` over it, the decoder every text
+path uses. At every step it admits waiting jobs into the loop (while free rows
+last) and advances the loop by one token: new and slid windows are encoded
+(:meth:`LanguageModel.prefill`), every other row gets one position in one
+batched call (:meth:`LanguageModel.decode`), each row at its own position. A
+job's ``n`` samples join and leave together; its tokens are drawn from its own
+generator with its own temperature / top-k / top-p, exactly the draws
+:meth:`TextPipeline.generate` makes for the same request (a job of n rows alone
+in the same loop), so a seeded request gives the same text alone or beside
+others. Text goes through the same incremental UTF-8 decoding and stop-string
+filter as the pipeline.
 
 Events reach ``sink`` from the engine thread, in order: :class:`Tokens` after
 every step (how many tokens the job generated), :class:`TextPiece` whenever
@@ -32,8 +35,8 @@ from torch import Tensor
 
 from genforge.config import FieldError
 from genforge.models.base import eval_mode
-from genforge.models.capabilities import LanguageModelOptions, next_tokens
-from genforge.models.rng import RowGenerators
+from genforge.models.capabilities import LanguageModelOptions
+from genforge.models.decoding import DecodeJob, DecodeLoop
 from genforge.sampling.queue import EngineClosed, Handle, QueueFull, Worker
 from genforge.sampling.text import TextPipeline, TextRequest, _StopFilter, default_prompt
 
@@ -85,12 +88,12 @@ class Job(Handle):
     prompt_ids: list[int]
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None  # when it joined the batch
-    slots: Tensor | None = None  # int64 [n]
-    ids: Tensor | None = None  # int64 [n, P + max_new_tokens]
-    length: int = 0  # tokens in ids (prompt + generated)
-    start: int = 0  # the window the model sees is ids[:, start:length]
-    encoded: bool = False
-    generated: int = 0
+    rows: DecodeJob | None = None  # its rows in the decode loop, once admitted
+
+    @property
+    def generated(self) -> int:
+        """Tokens generated per sample so far."""
+        return 0 if self.rows is None else self.rows.generated
 
     def __post_init__(self) -> None:
         n = self.request.n
@@ -118,11 +121,18 @@ class TextEngine(Worker):
         self.pipe, self.model = pipe, pipe.model
         self.max_rows = max_rows
         self.on_batch = on_batch
-        self.cache = self.model.new_slots(max_rows)
-        self.free = list(range(max_rows))
+        self.loop = DecodeLoop(self.model, max_rows, on_decode=self._decoded)
         self.running: list[Job] = []
-        self.steps = 0  # batched decode calls made
         self.thread.start()
+
+    @property
+    def steps(self) -> int:
+        """Batched decode calls made."""
+        return self.loop.steps
+
+    def _decoded(self, rows: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(rows)
 
     # ------------------------------------------------------------------ requests
     def prepare(self, request: TextRequest, options: LanguageModelOptions | dict[str, Any] | None) -> tuple[
@@ -150,7 +160,7 @@ class TextEngine(Worker):
 
     @property
     def rows_running(self) -> int:
-        return self.max_rows - len(self.free)
+        return self.max_rows - len(self.loop.free)
 
     def active(self) -> list[Job]:
         return list(self.running)
@@ -170,82 +180,44 @@ class TextEngine(Worker):
                 self._step()
 
     def _admit(self) -> list[Job]:
-        """Move waiting jobs into free rows, oldest first (a job waits until all its rows are free)."""
+        """Move waiting jobs into free rows of the loop, oldest first (a job waits until all its rows are free)."""
         admitted = []
-        while self.waiting and (self.waiting[0].cancelled or len(self.free) >= self.waiting[0].request.n):
+        while self.waiting and (self.waiting[0].cancelled or self.loop.fits(self.waiting[0].request.n)):
             job = self.waiting.popleft()
             if job.cancelled:
                 self._finish(job, cancelled=True)
                 continue
-            n = job.request.n
-            job.slots = torch.tensor(self.free[:n], dtype=torch.long)
-            del self.free[:n]
-            P, new = len(job.prompt_ids), job.options.max_new_tokens
-            job.ids = torch.empty(n, P + new, dtype=torch.long)
-            job.ids[:, :P] = torch.tensor(job.prompt_ids, dtype=torch.long)
-            job.length, job.start = P, max(0, P - self.model.context_length)
+            prompt = torch.tensor(job.prompt_ids, dtype=torch.long).expand(job.request.n, -1)  # (n, P)
+            try:
+                job.rows = self.loop.add(prompt, job.options.max_new_tokens, generator=job.generator,
+                                         token_mask=None if job.guard is None else job.guard.allowed,
+                                         **job.options.decoding())
+            except Exception as e:  # noqa: BLE001 - one bad job must not stop the others
+                self._finish(job, error=f"{type(e).__name__}: {e}")
+                continue
             self.running.append(job)
             admitted.append(job)
         return admitted
 
     def _step(self) -> None:
-        """One token for every running job: new and slid windows are encoded, the rest decoded in one batch."""
-        bs = self.model.context_length
-        keep = bs - max(1, bs // 4)  # context kept after a slide, as in generate_stream
-        for job in [j for j in self.running if j.cancelled or j.generated >= j.options.max_new_tokens]:
+        """One step of the loop: one token for every running job (see :meth:`DecodeLoop.step`)."""
+        for job in [j for j in self.running if j.cancelled or j.rows.done]:
             self._finish(job, cancelled=job.cancelled)
-        logits: dict[int, Tensor] = {}
-        decoding = []
-        for job in list(self.running):
-            if job.length - job.start > bs:
-                job.start, job.encoded = job.length - keep, False
-            if not job.encoded:
-                try:
-                    logits[id(job)] = self.model.prefill(job.ids[:, job.start:job.length], self.cache, job.slots)
-                except Exception as e:  # noqa: BLE001 - one bad job must not stop the others
-                    self._finish(job, error=f"{type(e).__name__}: {e}")
-                    continue
-                job.encoded = True
-            else:
-                decoding.append(job)
-        if decoding:
-            slots = torch.cat([j.slots for j in decoding])
-            tokens = torch.cat([j.ids[:, j.length - 1] for j in decoding])
-            out = self.model.decode(tokens, self.cache, slots)  # (rows, V)
-            self.steps += 1
-            if self.on_batch is not None:
-                self.on_batch(len(slots))
-            row = 0
-            for job in decoding:
-                logits[id(job)] = out[row:row + job.request.n]
-                row += job.request.n
-        ready = [job for job in self.running if id(job) in logits]
-        groups: dict[tuple, list[Job]] = {}
-        for job in ready:  # jobs with the same decoding options choose their tokens in one call
-            groups.setdefault(tuple(sorted(job.options.decoding().items())), []).append(job)
-        for jobs in groups.values():
-            rows = torch.cat([logits[id(j)] for j in jobs]) if len(jobs) > 1 else logits[id(jobs[0])]
-            generators = RowGenerators([(j.generator, j.request.n) for j in jobs])
-            # one tokenizer serves every job: all have a UTF-8 guard (byte-level) or none has (char)
-            allowed = None if jobs[0].guard is None else torch.cat([j.guard.allowed() for j in jobs])  # (rows, V)
-            nxt = next_tokens(rows, generators, allowed=allowed, **jobs[0].options.decoding())  # (rows,)
-            start = 0
-            for job in jobs:
-                self._advance(job, nxt[start:start + job.request.n])
-                start += job.request.n
+        owner = {job.rows: job for job in self.running}
+        for rows, tokens in self.loop.step():
+            self._advance(owner[rows], tokens)
+        for job in [j for j in self.running if j.rows.error is not None]:
+            self._finish(job, error=f"{type(j.rows.error).__name__}: {j.rows.error}")
 
     def _advance(self, job: Job, nxt: Tensor) -> None:
-        """Append the job's next tokens int64 [n] and pass the text they complete to its sink."""
-        job.ids[:, job.length] = nxt
+        """Hand the job's next tokens int64 [n] (the loop appended them) and the text they complete to its sink."""
         if job.guard is not None:
             job.guard.advance(nxt)
-        job.length += 1
-        job.generated += 1
         self._send(job, Tokens(job.request.n))
         for i, t in enumerate(nxt.tolist()):
             if not job.filters[i].done:
                 self._emit(job, i, job.filters[i].push(job.decoders[i].push([t])))
-        if all(f.done for f in job.filters) or job.generated >= job.options.max_new_tokens:
+        if all(f.done for f in job.filters) or job.rows.done:
             self._finish(job)
 
     @staticmethod
@@ -266,8 +238,7 @@ class TextEngine(Worker):
         if job in self.running:
             self.running.remove(job)
             with self.wake:
-                self.free.extend(job.slots.tolist())
-                self.free.sort()
+                self.loop.remove(job.rows)
         for i, f in enumerate(job.filters):
             if cancelled or error:
                 reason = "cancelled" if cancelled else "error"

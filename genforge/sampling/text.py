@@ -5,8 +5,9 @@
     >>> texts = pipe.generate(request, options, on_text=print_piece)
 
 :meth:`TextPipeline.generate` encodes a prompt, decodes several samples in one
-batch with the model's key/value cache, turns token ids back into text
-incrementally (holding back incomplete UTF-8 sequences and anything that could
+batch through the model's one decoder (:mod:`genforge.models.decoding`: the
+request is one job of n rows, exactly as the serving engine runs it), turns
+token ids back into text incrementally (holding back incomplete UTF-8 sequences and anything that could
 still become a stop string; byte-level models only draw tokens that keep the
 bytes valid UTF-8, so no U+FFFD appears), and can hand each new piece of text to a callback
 as soon as it is final, which is how ``genforge sample RUN --prompt ...``
@@ -26,6 +27,7 @@ from torch import Tensor
 from genforge.config import FieldError
 from genforge.data import Tokenizer, load_tokenizer
 from genforge.io import atomic_write_text
+from genforge.models import decoding
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, eval_mode
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions
 from genforge.rundir import RunDir, check_output
@@ -172,9 +174,9 @@ class TextPipeline:
                     on_text(i, piece)
 
         with eval_mode(self.model):
-            steps = self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
-                                               use_cache=use_cache, token_mask=None if guard is None else guard.allowed,
-                                               **opts.decoding())
+            steps = decoding.stream(self.model, prompt_ids, opts.max_new_tokens, generator=generator,
+                                    use_cache=use_cache, token_mask=None if guard is None else guard.allowed,
+                                    **opts.decoding())
             for tokens in steps:  # (n,)
                 if guard is not None:
                     guard.advance(tokens)
@@ -199,8 +201,8 @@ class TextPipeline:
         opts = self.model.parse_sample_options(options)
         generator = torch.Generator().manual_seed(seed)
         with eval_mode(self.model):
-            steps = list(self.model.generate_stream(prompt_ids, opts.max_new_tokens, generator=generator,
-                                                    **opts.decoding()))
+            steps = list(decoding.stream(self.model, prompt_ids, opts.max_new_tokens, generator=generator,
+                                         **opts.decoding()))
         if not steps:
             return prompt_ids.new_empty(prompt_ids.shape[0], 0)
         return torch.stack(steps, dim=1).cpu()  # (B, max_new_tokens)

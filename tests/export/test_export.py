@@ -1,5 +1,5 @@
-"""``genforge export``: ONNX graphs equal PyTorch (≤ 1e-4), GPT KV-cache decoding equals genforge's sampling,
-the hf folder's contents, and the one-line errors."""
+"""``genforge export``: ONNX graphs equal PyTorch (≤ 1e-4), the exported GPT decoder run through genforge's one
+decode loop gives genforge's tokens, the hf folder's contents, and the one-line errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ ort = pytest.importorskip("onnxruntime")
 
 from genforge.cli import main  # noqa: E402
 from genforge.export import export_run  # noqa: E402
+from genforge.export.onnx import OnnxLanguageModel  # noqa: E402
 from genforge.models import build, config_class, load  # noqa: E402
-from genforge.models.capabilities import next_tokens  # noqa: E402
+from genforge.models.decoding import stream  # noqa: E402
 
 FAST = ["train.max_steps=2", "train.checkpoint_every=2", "train.sample_every=2", "train.log_every=1",
         "train.eval_samples=16"]
@@ -62,29 +63,22 @@ def test_onnx_graph_equals_pytorch(runs, tmp_path, recipe, graph):
 
 
 def _onnx_generate(session, model, prompt: torch.Tensor, steps: int, seed: int, temperature: float) -> list[int]:
-    """Decode with the ONNX graph and its KV cache, drawing tokens with genforge's own ``next_tokens``."""
-    cfg = model.config
-    past = torch.zeros(cfg.n_layer, 1, cfg.n_head, 0, cfg.n_embd // cfg.n_head).numpy()
-    k, v, feed, out = past, past.copy(), prompt[None].numpy(), []
+    """Decode with the ONNX graph and its KV cache through genforge's own decode loop."""
+    exported = OnnxLanguageModel(session, model)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        logits, k, v = session.run(None, {"tokens": feed, "past_keys": k, "past_values": v})
-        nxt = next_tokens(torch.from_numpy(logits[:, -1]).float(), generator, temperature=temperature)
-        out.append(int(nxt[0]))
-        feed = nxt[:, None].numpy()
-    return out
+    return [int(t[0]) for t in stream(exported, prompt[None], steps, generator=generator, temperature=temperature)]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_gpt_onnx_kv_cache_generation_equals_genforge(runs, tmp_path, temperature):
+@pytest.mark.parametrize("steps", [20, 60])  # 4 + 20 ≤ block_size 32: no slide; 4 + 60: the window slides twice
+def test_gpt_onnx_kv_cache_generation_equals_genforge(runs, tmp_path, temperature, steps):
     out = export_run(runs["tiny-gpt"], "onnx", out=tmp_path / "onnx")
+    generation = json.loads((out / "verify.json").read_text())["graphs"]["decoder"]["generation"]
+    assert generation["same_tokens"] and generation["new_tokens"] > 32 and generation["rows"] == 2
     model = load(runs["tiny-gpt"]).eval()
     prompt = torch.tensor([1, 2, 3, 4], dtype=torch.long)
-    steps = 20  # 4 + 20 ≤ block_size 32: no sliding window
-    want = model.generate_stream(prompt[None], steps, temperature=temperature,
-                                 generator=torch.Generator().manual_seed(7))
-    want = [int(t[0]) for t in want]
-    assert _onnx_generate(_session(out / "decoder.onnx"), model, prompt, steps, 7, temperature) == want
+    want = model.generate(prompt[None], steps, temperature=temperature, generator=torch.Generator().manual_seed(7))
+    assert _onnx_generate(_session(out / "decoder.onnx"), model, prompt, steps, 7, temperature) == want[0, 4:].tolist()
 
 
 def test_gpt_onnx_text_equals_genforge_sample(runs, tmp_path, capsys):

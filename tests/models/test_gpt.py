@@ -189,3 +189,33 @@ def test_draw_matches_the_distribution_and_skips_zero_probability_tokens():
     counts = torch.bincount(tokens, minlength=4).float() / 20000
     assert counts[1] == 0
     assert torch.allclose(counts, probs[0], atol=0.015)
+
+
+def test_window_rule():
+    model = trained_like()  # block_size 8: a slide keeps the last 8 - max(1, 8 // 4) = 6 tokens
+    assert [model.window_start(n, None) for n in (1, 8, 9, 20)] == [0, 0, 1, 12]
+    assert model.window_start(8, 0) == 0 and model.window_start(9, 0) == 3 and model.window_start(14, 5) == 8
+
+
+def test_decode_of_rows_at_their_own_lengths_equals_each_row_alone():
+    """Rows never see each other (equal up to the batch size's rounding), and rows of one length in consecutive slots
+    (a view of the cache) give the very numbers of the masked gather used otherwise."""
+    model = trained_like()
+    ids = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(1))
+    together = model.new_slots(5)
+    alone = [model.new_slots(1) for _ in range(3)]
+    slots = torch.tensor([4, 0, 2])
+    for r, length in enumerate((2, 5, 5)):  # two rows at one length, but not in consecutive slots
+        model.prefill(ids[r:r + 1, :length], together, slots[r:r + 1])
+        model.prefill(ids[r:r + 1, :length], alone[r], torch.tensor([0]))
+    for t in range(2):
+        tokens = torch.stack([ids[0, 2 + t], ids[1, 5 + t], ids[2, 5 + t]])
+        got = model.decode(tokens, together, slots)  # (3, V), masked
+        for r in range(3):
+            want = model.decode(tokens[r:r + 1], alone[r], torch.tensor([0]))[0]
+            assert torch.allclose(got[r], want, atol=1e-5, rtol=0)
+    lined_up, reversed_ = model.new_slots(2), model.new_slots(2)  # rows 1-2 in slots [0, 1], and in [1, 0]
+    model.prefill(ids[1:, :5], lined_up, torch.tensor([0, 1]))
+    model.prefill(ids[1:, :5], reversed_, torch.tensor([1, 0]))
+    assert torch.equal(model.decode(ids[1:, 5], lined_up, torch.tensor([0, 1])),
+                       model.decode(ids[1:, 5], reversed_, torch.tensor([1, 0])))
