@@ -207,7 +207,7 @@ class TextEngine(Worker):
         for rows, tokens in self.loop.step():
             self._advance(owner[rows], tokens)
         for job in [j for j in self.running if j.rows.error is not None]:
-            self._finish(job, error=f"{type(j.rows.error).__name__}: {j.rows.error}")
+            self._finish(job, error=f"{type(job.rows.error).__name__}: {job.rows.error}")
 
     def _advance(self, job: Job, nxt: Tensor) -> None:
         """Hand the job's next tokens int64 [n] (the loop appended them) and the text they complete to its sink."""

@@ -29,7 +29,7 @@ from genforge.data import Tokenizer, load_tokenizer
 from genforge.io import atomic_write_text
 from genforge.models import decoding
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, eval_mode
-from genforge.models.capabilities import LanguageModel, LanguageModelOptions
+from genforge.models.capabilities import LanguageModelOptions
 from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
 
@@ -113,7 +113,7 @@ class TextPipeline:
     request_class = TextRequest
 
     def __init__(self, model: GenerativeModel, tokenizer: Tokenizer, *, name: str = "") -> None:
-        if not isinstance(model, LanguageModel):
+        if model.task != "text":
             raise ValueError(f"{name or 'this run'} holds a {model.family} model, not a language model")
         self.model = model
         self.tokenizer = tokenizer
@@ -132,7 +132,7 @@ class TextPipeline:
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[TextRequest, LanguageModelOptions]:
         """Validate ``options`` (request fields and the model's decoding options) in one go."""
-        return parse_options(TextRequest, self.model.sample_options, options or {})
+        return parse_options(TextRequest, self.model.sample_options, options or {}, model=self.model)
 
     @torch.no_grad()
     def generate(self, request: TextRequest, options: LanguageModelOptions | dict[str, Any] | None = None, *,

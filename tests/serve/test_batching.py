@@ -160,3 +160,26 @@ def test_batched_image_requests_get_the_images_their_seeds_give_alone(served_run
         assert (images.int() - alone.int()).abs().max() <= 1  # float rounding of a bigger batch, at most 1 level
     alone = pipe.generate(2, condition=None, seed=4, options=opts)
     assert (random_labels.int() - alone.int()).abs().max() <= 1
+
+
+def test_a_job_whose_prefill_fails_gets_its_error_and_the_others_go_on(pipe, monkeypatch):
+    original = pipe.model.prefill
+    bad = pipe.tokenizer.encode("z")[0]
+
+    def prefill(ids, cache, slots):
+        if int(ids[0, 0]) == bad:
+            raise RuntimeError("this window cannot be encoded")
+        return original(ids, cache, slots)
+
+    monkeypatch.setattr(pipe.model, "prefill", prefill)
+    engine = TextEngine(pipe, max_rows=8)
+    events: dict[str, list] = {"good": [], "bad": []}
+    try:
+        jobs = [engine.submit(TextRequest(prompt=p, n=1, seed=1), {"max_new_tokens": 8}, sink=events[k].append)
+                for k, p in (("bad", "zebra"), ("good", "the"))]
+        assert all(job.wait(60) for job in jobs)
+    finally:
+        engine.close()
+    assert events["bad"][-1].error == "RuntimeError: this window cannot be encoded"
+    assert events["good"][-1].error is None and events["good"][-1].completion_tokens == 8
+    assert engine.rows_running == 0
