@@ -47,11 +47,10 @@ def main() -> None:
     from genforge.data import load_images
     from genforge.data.transforms import shuffled_subset
     from genforge.evaluation.features.evaluators import load_evaluator
-    from genforge.models.capabilities import Inpaints, Upscales
+    from genforge.models.conditions import Condition
     from genforge.sampling.images import ImagePipeline
     from genforge.sampling.inpaint import inpaint_images
     from genforge.sampling.masks import builtin_mask
-    from genforge.sampling.upscale import UpscalePipeline, downsample_uint8
 
     data = load_images(DataConfig(name="mnist", data_dir=str(args.data_dir)))
     idx = shuffled_subset(data.test_x.shape[0], args.n, 0)
@@ -61,18 +60,18 @@ def main() -> None:
     print(f"N={args.n} test images, {args.repeats} repeats, torch threads {torch.get_num_threads()}")
     print(f"{'run':<18} {'job':<14} {'s/image':>9} {'accuracy':>9}")
     for run in runs:
-        model = ImagePipeline.from_run(run).model
+        pipe = ImagePipeline.from_run(run)
+        model = pipe.model
         jobs = []
-        if isinstance(model, Inpaints):
+        if "inpaint" in model.capabilities():
             labels = y if model.num_classes else None
             for spec in args.masks.split(","):
                 fill = builtin_mask(spec, data.image_size, n=args.n)
                 jobs.append((f"inpaint {spec}", lambda f=fill, lab=labels: inpaint_images(model, x, f, labels=lab)))
-        if isinstance(model, Upscales):
-            pipe = UpscalePipeline(model)
-            for f in pipe.factors:
-                low = downsample_uint8(x, f)
-                jobs.append((f"upscale x{f}", lambda lo=low: pipe.upscale(lo)))
+        if "image" in model.accepted_conditions():  # generates from a source image: each declared variant
+            for variant in model.source_variants():
+                source = Condition(image=model.make_source(x, variant))
+                jobs.append((f"upscale {variant}", lambda s=source: pipe.generate(args.n, condition=s)))
         for name, job in jobs:
             times = []
             for _ in range(args.repeats):
