@@ -241,7 +241,7 @@ def cmd_train(args) -> int:
         print(f"best          : {run.best.path} (step {b['step']}: {shown})")
     print(f"metrics       : {run.metrics_log}  (TensorBoard: tensorboard --logdir {run.tb})")
     print(f"checkpoint    : {r.checkpoint}")
-    print(f"next          : genforge sample {d} {task.sample_hint}")
+    print(f"next          : genforge sample {d} {task.hint(outcome.model)}")
     return 0
 
 

@@ -83,6 +83,12 @@ class Task:
 
         return parse_options(self.pipeline_class.request_class, family_options, raw)
 
+    def hint(self, model: GenerativeModel) -> str:
+        """Flags of the ``genforge sample`` command suggested after training: the task's, plus a placeholder
+        for every condition the model cannot sample without (``--image SOURCE.png`` for super-resolution)."""
+        needs = {"image": "--image SOURCE.png", "text": '--prompt "..."', "label": "--label 0", "mask": ""}
+        return " ".join([self.sample_hint, *(needs[k] for k in model.required_conditions())]).strip()
+
     # ---- evaluation
     def eval_options(self, *, metrics: tuple[str, ...] | None, device: str, cache_dir: Path | None,
                      progress: bool, options: dict[str, Any]) -> Any:

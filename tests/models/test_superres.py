@@ -54,3 +54,13 @@ def test_sources_baseline_and_the_condition_parser():
     assert e.value.key == "sample.label"
     with pytest.raises(ConfigError, match="does not take a text prompt"):
         parse_condition(model, {"prompt": "a bigger digit"})
+
+
+def test_the_suggested_sample_command_gives_the_condition_the_model_needs():
+    from genforge.tasks import get_task
+
+    assert get_task("image").hint(SuperRes(cfg())).endswith("--image SOURCE.png")
+    from genforge.models.gan import GAN, GANConfig
+
+    gan = GAN(GANConfig(channels=1, image_size=8, g_width=4, d_width=4, z_dim=4))
+    assert get_task("image").hint(gan) == get_task("image").sample_hint
