@@ -124,7 +124,7 @@ def _describe(model: GenerativeModel) -> str:
 
 def refuse(model: GenerativeModel, key: str, name: str = "") -> ConfigError:
     """The one-line error for a condition ``key`` (label, prompt, image, strength, mask) the model does not take."""
-    who = name or f"this {model.family} model"
+    who = f"{name} (a {model.family} model)" if name else f"this {model.family} model"
     return ConfigError(f"{who} does not take {SHOWN[KEYS[key]].split(' (')[0]} ({key}); it takes "
                        f"{_describe(model)}", key=f"sample.{key}")
 

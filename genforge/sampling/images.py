@@ -178,7 +178,8 @@ class ImagePipeline:
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[ImageRequest, SampleOptions]:
         """Validate ``options`` (request fields, the condition and the family's sample options) in one go."""
-        request, opts = parse_options(ImageRequest, self.model.sample_options, options or {}, model=self.model)
+        request, opts = parse_options(ImageRequest, self.model.sample_options, options or {}, model=self.model,
+                                      name=self.name)
         condition = self.condition(request)
         if condition is not None and isinstance(condition.label, int):
             request.label = condition.label

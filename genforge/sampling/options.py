@@ -20,7 +20,7 @@ def option_names(*classes: type) -> list[str]:
 
 
 def parse_options(request_cls: type, options_cls: type, raw: dict[str, Any], *,
-                  prefix: str = "sample", model: Any = None) -> tuple[Any, Any]:
+                  prefix: str = "sample", model: Any = None, name: str = "") -> tuple[Any, Any]:
     """Split ``raw`` between ``request_cls`` and ``options_cls`` and build both strictly.
 
     Returns:
@@ -38,7 +38,7 @@ def parse_options(request_cls: type, options_cls: type, raw: dict[str, Any], *,
              or k not in KEYS]  # the condition fields this model takes, and every other field
     for key in raw:
         if key in KEYS and accepted is not None and KEYS[key] not in accepted:  # a condition it does not take
-            raise refuse(model, key)
+            raise refuse(model, key, name)
         if key not in valid:
             raise ConfigError(f"unknown sample option {key!r}{did_you_mean(key, valid)} "
                               f"(valid options: {', '.join(valid)})", key=f"{prefix}.{key}")

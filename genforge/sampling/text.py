@@ -132,7 +132,8 @@ class TextPipeline:
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[TextRequest, LanguageModelOptions]:
         """Validate ``options`` (request fields and the model's decoding options) in one go."""
-        return parse_options(TextRequest, self.model.sample_options, options or {}, model=self.model)
+        return parse_options(TextRequest, self.model.sample_options, options or {}, model=self.model,
+                             name=self.name)
 
     @torch.no_grad()
     def generate(self, request: TextRequest, options: LanguageModelOptions | dict[str, Any] | None = None, *,
