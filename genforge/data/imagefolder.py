@@ -170,7 +170,7 @@ def resolve_root(cfg: DataConfig) -> Path:
                         f"(or use name 'imagefolder' with --data-dir)")
     path = path or cfg.data_dir or ""
     if not path:
-        raise DataError("imagefolder needs a folder: use imagefolder:PATH (e.g. --data imagefolder:./images)")
+        raise DataError("imagefolder needs a folder: use imagefolder:PATH (e.g. --set data.name=imagefolder:./images)")
     return Path(path).expanduser()
 
 

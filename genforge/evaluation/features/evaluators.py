@@ -267,7 +267,7 @@ def data_sha256(data: ImageData) -> str:
 
 def build_evaluator(dataset: str, *, data_dir: str | Path | None = None, out: str | Path | None = None,
                     config: EvaluatorTrainConfig | None = None, cache_dir: Path | str | None = None,
-                    progress: bool = True) -> EvaluatorInfo:
+                    progress: bool = True, verify: bool = True) -> EvaluatorInfo:
     """Train the evaluator of a built-in labelled dataset and write it; ``genforge evaluators build NAME``.
 
     Args:
@@ -279,6 +279,7 @@ def build_evaluator(dataset: str, *, data_dir: str | Path | None = None, out: st
         config: the recipe; default the dataset's preset in ``PRESETS``.
         cache_dir: cache root for the default ``out`` and for downloads.
         progress: print progress to stderr.
+        verify: check ``data_dir`` files against the dataset's checksums (``--no-verify``: your own variant).
 
     Returns:
         The :class:`EvaluatorInfo` of the written file (test accuracy on the official test split).
@@ -289,7 +290,7 @@ def build_evaluator(dataset: str, *, data_dir: str | Path | None = None, out: st
         raise EvaluatorError(f"cannot build an evaluator for {dataset!r}: built-in labelled datasets are {known}; "
                              f"evaluators for imagefolder:PATH data are trained automatically when evaluating")
     config = config or PRESETS.get(dataset, EvaluatorTrainConfig())
-    data = load_images(DataConfig(name=dataset, data_dir=None if data_dir is None else str(data_dir)),
+    data = load_images(DataConfig(name=dataset, data_dir=None if data_dir is None else str(data_dir), verify=verify),
                        cache_dir=None if cache_dir is None else Path(cache_dir))
     folder = Path(out).expanduser() if out is not None else _cache_folder(cache_dir)
     net, report = train_evaluator(data, config, progress=progress, name=dataset)
