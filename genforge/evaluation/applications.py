@@ -173,13 +173,19 @@ def _need_conditional(ev: ImageEval, metric: str) -> int:
 
 
 def _generated(ev: ImageEval, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """``n`` generated images with balanced labels (seeded): drawn once per evaluation and shared by the
+    metrics that use them (CAS and the augmentation test)."""
     from genforge.sampling.images import ImagePipeline
 
+    if (n, k) in ev.labelled:
+        return ev.labelled[(n, k)]
     y = balanced(n, k, ev.opts.seed)
     pipe = ImagePipeline(ev.model)
+    log(ev.opts.progress, f"generating {n} labelled images …")
     with ev.clock("generate_labelled"):
         x = pipe.generate(n, condition=y, seed=ev.opts.seed, batch_size=ev.opts.batch_size,
                           options=ev.model.parse_sample_options(ev.opts.sample))
+    ev.labelled[(n, k)] = (x, y)
     return x, y
 
 

@@ -57,6 +57,7 @@ class ImageEval:
     ref_f: Tensor | None = None
     ref_stats: GaussianStats | None = None
     gen_logits: Tensor | None = None
+    labelled: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict)  # (n, K) → generated (x, y)
 
     @property
     def n_gen(self) -> int:

@@ -66,9 +66,15 @@ class ShortTraining(EvaluatorTrainConfig):
 
 
 def test_cas_and_augmentation_gain(runs, eval_cache, monkeypatch):  # noqa: F811
+    from genforge.sampling.images import ImagePipeline
+
     monkeypatch.setattr(applications, "EvaluatorTrainConfig", ShortTraining)
+    drawn = []
+    original = ImagePipeline.generate
+    monkeypatch.setattr(ImagePipeline, "generate", lambda self, n, **kw: drawn.append(n) or original(self, n, **kw))
     out = evaluate_run(runs["tiny-gan"], metrics=("cas", "augment"), cas_n=60, augment_n=60, augment_fraction=0.05,
                        classifier_epochs=1.0, cache_dir=eval_cache, progress=False)
+    assert drawn.count(60) == 1  # CAS and the augmentation test share one set of 60 labelled images
     got = values(out.record)
     for m in ("cas", "cas_real", "augment/baseline", "augment/accuracy", "augment/gain"):
         assert 0 <= got[m]["value"] <= 1 or m == "augment/gain"
