@@ -159,7 +159,9 @@ def export_onnx(model: GenerativeModel, out: Path) -> dict[str, Any]:
     with eval_mode(model):
         for name, (module, inputs, in_names, out_names, axes) in graphs.items():
             path = out / f"{name}.onnx"
-            exporter = export_graph(module, inputs, path, in_names, out_names, axes)
+            module.eval()  # a wrapper is built in training mode, and torch.onnx.export restores the mode it found:
+            exporter = export_graph(module, inputs, path, in_names, out_names, axes)  # the reference runs in eval
+            module.eval()
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             diffs = {"example": max_diff(session, module, inputs, in_names),
                      "batch_5": max_diff(session, module, _rebatch(inputs, in_names, axes, 5), in_names)}

@@ -140,3 +140,39 @@ def test_errors(runs, tmp_path, capsys):
     fail(capsys, ["export", str(runs["tiny-gan"]), "--format", "onnx", "--out", str(busy)], "not empty")
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
     fail(capsys, ["export", str(tmp_path / "nope"), "--format", "hf"], "nope")
+
+
+_TINY = {"n_layer": 1, "n_embd": 16, "n_head": 2, "block_size": 16, "vocab_size": 40, "width": 8, "g_width": 8,
+         "d_width": 8, "max_width": 16, "z_dim": 8, "latent_dim": 4, "channels": 1, "image_size": 8}
+
+
+def _shipped_recipes() -> list[str]:
+    from genforge.config.files import recipe_path
+
+    return sorted(p.stem for p in recipe_path("tiny-gpt").parent.glob("*.yaml") if not p.stem.startswith("tiny-"))
+
+
+@pytest.mark.parametrize("recipe", _shipped_recipes())
+def test_onnx_export_of_every_shipped_recipe_tiny_variant_verifies(tmp_path, recipe):
+    """The recipe's own model section (dropout, attention, conditioning …) at tiny sizes: the graphs are compared
+    with the model in eval mode, so dropout > 0 (text-bpe) exports and verifies (issue 24, finding 8)."""
+    from genforge.config import load_yaml
+    from genforge.config.files import recipe_path
+
+    section = dict(load_yaml(recipe_path(recipe))["model"])
+    cls = config_class(section["family"])
+    fields = cls.__dataclass_fields__
+    section.update({k: v for k, v in _TINY.items() if k in fields})
+    if section.get("conditional"):
+        section["num_classes"] = 3
+    if "factors" in section:
+        section["factors"] = [2]
+    model = build(cls(**section))
+    model.train()  # as left by training: export must not depend on the mode it finds
+    model.save_pretrained(tmp_path / "run", run_config={"task": model.task})
+    if "onnx" not in type(model).export_formats:
+        pytest.skip(f"{recipe}: family {model.family} has no ONNX graphs")
+    out = export_run(tmp_path / "run", "onnx", out=tmp_path / "onnx")
+    report = json.loads((out / "verify.json").read_text())
+    assert report["graphs"] and all(g["max_abs_diff"] <= 1e-4 for g in report["graphs"].values())
+    assert all(g.get("generation", {}).get("same_tokens", True) for g in report["graphs"].values())
