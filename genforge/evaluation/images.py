@@ -272,10 +272,15 @@ def _prdc_policy(opts: ImageEvalOptions, metrics: list[str], n_gen: int, n_ref: 
                  f"stable from about {PRDC_WARN_N}); compare them only at equal N")
 
 
-def _evaluator_trust(features: Extractor | None, evaluator: Extractor | None, warns: list[str]) -> None:
-    """Warn when the evaluator classifier behind the metrics classifies its own held-out images poorly."""
+def _evaluator_trust(features: Extractor | None, evaluator: Extractor | None, warns: list[str],
+                     notes: list[str]) -> None:
+    """Record the held-out accuracy of every evaluator classifier behind the metrics (a note in eval.json),
+    and warn when it classifies its own held-out images poorly."""
     for ex in {id(e): e for e in (features, evaluator) if e is not None}.values():
         acc = ex.test_accuracy
+        if acc is not None and not math.isnan(acc):
+            notes.append(f"evaluator {ex.id} (sha256 {ex.sha256[:12]}…): {acc:.2%} of its {ex.test_examples} "
+                         f"held-out images classified correctly")
         if acc is not None and not math.isnan(acc) and acc < EVALUATOR_MIN_ACCURACY:
             warns.append(f"WARNING: the evaluator {ex.id} classifies only {acc:.1%} of its {ex.test_examples} "
                          f"held-out images correctly (< {EVALUATOR_MIN_ACCURACY:.0%}): its features do not separate "
@@ -374,7 +379,7 @@ def evaluate_images(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOption
         metrics.remove("modes")
         notes.append("modes: skipped (the reference has no labels)")
     n_gen = opts.n if pipeline is not None else min(opts.n, int(samples.shape[0]))
-    _evaluator_trust(features, evaluator, warns)
+    _evaluator_trust(features, evaluator, warns, notes)
     kid_ss = _size_policy(opts, metrics, features, n_gen, ref.n, warns, notes)
     if set(metrics) <= set(APP_METRICS):  # no metric of the model's own samples: draw none
         gen_x, generation = torch.zeros((0, c, s, s), dtype=torch.uint8), {"source": "model", "n": 0}

@@ -293,6 +293,12 @@ def build_evaluator(dataset: str, *, data_dir: str | Path | None = None, out: st
     data = load_images(DataConfig(name=dataset, data_dir=None if data_dir is None else str(data_dir), verify=verify),
                        cache_dir=None if cache_dir is None else Path(cache_dir))
     folder = Path(out).expanduser() if out is not None else _cache_folder(cache_dir)
+    return _train_builtin(dataset, data, config, folder, progress)
+
+
+def _train_builtin(dataset: str, data: ImageData, config: EvaluatorTrainConfig, folder: Path,
+                   progress: bool) -> EvaluatorInfo:
+    """Train the evaluator of built-in ``dataset`` on its loaded ``data`` and write it into ``folder``."""
     net, report = train_evaluator(data, config, progress=progress, name=dataset)
     blob = weights_bytes(net, dataset)
     path = _write(folder, dataset, blob, _entry(dataset, dataset, net, blob, report, config, data_sha256(data)))
@@ -322,6 +328,15 @@ def evaluator_for(data: ImageData, data_cfg: DataConfig, *, cache_dir: Path | st
     """
     name = data_cfg.name
     if name in DATASETS:
+        try:
+            return load_evaluator(name, cache_dir=cache_dir)
+        except EvaluatorError:
+            if not DATASETS[name].labelled:
+                raise
+        folder = _cache_folder(cache_dir)
+        log(True, f"no evaluator for {name} yet: training one with its preset recipe into {folder} (once; "
+                  f"`genforge evaluators build {name}` does it ahead of time)", prefix="")
+        _train_builtin(name, data, PRESETS.get(name, EvaluatorTrainConfig()), folder, progress)
         return load_evaluator(name, cache_dir=cache_dir)
     require_labels(data)
     config = config or EvaluatorTrainConfig()

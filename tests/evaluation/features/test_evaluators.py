@@ -235,3 +235,27 @@ def test_random_shift_moves_each_image_by_its_own_offset_with_edge_replication()
     shifted = training._random_shift(edge, 3, torch.Generator().manual_seed(1))
     assert shifted.min() == 0 and shifted.max() == 8  # edge values repeat instead of zero fill
     assert torch.equal(training._random_shift(x, 0, torch.Generator()), x)
+
+
+def test_a_built_in_dataset_without_an_evaluator_gets_one_trained_and_cached(tmp_path, monkeypatch, capsys):
+    """eval never stops for want of an evaluator it can build: the preset recipe trains one into the cache
+    (saying so), and the next call only loads it."""
+    from genforge.evaluation.features.evaluators import EvaluatorError, evaluator_for
+
+    shipped = ev.load_evaluator
+
+    def no_shipped_digits(name, *, cache_dir=None):
+        if name == "digits" and not (Path(cache_dir) / "evaluators" / "index.json").is_file():
+            raise EvaluatorError("no evaluator for 'digits' (simulated: not shipped)")
+        return shipped(name, cache_dir=cache_dir)
+
+    monkeypatch.setattr(ev, "load_evaluator", no_shipped_digits)
+    monkeypatch.setitem(ev.PRESETS, "digits", training.EvaluatorTrainConfig(min_steps=20, max_steps=20))
+    cfg = DataConfig(name="digits")
+    data = load_images(cfg)
+    net, info = evaluator_for(data, cfg, cache_dir=tmp_path)
+    assert "no evaluator for digits yet: training one" in capsys.readouterr().err
+    assert info.dataset == "digits" and 0 <= info.test_accuracy <= 1
+    assert (tmp_path / "evaluators" / "index.json").is_file()
+    _, again = evaluator_for(data, cfg, cache_dir=tmp_path)
+    assert again.sha256 == info.sha256 and "training one" not in capsys.readouterr().err
