@@ -78,7 +78,7 @@ def test_incompatible_protocols_are_flagged_not_ranked(runs, eval_cache, tmp_pat
     assert fid.cells["tiny-gan"].rank is None and not fid.cells["tiny-gan"].flag  # alone: nothing to rank against
     assert fid.excluded["tiny-vae"] == ["n_generated: 300 vs 200"]
     out = compare_runs([runs["tiny-gan"], runs["tiny-vae"]], out=tmp_path)
-    assert "not comparable: n_generated: 300 vs 200" in out.md_path.read_text()
+    assert "not comparable: n_generated: 300 vs 200" in md_text(out.md_path.read_text())
     assert "not comparable: n_generated: 300 vs 200" in out.html_path.read_text()
     # the VAE evaluated again under the GAN's protocol: its history is not needed, the current result ranks
     evaluate_run(runs["tiny-vae"], n=300, metrics=("fid",), cache_dir=eval_cache)
@@ -174,14 +174,19 @@ def md_table(md: str, title: str) -> tuple[list[list[str]], list[str]]:
     for line in section.splitlines()[3:]:
         if not line.startswith("| "):
             break
-        name, family, *cells = [c.replace("\\|", "|") for c in re.split(r" (?<!\\)\| ", line[2:-2])]
+        name, family, *cells = [md_text(c) for c in re.split(r" (?<!\\)\| ", line[2:-2])]
         parsed = [name, family]
         for cell in cells:
             m = re.fullmatch(r"(\*\*)?(.+?)(?:\*\*)?(?: \(#(\d+)\))?(?: †(\d+))?( ʰ)?", cell)
             parsed.append((m[2], m[3], bool(m[1]), m[4], bool(m[5])))
         rows.append(parsed)
-    notes = [m[1] for m in re.finditer(r"^†\d+: (.*)$", section, re.M)]
+    notes = [md_text(m[1]) for m in re.finditer(r"^†\d+: (.*)$", section, re.M)]
     return rows, notes
+
+
+def md_text(cell: str) -> str:
+    """What a Markdown renderer shows for ``cell``: backslash escapes and HTML entities resolved."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", cell))
 
 
 def html_table(page: str, title: str) -> tuple[list[list[str]], list[str]]:
@@ -257,3 +262,20 @@ def test_a_study_folder_stands_for_its_trials(tmp_path):
     (tmp_path / "empty" / "trials").mkdir(parents=True)
     with pytest.raises(EvalError, match="study folder without trial run directories"):
         compare_runs([tmp_path / "empty"])
+
+
+def test_markdown_escapes_what_runs_configs_and_eval_files_carry(tmp_path):
+    hostile = "<img src=x onerror=alert(1)>_*x*_[l](https:e.x)|`"
+    run = fake_run(tmp_path / hostile, results=[("fid", 1.0, 300)], family="<script>alert(2)</script>")
+    record = json.loads(RunDir(run).eval_json.read_text())
+    record["warnings"] = ["<b>bold</b> `tick` **strong**"]
+    RunDir(run).eval_json.write_text(json.dumps(record))
+    other = fake_run(tmp_path / "plain", results=[("fid", 2.0, 300)])
+    md = compare_runs([run, other], out=tmp_path / "board").md_path.read_text()
+    assert f"`` {str(tmp_path / hostile).replace('|', chr(92) + '|')} ``" in md  # a path is a code span, which renderers show literally
+    md = re.sub(r"(`+) .*? \1", "", md)
+    for raw in ("<img", "<script", "<b>", "**strong**", "*x*", "[l](", "`tick`"):
+        assert raw not in md, raw
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md and "&lt;script&gt;" in md
+    rows, _ = md_table(md, "Samples vs reference images")
+    assert rows[0][:2] == [hostile, "<script>alert(2)</script>"]  # rendered, it reads as it was written
