@@ -325,10 +325,29 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema_model:
         raise
     # Only checkpoints up to this step count: newer ones exist only when a resume skipped them (they did
     # not verify), and are replaced when training reaches their step again.
-    older = [p for s, p in _step_folders(run_dir) if s <= step]
+    older = [p for s, p in _step_folders(run_dir) if s <= step and (p == final or prunable(p))]
     for old in older[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def prunable(folder: Path) -> bool:
+    """Whether ``folder`` holds a checkpoint and nothing else, so pruning may remove it: plain files only, each
+    listed in its readable manifest with the recorded size (or, before manifests, only a checkpoint's own file
+    names). A folder holding anything another command or a person put there is never removed by name."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if any(e.is_symlink() or not e.is_file() for e in entries):
+        return False
+    names = {e.name for e in entries}
+    if MANIFEST not in names:
+        return names <= {WEIGHTS, EMA_WEIGHTS, STATE} and {WEIGHTS, STATE} <= names
+    try:
+        files = _read_manifest(folder)
+    except ValueError:
+        return False
+    return names == {*files, MANIFEST} and all((folder / n).stat().st_size == e["size"] for n, e in files.items())
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:

@@ -261,3 +261,17 @@ def test_remove_stale_temporaries_removes_planted_leftovers_and_nothing_else(run
     assert found == step_dir(run, 10) and skipped == []
     shutil.rmtree(run / "checkpoints")
     assert remove_stale_temporaries(run) == []
+
+
+def test_pruning_removes_only_folders_that_hold_a_checkpoint_and_nothing_else(run):
+    """A checkpoint folder another command or a person wrote into is never removed by its name (issue 24, 2)."""
+    (step_dir(run, 2) / "synthetic").mkdir()
+    (step_dir(run, 2) / "synthetic" / "0000000.png").write_bytes(b"png")
+    (step_dir(run, 4) / "notes.txt").write_text("mine")
+    (step_dir(run, 6) / STATE).write_bytes(b"truncated")  # does not verify: not pruned as a checkpoint either
+    trainer, _ = make(run, checkpoint_every=2, keep_checkpoints=1, max_steps=12)
+    trainer.fit(resume=True)
+    assert (step_dir(run, 2) / "synthetic" / "0000000.png").read_bytes() == b"png"
+    assert (step_dir(run, 4) / "notes.txt").read_text() == "mine"
+    assert step_dir(run, 6).is_dir() and not step_dir(run, 8).exists() and not step_dir(run, 10).exists()
+    assert ckpt_mod.prunable(step_dir(run, 12)) and not ckpt_mod.prunable(step_dir(run, 4))
