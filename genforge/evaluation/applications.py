@@ -35,7 +35,7 @@ from genforge.data import ImageData
 from genforge.data.transforms import shuffled_subset
 from genforge.evaluation.features.evaluator_training import EvaluatorTrainConfig, train_evaluator
 from genforge.evaluation.image_stages import ImageEval
-from genforge.evaluation.progress import log
+from genforge.evaluation.progress import log, ticker
 from genforge.evaluation.protocol import EvalError
 from genforge.evaluation.reference import reference_features, reference_subsample
 from genforge.metrics.fid import frechet_distance, gaussian_stats
@@ -139,7 +139,8 @@ def upscale_stage(ev: ImageEval) -> None:
         t0 = time.perf_counter()
         with ev.clock(f"upscale_{variant}"):
             out = pipe.generate(x.shape[0], condition=Condition(image=source), seed=opts.seed,
-                                batch_size=opts.batch_size, options=sample_opts)
+                                batch_size=opts.batch_size, options=sample_opts,
+                                on_batch=ticker(opts.progress, f"generated from {variant} sources"))
         seconds = (time.perf_counter() - t0) / x.shape[0]
         method, base = model.baseline(source)
         proto = _app_protocol(ev, x.shape[0], source=variant, options=vars(sample_opts))
@@ -184,7 +185,8 @@ def _generated(ev: ImageEval, n: int, k: int) -> tuple[Tensor, Tensor]:
     log(ev.opts.progress, f"generating {n} labelled images …")
     with ev.clock("generate_labelled"):
         x = pipe.generate(n, condition=y, seed=ev.opts.seed, batch_size=ev.opts.batch_size,
-                          options=ev.model.parse_sample_options(ev.opts.sample))
+                          options=ev.model.parse_sample_options(ev.opts.sample),
+                          on_batch=ticker(ev.opts.progress, "generated labelled"))
     ev.labelled[(n, k)] = (x, y)
     return x, y
 

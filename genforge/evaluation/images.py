@@ -66,7 +66,7 @@ from genforge.evaluation.features import Extractor, evaluator_extractor, incepti
 from genforge.evaluation.applications import APP_METRICS, run_app_stages
 from genforge.evaluation.features.evaluators import EvaluatorError
 from genforge.evaluation.image_stages import ImageEval, run_stages
-from genforge.evaluation.progress import Clock, log
+from genforge.evaluation.progress import Clock, log, ticker
 from genforge.evaluation.protocol import EvalError, Report, check_metric_names
 from genforge.evaluation.proxy import proxy_fid_hook
 from genforge.evaluation.reference import Reference, balanced_labels, reference_features, reference_subsample
@@ -334,7 +334,7 @@ def _generated(data: ImageData, opts: ImageEvalOptions, ref: Reference, n_gen: i
         log(opts.progress, f"generating {n_gen} images (seed {opts.seed}) …")
         with clock("generate"):
             gen_x = pipeline.generate(n_gen, condition=labels, seed=opts.seed, batch_size=opts.batch_size,
-                                      options=options)
+                                      options=options, on_batch=ticker(opts.progress, "generated"))
         return gen_x, generation
     gen_x = samples
     if gen_x.dtype != torch.uint8 or gen_x.ndim != 4:

@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -203,13 +203,15 @@ class ImagePipeline:
 
     @torch.no_grad()
     def generate(self, n: int, *, condition: Any = None, seed: int = 0, batch_size: int = 256,
-                 options: SampleOptions | dict[str, Any] | None = None) -> Tensor:
+                 options: SampleOptions | dict[str, Any] | None = None,
+                 on_batch: Callable[[int, int], None] | None = None) -> Tensor:
         """Draw ``n`` images in batches, reproducibly from ``seed`` (eval mode, restored after).
 
         Args:
             condition: None, an int label, ``n`` labels, or a :class:`Condition` (of one row or ``n``), split
                 across batches.
             options: the family's sample options.
+            on_batch: called with (images done, n) after every batch (progress lines).
 
         Returns:
             uint8 [n, C, H, W] on the CPU.
@@ -231,6 +233,8 @@ class ImagePipeline:
                 cond = _rows(condition, start, start + m)
                 x = self.model.sample(m, condition=cond, generator=generator, **vars(opts))  # [m, C, H, W] in [0, 1]
                 out.append(to_uint8(x))
+                if on_batch is not None:
+                    on_batch(start + m, n)
         return torch.cat(out)
 
     def grid_condition(self, n: int) -> tuple[Any, int]:

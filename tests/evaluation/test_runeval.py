@@ -178,3 +178,18 @@ def test_read_eval(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(EvalError, match="not a genforge evaluation"):
         read_eval(tmp_path)
+
+
+def test_long_loops_report_progress_at_most_every_interval_and_at_the_end(capsys, monkeypatch):
+    from genforge.evaluation import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    tick = progress.ticker(True, "generated", every_s=10)
+    for done, t in ((100, 5.0), (200, 11.0), (300, 15.0), (400, 22.0), (500, 23.0)):
+        now[0] = t
+        tick(done, 500)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["eval: generated: 200/500 (11 s, ~16 s left)", "eval: generated: 400/500 (22 s, ~6 s left)",
+                     "eval: generated: 500/500 (23 s, ~0 s left)"]
+    assert progress.ticker(False, "x") is None
