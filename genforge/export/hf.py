@@ -3,12 +3,13 @@
 The weights are the run's sampling weights (``model.safetensors``: the EMA when the run kept one),
 copied byte for byte. The model card's YAML front matter names ``library_name: genforge``; its
 body holds the recipe (the run's ``config.yaml``), the evaluation results with their protocol
-(``eval.json``, when the run was evaluated) and the run's final samples.
+(``eval.json``, when it measured these weights) and the run's final samples.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from genforge import __version__
 from genforge.config import to_dict
 from genforge.io import atomic_write_text
 from genforge.models.base import GenerativeModel
-from genforge.rundir import RunDir
+from genforge.rundir import EVAL_JSON, RunDir, weights_sha256
 
 CARD = "README.md"
 HF_CONFIG = "config.json"
@@ -31,20 +32,44 @@ def hf_config(model: GenerativeModel) -> dict[str, Any]:
             "model": to_dict(model.config), "genforge_version": __version__}
 
 
-def _eval_section(path: Path) -> list[str]:
-    """Markdown lines for ``eval.json``'s results (metric, value, protocol); none when absent or unreadable."""
-    if not path.is_file():
+def _md(s: Any) -> str:
+    """Text from a run's files as literal Markdown: HTML's ``&<>`` as entities, Markdown's marks escaped."""
+    text = " ".join(str(s).splitlines()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]#!|~])", r"\\\1", text)
+
+
+def _code(s: str) -> str:
+    """``s`` as an inline code span (fenced by more backticks than it holds; ``|`` escaped for tables)."""
+    text = " ".join(s.splitlines()).replace("|", "\\|")
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _eval_section(run: RunDir) -> list[str]:
+    """Markdown lines for ``eval.json``'s results (metric, value, protocol) when they are of the weights
+    exported: results of other weights are left out with a line saying so; results that record no weights
+    are marked unchecked. None when absent or unreadable."""
+    if not run.eval_json.is_file():
         return []
     try:
-        results = json.loads(path.read_text(encoding="utf-8")).get("results", [])
+        record = json.loads(run.eval_json.read_text(encoding="utf-8"))
+        results, subject = record.get("results", []), record.get("subject") or {}
+        recorded = subject.get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         return []
-    lines = ["## Evaluation", "", "| metric | value | protocol |", "|---|---|---|"]
+    lines = ["## Evaluation", ""]
+    if recorded and recorded != weights_sha256(run.weights):
+        return [*lines, f"The results in {EVAL_JSON} are of other weights (sha256 {_md(str(recorded)[:12])}…, "
+                        f"not these) and are left out; run `genforge eval` again to measure these.", ""]
+    if not recorded:
+        lines += [f"Unchecked: {EVAL_JSON} does not record which weights it measured.", ""]
+    lines += ["| metric | value | protocol |", "|---|---|---|"]
     for r in results:
         std = f" ± {r['std']:.4g}" if isinstance(r.get("std"), (int, float)) else ""
-        value = f"{r['value']:.6g}" if isinstance(r.get("value"), (int, float)) else str(r.get("value"))
-        protocol = json.dumps(r.get("protocol", {}), sort_keys=True).replace("|", "\\|")
-        lines.append(f"| {r.get('metric')} | {value}{std} | `{protocol}` |")
+        value = f"{r['value']:.6g}" if isinstance(r.get("value"), (int, float)) else _md(r.get("value"))
+        protocol = _code(json.dumps(r.get("protocol", {}), sort_keys=True))
+        lines.append(f"| {_md(r.get('metric'))} | {value}{std} | {protocol} |")
     return [*lines, ""]
 
 
@@ -52,10 +77,10 @@ def model_card(model: GenerativeModel, run: RunDir, samples: str | None) -> str:
     """The ``README.md`` text: YAML front matter, recipe, evaluation, samples."""
     front = {"library_name": "genforge", "tags": ["genforge", model.family, model.task]}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {run.path.resolve().name}", "",
+             f"# {_md(run.path.resolve().name)}", "",
              f"A genforge `{model.family}` model ({model.task}), exported with genforge {__version__}.", "",
              "## Recipe", "", "```yaml", run.config.read_text(encoding="utf-8").strip(), "```", "",
-             *_eval_section(run.eval_json)]
+             *_eval_section(run)]
     if samples is not None and samples.endswith(".png"):
         lines += ["## Samples", "", f"![samples]({samples})", ""]
     elif samples is not None:

@@ -176,3 +176,28 @@ def test_onnx_export_of_every_shipped_recipe_tiny_variant_verifies(tmp_path, rec
     report = json.loads((out / "verify.json").read_text())
     assert report["graphs"] and all(g["max_abs_diff"] <= 1e-4 for g in report["graphs"].values())
     assert all(g.get("generation", {}).get("same_tokens", True) for g in report["graphs"].values())
+
+
+def test_the_model_card_quotes_only_results_of_the_weights_exported(runs, tmp_path):
+    """eval.json of older weights is left out of the card, with a line saying so; what the eval file carries
+    is escaped (issue 24, finding 6)."""
+    import shutil
+
+    from genforge.rundir import weights_sha256
+
+    run = tmp_path / "gan"
+    shutil.copytree(runs["tiny-gan"], run)
+    result = {"metric": "fid<script>x</script>", "value": 12.5, "std": None, "protocol": {"n": "a|`b`"}}
+
+    def card(sha: str | None) -> str:
+        subject = {} if sha is None else {"subject": {"weights_sha256": sha}}
+        (run / "eval.json").write_text(json.dumps({"results": [result], **subject}))
+        return (export_run(run, "hf", out=tmp_path / f"hf-{sha}") / "README.md").read_text()
+
+    current = card(weights_sha256(run / "model.safetensors"))
+    assert "| fid&lt;script&gt;x&lt;/script&gt; | 12.5 |" in current and "<script>" not in current
+    assert "``" in current and "Unchecked" not in current and "left out" not in current
+    stale = card("0" * 64)
+    assert "12.5" not in stale and "fid" not in stale and "are of other weights" in stale
+    unchecked = card(None)
+    assert "Unchecked" in unchecked and "12.5" in unchecked
