@@ -137,3 +137,53 @@ def test_lr_factor_equals_the_trainer_schedule_bit_for_bit(schedule, max_steps, 
 def test_lr_factor_rejects_an_unknown_schedule():
     with pytest.raises(ValueError, match="schedule must be constant, cosine or linear, got 'step'"):
         lr_factor(5, max_steps=10, warmup_steps=0, schedule="step", min_lr_ratio=0.0)
+
+
+# ---------------------------------------------------------------- bounded YAML (issue 24, finding 4)
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text,pattern", [
+    (_alias_bomb(), r"aliases expand to more than 100000 values"),
+    ("model: " + "[" * 10_000 + "]" * 10_000 + "\n", r"nested deeper than 64 levels"),
+    ("model: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n", r"nested deeper than 64 levels"),
+    ("model: &m {family: *m}\n", r"recursive structure"),
+])
+def test_yaml_bombs_and_deep_nesting_are_refused_fast(tmp_path, text, pattern):
+    import time
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=pattern):
+        load_yaml(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_yaml_file_size_is_bounded_and_small_aliases_still_work(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("description: " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"more than a config may hold"):
+        load_yaml(path)
+    path.write_text("base: &b {lr: 0.1}\ntrain:\n  <<: *b\n  max_steps: 3\n")
+    assert load_yaml(path)["train"] == {"lr": 0.1, "max_steps": 3}
+
+
+def test_override_values_are_bounded_too():
+    with pytest.raises(ConfigError, match=r"override train.lr: nested deeper"):
+        parse_override("train.lr=" + "[" * 5_000 + "]" * 5_000)
+    assert parse_override("train.betas=[0.9, 0.95]") == (["train", "betas"], [0.9, 0.95])
+
+
+def test_a_huge_value_is_cut_short_in_the_message():
+    big = [[list(range(1000))] * 1000] * 1000  # shared lists: a billion numbers once printed
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"lr": big}, prefix="train")
+    assert len(str(e.value)) < 300 and "train.lr" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"precision": "x" * 100_000}, prefix="train")
+    assert len(str(e.value)) < 400

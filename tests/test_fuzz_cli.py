@@ -8,12 +8,15 @@ Each case is a command; ``{gan}``, ``{gpt}``, ``{tmp}`` … in it are replaced b
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from genforge.cli import main
@@ -220,4 +223,118 @@ def test_bad_input_is_one_line_and_destroys_nothing(case, world, capsys, monkeyp
 
 
 def test_the_suite_covers_enough_cases():
-    assert len(CASES) >= 100
+    assert len(CASES) + len(BOUND_CASES) >= 100
+
+
+# ---------------------------------------------------------------- bounded input, native failures, resume checks
+
+def _bomb(levels: int = 9) -> str:
+    """A YAML "billion laughs": 9 aliases of 9 aliases of ... (9**9 strings once expanded)."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nmodel: *a{levels - 1}\n"
+
+
+def _edit_tokenizer(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def bounds(world, tmp_path_factory) -> dict[str, Path]:
+    """``world`` plus recipes, runs and corpora that probe the bounds, under the same checked root."""
+    root, w = world["tmp"], dict(world)
+    deep = "[" * 10_000 + "]" * 10_000
+    for name, text in (("bomb", _bomb()), ("deep", f"model: {deep}\n"), ("selfref", "model: &m {family: *m}\n"),
+                       ("huge", "description: " + "x" * (2 << 20) + "\n")):
+        w[f"{name}_yaml"] = root / f"{name}.yaml"
+        w[f"{name}_yaml"].write_text(text)
+    w["loop"] = root / "loop"
+    (w["loop"] / "a" / "b").mkdir(parents=True)
+    (w["loop"] / "a" / "b" / "notes.md").write_text("not a .txt file")
+    for link, target in (("a/up", ".."), ("a/b/top", "../.."), ("a/b/self", ".")):
+        (w["loop"] / link).symlink_to(target, target_is_directory=True)
+    tok = "tokenizer.json"
+    bpe = root / "gpt-bpe"
+    corpus = root / "corpus.txt"
+    assert main(["train", "tiny-gpt", "--out", str(bpe), "--set", f"data.name=text:{corpus}",
+                 "--set", "data.tokenizer=bpe", "--set", "data.vocab_size=280", *FAST]) == 0
+    regex = {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False}
+    for name, base, change in (
+            ("tok_regex", bpe, lambda d: d.__setitem__("pre_tokenizer", regex)),
+            ("tok_dropout", bpe, lambda d: d["model"].__setitem__("dropout", 0.3)),
+            ("tok_big", world["gpt"], lambda d: d.__setitem__("chars", [chr(0x4E00 + i) for i in range(500)]))):
+        w[name] = root / name
+        shutil.copytree(base, w[name])
+        _edit_tokenizer(w[name] / tok, change)
+    w["tok_deep"] = root / "tok_deep"
+    shutil.copytree(world["gpt"], w["tok_deep"])
+    (w["tok_deep"] / tok).write_text("[" * 100_000 + "]" * 100_000)
+    cfg = yaml.safe_load((world["gpt"] / "config.yaml").read_text())
+    other = root / "other-corpus.txt"  # as many distinct characters as corpus.txt, not the same ones
+    other.write_text(corpus.read_text().translate(str.maketrans("abc", "xyz")))
+    edits = {"cfg_bomb": _bomb(), "cfg_deep": f"model: {deep}\n",
+             "edited": {**cfg, "model": {**cfg["model"], "n_embd": 64}},
+             "wider": {**cfg, "model": {**cfg["model"], "n_layer": 3}},
+             "other_corpus": {**cfg, "data": {**cfg["data"], "name": f"text:{other}"}},
+             **{f"no_{s}": {k: v for k, v in cfg.items() if k != s} for s in ("train", "model", "data")}}
+    for name, content in edits.items():
+        w[name] = root / name
+        shutil.copytree(world["gpt"], w[name])
+        text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+        (w[name] / "config.yaml").write_text(text)
+    return w
+
+
+BOUND_CASES = [
+    # ---- recipes and configs: alias expansion, nesting, size
+    ["train", "--config", "{bomb_yaml}"],
+    ["train", "--config", "{deep_yaml}"],
+    ["train", "--config", "{selfref_yaml}"],
+    ["train", "--config", "{huge_yaml}"],
+    ["train", "tiny-gan", "--set", "train.lr=" + "[" * 10_000 + "]" * 10_000],
+    ["train", "tiny-gan", "--set", "train.betas=[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+                                   "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+                                   "&e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"],
+    ["sample", "{cfg_bomb}"],
+    ["sample", "{cfg_deep}"],
+    # ---- corpora: globs and folders over symbolic-link loops
+    ["train", "tiny-gpt", "--set", "data.name=text:{loop}/**/*.txt", "--out", "{tmp}/new-loop-glob"],
+    ["train", "tiny-gpt", "--set", "data.name=text:{loop}", "--out", "{tmp}/new-loop-folder"],
+    # ---- tokenizers: checked on load
+    ["sample", "{tok_regex}", "--prompt", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"],
+    ["sample", "{tok_dropout}"],
+    ["sample", "{tok_big}"],
+    ["sample", "{tok_deep}"],
+    ["eval", "{tok_regex}"],
+    # ---- resume: the run's config, tokenizer and checkpoints must agree
+    ["train", "--out", "{gpt}", "--resume", "--set", "data.name=text:{tmp}/other-corpus.txt"],
+    ["train", "--out", "{gpt}", "--resume", "--set", "data.tokenizer=byte"],
+    ["train", "--out", "{gpt}", "--resume", "--set", "model.n_embd=64"],
+    ["train", "--out", "{edited}", "--resume"],
+    ["train", "--out", "{wider}", "--resume"],
+    ["train", "--out", "{other_corpus}", "--resume", "--no-progress"],  # no "tokenizing ..." line
+    ["train", "--out", "{no_train}", "--resume"],
+    ["train", "--out", "{no_model}", "--resume"],
+    ["train", "--out", "{no_data}", "--resume"],
+]
+
+
+class _Hung(BaseException):  # not an Exception, so main cannot report it as an error
+    pass
+
+
+@pytest.mark.parametrize("case", BOUND_CASES, ids=lambda c: " ".join(c)[:80])
+def test_bounded_input_fails_fast_in_one_line(case, bounds, capsys, monkeypatch):
+    """The cases of issue 24 (findings 4 and 7), each given at most 60 s (they used to hang or grow)."""
+    def hung(*_):
+        raise _Hung(f"{case[:3]} ran longer than 60 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        test_bad_input_is_one_line_and_destroys_nothing(case, bounds, capsys, monkeypatch)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

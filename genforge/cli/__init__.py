@@ -376,7 +376,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from genforge.evaluation.features import EvaluatorError
     from genforge.rundir import RunDirError
 
-    return (ConfigError, DataError, EvaluatorError, RunDirError, FileNotFoundError, ValueError, TypeError)
+    # RecursionError: input nested deeper than the code walking it can go (a bounded loader refuses most first)
+    return (ConfigError, DataError, EvaluatorError, RunDirError, FileNotFoundError, ValueError, TypeError,
+            RecursionError)
+
+
+def _native_panic(e: BaseException) -> bool:
+    """A panic inside a Rust extension (``pyo3_runtime.PanicException``, a ``BaseException``, so neither
+    ``except Exception`` nor the user errors catch it); matched by name, as pyo3 exports no class to import."""
+    return type(e).__name__ == "PanicException" and type(e).__module__.startswith("pyo3")
 
 
 COMMANDS = {"train": _add_train, "sample": _add_sample, "eval": _add_eval, "compare": _add_compare,
@@ -402,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         if debug:
             raise
-        print(f"genforge {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        what = "input nested too deeply: " if isinstance(e, RecursionError) else ""
+        print(f"genforge {args.command}: error: {what}{_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"genforge {args.command}: interrupted (nothing half-written was kept)", file=sys.stderr)
@@ -415,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if isinstance(e, TrainingError) else f"{type(e).__name__}: "
         hint = "" if isinstance(e, TrainingError) else " (GENFORGE_DEBUG=1 shows the traceback)"
         print(f"genforge {args.command}: error: {kind}{_one_line(e)}{hint}", file=sys.stderr)
+        return 1
+    except BaseException as e:  # a native library's panic; SystemExit and the like pass through
+        if debug or not _native_panic(e):
+            raise
+        print(f"genforge {args.command}: error: a native library failed: {_one_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -213,6 +213,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _short(value: Any) -> str:
+    """A bounded ``repr`` for messages: a huge or deeply nested value (e.g. from YAML aliases) is cut short
+    without being walked whole."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 2, 60, 60, 4, 4
+    text = r.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; returns the (lightly coerced) value."""
     origin = typing.get_origin(tp)
@@ -230,15 +241,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(e)
-        raise errors[0] if errors else ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key=key)
+        raise errors[0] if errors else ConfigError(f"{key}: expected {_type_name(tp)}, got {_short(value)}", key=key)
     if origin is Literal:
         if value in args:
             return value
-        hint = did_you_mean(str(value), [str(a) for a in args], cutoff=0.6)
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(repr(a) for a in args)}{hint}", key=key)
+        hint = did_you_mean(value if isinstance(value, str) else _short(value), [str(a) for a in args], cutoff=0.6)
+        raise ConfigError(f"{key}: {_short(value)} is not one of {', '.join(repr(a) for a in args)}{hint}", key=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}", key=key)
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {_short(value)}", key=key)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}", key=key)
@@ -247,25 +258,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {_short(value)}", key=key)
         kt, vt = args or (Any, Any)
         return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {_short(value)}", key=key)
         return from_dict(tp, value, prefix=key)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}", key=key)
+        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {_short(value)}", key=key)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}", key=key)
+        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {_short(value)}", key=key)
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -277,13 +288,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if number is not None:
             if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, got {value!r}", key=key)
+                raise ConfigError(f"{key}: expected a finite number, got {_short(value)}", key=key)
             return number
-        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}", key=key)
+        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {_short(value)}", key=key)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}", key=key)
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {_short(value)}", key=key)
     raise TypeError(f"{key}: unsupported config annotation {tp!r}")
 
 

@@ -11,6 +11,10 @@
 - a glob (``*``, ``?``, ``[``; ``**`` recurses): the matching files, sorted,
   skipped like a folder's.
 
+Folders and globs are walked without following symbolic links to folders (a link
+loop cannot make the walk endless), over at most :data:`MAX_ENTRIES` entries, and
+name at most :data:`MAX_FILES` files; more is a DataError.
+
 The corpus is the files' texts joined with one ``"\\n"`` between files. Text is
 decoded as strict UTF-8 (no BOM stripping, no newline or Unicode
 normalisation); an invalid byte is a DataError naming the file and byte
@@ -22,8 +26,9 @@ Nothing here holds a whole corpus in memory: files are read 4 MiB at a time.
 from __future__ import annotations
 
 import codecs
-import glob
+import fnmatch
 import hashlib
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -38,6 +43,8 @@ __all__ = ["SourceFile", "find_text_files", "iter_corpus", "count_corpus", "spli
 SEPARATOR = "\n"  # between two files of a corpus
 _READ = 4 << 20  # bytes per read
 _GLOB_CHARS = frozenset("*?[")
+MAX_FILES = 100_000  # files of one corpus
+MAX_ENTRIES = 1_000_000  # folder entries looked at to find them
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,43 @@ class SourceFile:
         return {"path": str(self.path), "size": self.size, "sha256": self.sha256}
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _walk(top: Path, spec: str, max_depth: int | None = None) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """``(path, parts relative to top)`` of every file below ``top``, hidden folders skipped, symbolic links to
+    folders not followed, at most ``max_depth`` folders down; more than :data:`MAX_ENTRIES` is a DataError."""
+    seen = 0
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        rel = Path(folder).relative_to(top).parts
+        seen += len(dirs) + len(files)
+        if seen > MAX_ENTRIES:
+            raise DataError(f"{spec}: more than {MAX_ENTRIES} entries to look through; name a smaller folder")
+        deeper = max_depth is None or len(rel) + 1 < max_depth
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if deeper else []
+        for name in files:
+            yield Path(folder) / name, (*rel, name)
+
+
+def _match(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
+    """Whether path ``parts`` match glob components ``pats`` (``**`` = any number of folders; a name
+    starting with a dot is matched only by a component that starts with one, as ``glob``)."""
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_match(parts[i:], pats[1:]) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not pats[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pats[0]) and _match(parts[1:], pats[1:])
+
+
+def _glob(spec: str, path: Path) -> list[Path]:
+    """The files matching the glob ``path``, found by :func:`_walk` from its longest folder without wildcards."""
+    parts = path.parts
+    fixed = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    top, pats = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
+    if not top.is_dir():
+        return []
+    depth = None if "**" in pats else len(pats)
+    return sorted(p for p, rel in _walk(top, spec, depth) if _match(rel, pats) and p.is_file())
 
 
 def _candidates(spec: str) -> tuple[list[Path], bool]:
@@ -68,20 +110,23 @@ def _candidates(spec: str) -> tuple[list[Path], bool]:
     if path.is_file():
         return [path], False
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.suffix.lower() == ".txt" and p.is_file()
-                        and not _hidden(p.relative_to(path))), key=lambda p: p.relative_to(path).as_posix())
+        files = sorted((p for p, rel in _walk(path, spec) if p.suffix.lower() == ".txt" and p.is_file()
+                        and not rel[-1].startswith(".")), key=lambda p: p.relative_to(path).as_posix())
         if not files:
             raise DataError(f"folder {path} holds no .txt files; put text files there, or name other files with "
                             f"a glob such as text:{path}/**/*.md")
-        return files, True
-    if _GLOB_CHARS & set(spec):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    elif _GLOB_CHARS & set(spec):
+        files = _glob(spec, path)
         if not files:
             raise DataError(f"the pattern {spec!r} matches no file")
-        return files, True
-    if path.exists():
+    elif path.exists():
         raise DataError(f"{path} is neither a file nor a folder")
-    raise DataError(f"text file or folder {path} does not exist")
+    else:
+        raise DataError(f"text file or folder {path} does not exist")
+    if len(files) > MAX_FILES:
+        raise DataError(f"{spec} names {len(files)} files, more than a corpus may hold ({MAX_FILES}); "
+                        f"concatenate them or name fewer")
+    return files, True
 
 
 def _scan(path: Path) -> tuple[SourceFile, bool]:

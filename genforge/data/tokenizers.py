@@ -30,7 +30,7 @@ import codecs
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,19 @@ __all__ = ["Tokenizer", "CharTokenizer", "ByteTokenizer", "BPETokenizer", "Strea
 
 KINDS = ("char", "byte", "bpe")
 _FORMAT = 1  # version of the char/byte JSON layout
+MAX_FILE_BYTES = 64 << 20  # a tokenizer file; a 200k-token BPE is about 10 MiB
+_T = TypeVar("_T")
+
+
+def _native(what: str, call: Callable[[], _T]) -> _T:
+    """``call()`` into the Rust ``tokenizers`` library, its panic (``pyo3_runtime.PanicException``, a
+    ``BaseException`` matched by name: pyo3 exports no class) turned into one-line DataError."""
+    try:
+        return call()
+    except BaseException as e:
+        if type(e).__name__ != "PanicException" or not type(e).__module__.startswith("pyo3"):
+            raise
+        raise DataError(f"the tokenizers library failed while {what}: {' '.join(str(e).split())[:200]}") from None
 
 
 class StreamDecoder:
@@ -306,18 +319,19 @@ class BPETokenizer(Tokenizer):
     def from_json(cls, text: str) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
-        return cls(HFTokenizer.from_str(text))
+        return cls(_native("loading the tokenizer", lambda: HFTokenizer.from_str(text)))
 
     @property
     def vocab_size(self) -> int:
         return len(self._bytes)
 
     def encode_array(self, text: str, dtype: Any = np.int64) -> np.ndarray:
-        return np.asarray(self.hf.encode(text, add_special_tokens=False).ids, dtype=dtype)
+        enc = _native("encoding text", lambda: self.hf.encode(text, add_special_tokens=False))
+        return np.asarray(enc.ids, dtype=dtype)
 
     def encode_many(self, texts: list[str], dtype: Any = np.int64) -> Iterator[np.ndarray]:
         """Encode several independent texts in one call (parallel inside the library)."""
-        for enc in self.hf.encode_batch(texts, add_special_tokens=False):
+        for enc in _native("encoding text", lambda: self.hf.encode_batch(texts, add_special_tokens=False)):
             yield np.asarray(enc.ids, dtype=dtype)
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -355,6 +369,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     file = path / TOKENIZER_FILE if path.is_dir() else path
     try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{file} is {file.stat().st_size} bytes, more than a tokenizer may be ({MAX_FILE_BYTES})")
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"no tokenizer at {file}: the folder of a text run holds {TOKENIZER_FILE}") from None
@@ -364,6 +380,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{file} is not valid JSON ({e}); it may be truncated") from None
+    except RecursionError:
+        raise DataError(f"{file} is nested too deeply to be a tokenizer") from None
     kind = data.get("kind") if isinstance(data, dict) else None
     try:
         if kind == "char":
@@ -371,8 +389,42 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         if kind == "byte":
             return ByteTokenizer()
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
+            _check_bpe_file(data, file)
             return BPETokenizer.from_json(text)
+    except DataError:
+        raise
     except Exception as e:  # KeyError/TypeError/ValueError, or the library's plain Exception on a bad file
         raise DataError(f"{file} is not a valid {kind or 'bpe'} tokenizer: {e}") from None
     raise DataError(f"{file} is not a genforge tokenizer: expected kind 'char' or 'byte', or a byte-level BPE "
                     f"file of the tokenizers library")
+
+
+def _regex(node: Any) -> str | None:
+    """The first regular expression (``{"Regex": ...}``) anywhere in a tokenizers JSON section, else None."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("Regex"), str):
+                return item["Regex"]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _check_bpe_file(data: dict[str, Any], file: Path) -> None:
+    """Refuse what a genforge BPE never holds and what makes the library unsafe or sampling irreproducible:
+    BPE dropout (random merges: the same seed would give other tokens) and regular expressions in the
+    normalizer, pre-tokenizer or decoder (a catastrophic one makes the library panic on some texts; the
+    byte-level pre-tokenizer genforge trains needs none, and plain string splits stay allowed)."""
+    dropout = data["model"].get("dropout")
+    if dropout not in (None, 0, 0.0):
+        raise DataError(f"{file}: BPE dropout ({dropout!r}) makes the same seed give different tokens; "
+                        f"set model.dropout to null in the file")
+    for section in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+        pattern = _regex(data.get(section))
+        if pattern is not None:
+            shown = pattern if len(pattern) <= 40 else pattern[:40] + "..."
+            raise DataError(f"{file}: the {section} holds a regular expression ({shown!r}); genforge takes "
+                            f"byte-level BPE with plain string splits only")

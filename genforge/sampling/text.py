@@ -127,8 +127,13 @@ class TextPipeline:
         run = RunDir(run_dir)
         if not run.tokenizer.is_file():
             raise FileNotFoundError(f"{run.tokenizer} not found: a text run keeps its tokenizer beside the model")
+        tokenizer = load_tokenizer(run.path)
         model = load(run.path, weights=weights).to(device)
-        return cls(model, load_tokenizer(run.path), name=run.path.resolve().name)
+        vocab = getattr(model.config, "vocab_size", 0)
+        if vocab and tokenizer.vocab_size > vocab:  # ids the embedding lacks would fail inside a matmul
+            raise ValueError(f"{run.tokenizer} has {tokenizer.vocab_size} tokens but the model takes "
+                             f"vocab_size={vocab}: the tokenizer does not belong to this model")
+        return cls(model, tokenizer, name=run.path.resolve().name)
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[TextRequest, LanguageModelOptions]:
         """Validate ``options`` (request fields and the model's decoding options) in one go."""

@@ -76,8 +76,36 @@ def _field(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
+class NativePanics:
+    """ASGI middleware: a panic inside a Rust extension (``pyo3_runtime.PanicException`` derives from
+    ``BaseException``, so no exception handler sees it) is answered as a JSON 500 instead of plain text,
+    when no response has started yet; every other ``BaseException`` passes through."""
+
+    def __init__(self, app, on_error) -> None:
+        self.app, self.on_error = app, on_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        started = False
+
+        async def send_started(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except BaseException as e:
+            panic = type(e).__name__ == "PanicException" and type(e).__module__.startswith("pyo3")
+            if not panic or started or scope["type"] != "http":
+                raise
+            self.on_error(Request(scope), 500)
+            message = " ".join(str(e).split())[:300]
+            await error_response(500, f"internal error: a native library failed: {message}")(scope, receive, send)
+
+
 def install(app, on_error) -> None:
     """Register handlers that answer every error in the OpenAI shape; ``on_error(request, status)`` counts it."""
+    app.add_middleware(NativePanics, on_error=on_error)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):

@@ -191,7 +191,77 @@ def _resume_raw(run_dir: Path, overrides: Sequence[str], data_dir: str | Path | 
         raise RunDirError(f"--resume: {run_dir} is not a genforge run (no {run.config.name})")
     raw = run.read_config()
     raw.pop("genforge_version", None)
-    return _apply_cli(raw, overrides, data_dir)
+    new = _apply_cli(raw, overrides, data_dir)
+    if latest_checkpoint(run.path) is None:  # nothing trained yet: the run starts again from step 0
+        return new
+    missing = [s for s in _RECORDED if not isinstance(raw.get(s), dict)]
+    if missing:  # weights trained with settings no longer known must not go on with defaults
+        raise ConfigError(f"--resume: {run.config} has no {missing[0]}: section (edited by hand?); a run continues "
+                          f"with the settings it was trained with, never defaults: restore it", key=missing[0])
+    for section in ("model", "data"):
+        was, now = raw[section], new.get(section)
+        now = now if isinstance(now, dict) else {}
+        changed = [k for k in {**was, **now} if k not in _MAY_CHANGE and was.get(k) != now.get(k)]
+        if changed:
+            key, had = f"{section}.{changed[0]}", repr(was.get(changed[0]))[:80]
+            raise ConfigError(f"--resume cannot change {key} (the run has {had}): its weights and tokenizer were "
+                              f"made with it; start a new run with --out instead", key=key)
+    return new
+
+
+_RECORDED = ("model", "data", "train")  # sections a run's config.yaml must hold to be resumed
+_MAY_CHANGE = frozenset({"data_dir", "verify"})  # where the same data is read from, and whether it is checked
+
+
+def _check_resumable(cfg: RunConfig, run: RunDir, data: Any) -> None:
+    """Before resuming: the run's own tokenizer is the one the data gives (a run's tokenizer never changes),
+    and the model ``config.yaml`` describes has the shapes of the checkpointed weights."""
+    own = run.tokenizer
+    tokenizer = getattr(data, "tokenizer", None)
+    if tokenizer is not None and own.is_file():
+        from genforge.data import load_tokenizer
+
+        if load_tokenizer(own) != tokenizer:
+            raise ConfigError(f"--resume: {cfg.data.name} now gives a tokenizer other than the run's {own} (did "
+                              f"the corpus change?); a run keeps its tokenizer: restore the corpus or start a new run")
+    mismatch = _weights_mismatch(cfg, run)
+    if mismatch:
+        raise ConfigError(f"--resume: {run.config} no longer matches the run's checkpoints ({mismatch}); was its "
+                          f"model: section edited? restore it, or start a new run with --out", key="model")
+
+
+def _weights_mismatch(cfg: RunConfig, run: RunDir) -> str:
+    """How the weights the config builds differ from the newest readable checkpoint's; "" when they agree
+    (or cannot be compared: a family that needs its parents to build, no readable checkpoint)."""
+    import torch
+    from safetensors import safe_open
+
+    from genforge.training.checkpoint import list_checkpoints
+
+    try:
+        with torch.device("meta"):
+            model = FAMILIES[cfg.model.family](cfg.model)
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    except Exception:
+        return ""
+    for _, folder in reversed(list_checkpoints(run.path)):
+        try:
+            with safe_open(str(folder / WEIGHTS), "pt") as f:
+                saved = {k: f.get_slice(k).get_shape() for k in f.keys()}
+                aliases = set((f.metadata() or {}))  # tied weights saved once: the dropped name → the kept one
+        except Exception:
+            continue
+        for k in shapes.keys() & saved.keys():
+            if list(saved[k]) != shapes[k]:
+                return f"{k} is {list(saved[k])} in {folder.name}, the config builds {shapes[k]}"
+        if not FAMILIES[cfg.model.family].parent_roles:
+            unbuilt, unsaved = sorted(saved.keys() - shapes.keys()), sorted(shapes.keys() - saved.keys() - aliases)
+            if unbuilt:
+                return f"{folder.name} holds {unbuilt[0]}, which the config does not build"
+            if unsaved:
+                return f"the config builds {unsaved[0]}, which {folder.name} lacks"
+        return ""
+    return ""
 
 
 def train(recipe: str | None = None, *, config_file: str | Path | None = None, overrides: Sequence[str] = (),
@@ -207,7 +277,8 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         data_dir: read the dataset's files from this folder (offline).
         out: run directory; default ``runs/<recipe>-<timestamp>``.
         resume: continue ``out`` from its newest checkpoint, using its own
-            ``config.yaml`` (``overrides`` may still change e.g. ``train.max_steps``).
+            ``config.yaml`` (``overrides`` may still change ``train``/``sample`` values such as
+            ``train.max_steps`` and where the data is read from; never the model, the data or its tokenizer).
         progress: show the progress bar (default: the recipe's ``train.progress``).
         on_eval: called with (step, metrics) after every evaluation; True stops the run early
             (see :class:`~genforge.training.trainer.Trainer`).
@@ -238,6 +309,8 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         task, cache = get_task(cfg.task), Path(cache_dir) if cache_dir else None
         data = task.load_data(cfg.data, cache_dir=cache)
         cfg = task.fit(cfg, data)
+        if resume and world.is_main and latest_checkpoint(run.path) is not None:
+            _check_resumable(cfg, run, data)
         if not world.is_main:  # rank 0 alone decides about, and writes into, the run directory
             return _fit(task, cfg, data, run, broadcast(world, None), cache, None, world)
         with RunLock(run.path):  # from here on, this process alone decides and writes

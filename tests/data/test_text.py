@@ -264,3 +264,52 @@ def test_download_with_wrong_checksum_leaves_nothing(served_shakespeare, tmp_pat
         load_text(DataConfig(name="tinyshakespeare"), cache_dir=cache, progress=False)
     assert [str(p.relative_to(cache)) for p in cache.rglob("*")] == ["tinyshakespeare"]  # an empty folder
     assert os.listdir(cache / "tinyshakespeare") == []
+
+
+# ---------------------------------------------------------------- bounded folders and globs (issue 24)
+
+def _looped(tmp_path: Path) -> Path:
+    """A folder whose symbolic links lead back up the tree (a walk that follows them never ends)."""
+    root = tmp_path / "looped"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "2.txt").write_text("two")
+    (root / "1.txt").write_text("one")
+    for link, target in (("a/up", ".."), ("a/b/top", "../.."), ("a/b/self", "."), ("a/b/back", "..")):
+        (root / link).symlink_to(target, target_is_directory=True)
+    return root
+
+
+@pytest.mark.parametrize("spec", ["{root}", "{root}/**/*.txt", "{root}/**", "{root}/*/*/*.txt"])
+def test_symlink_loops_are_not_followed(tmp_path, spec):
+    import time
+
+    root = _looped(tmp_path)
+    start = time.perf_counter()
+    files = corpus.find_text_files(spec.format(root=root))
+    assert time.perf_counter() - start < 5
+    names = sorted(f.path.name for f in files)
+    assert names == (["2.txt"] if spec.endswith("*/*/*.txt") else ["1.txt", "2.txt"])
+
+
+def test_glob_keeps_globs_rules_for_hidden_files_and_depth(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / ".h").mkdir()
+    for rel in ("d/a.md", "d/e/b.md", "d/.c.md", "d/.h/x.md"):
+        (tmp_path / rel).write_text("x")
+    names = lambda spec: [f.path.name for f in corpus.find_text_files(str(tmp_path / spec))]  # noqa: E731
+    assert names("d/*.md") == ["a.md"]
+    assert names("d/**/*.md") == ["a.md", "b.md"]
+    assert names("d/.*.md") == [".c.md"]
+
+
+def test_the_number_of_files_and_entries_is_bounded(tmp_path, monkeypatch):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(5):
+        (root / f"{i}.txt").write_text(f"file {i}")
+    monkeypatch.setattr(corpus, "MAX_FILES", 3)
+    with pytest.raises(DataError, match=r"names 5 files, more than a corpus may hold \(3\)"):
+        corpus.find_text_files(str(root))
+    monkeypatch.setattr(corpus, "MAX_ENTRIES", 2)
+    with pytest.raises(DataError, match=r"more than 2 entries"):
+        corpus.find_text_files(f"{root}/**/*.txt")

@@ -171,3 +171,59 @@ def test_stream_decoder_equals_decode_on_random_ids(kind, bpe):
         assert "".join(stream.push(i) for i in ids) + stream.flush() == tok.decode(ids)
         if kind == "bpe":  # invalid UTF-8 is replaced the same way as the library does
             assert tok.decode(ids) == bpe.hf.decode(ids)
+
+
+# ---------------------------------------------------------------- checked on load (issue 24, finding 4)
+
+def _saved(bpe, tmp_path, change) -> object:
+    data = json.loads(bpe.to_json())
+    change(data)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_regular_expression_in_the_pre_tokenizer_is_refused(bpe, tmp_path):
+    split = {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False}
+    path = _saved(bpe, tmp_path, lambda d: d.__setitem__("pre_tokenizer", {"type": "Sequence",
+                                                                           "pretokenizers": [split]}))
+    with pytest.raises(DataError, match=r"pre_tokenizer holds a regular expression \('\(a\+\)\+\$'\)"):
+        load_tokenizer(path)
+    plain = {**split, "pattern": {"String": " "}}
+    path = _saved(bpe, tmp_path, lambda d: d.__setitem__("pre_tokenizer", plain))
+    assert load_tokenizer(path).encode("a b") == load_tokenizer(path).encode("a b")  # a plain split still loads
+
+
+def test_bpe_dropout_is_refused(bpe, tmp_path):
+    path = _saved(bpe, tmp_path, lambda d: d["model"].__setitem__("dropout", 0.1))
+    with pytest.raises(DataError, match=r"BPE dropout \(0.1\)"):
+        load_tokenizer(path)
+    assert load_tokenizer(_saved(bpe, tmp_path, lambda d: None)) == bpe  # null dropout: the file genforge writes
+
+
+def test_deeply_nested_or_huge_files_are_one_data_error(tmp_path, monkeypatch):
+    import genforge.data.tokenizers as tokenizers
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=r"nested too deeply"):
+        load_tokenizer(path)
+    monkeypatch.setattr(tokenizers, "MAX_FILE_BYTES", 10)
+    with pytest.raises(DataError, match=r"more than a tokenizer may be"):
+        load_tokenizer(path)
+
+
+def test_a_native_panic_becomes_one_data_error(bpe, monkeypatch):
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    class Panicking:
+        def encode(self, *a, **k):
+            raise panic("Onig: Regex search error: retry-limit-in-match over\nsecond line")
+
+    monkeypatch.setattr(bpe, "hf", Panicking())
+    with pytest.raises(DataError, match=r"failed while encoding text: Onig: .* over second line$"):
+        bpe.encode("aaaa")
+    other = type("Other", (BaseException,), {})
+    monkeypatch.setattr(Panicking, "encode", lambda *a, **k: (_ for _ in ()).throw(other()))
+    with pytest.raises(other):  # only the library's panic is translated
+        bpe.encode("aaaa")

@@ -114,3 +114,40 @@ def test_resume_with_no_valid_checkpoint_is_one_line_without_pickle_advice(tmp_p
     assert [s.split(":")[0] for s in skips] == [f"skipped checkpoints/step-{s:08d}" for s in (20, 10)]
     assert line.startswith("genforge train: error: --resume: none of the 2 checkpoint(s) in ")
     assert "step-00000020: state.pt: 64 bytes, manifest says " in line and "weights_only" not in line
+
+
+# ---------------------------------------------------------------- what a resume may not change (issue 24, finding 7)
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+def _refused(capsys, run_dir: Path, *extra: str) -> str:
+    before = _tree(run_dir)
+    capsys.readouterr()
+    assert main(train_args(None, run_dir, "--resume", *extra, steps=20, every=10)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and _tree(run_dir) == before, err
+    return err
+
+
+def test_resume_refuses_to_change_the_model_or_data_and_names_an_edited_config(tmp_path, capsys):
+    import yaml
+
+    run_dir = tmp_path / "run"
+    assert main(train_args("tiny-gan", run_dir, steps=10, every=10)) == 0
+    assert "cannot change data.name (the run has 'digits')" in _refused(capsys, run_dir, "--set", "data.name=mnist")
+    assert "cannot change model.z_dim" in _refused(capsys, run_dir, "--set", "model.z_dim=7")
+    config = run_dir / "config.yaml"
+    original = config.read_text()
+    raw = yaml.safe_load(original)
+    raw["model"]["z_dim"] = 7
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    err = _refused(capsys, run_dir)
+    assert f"{config} no longer matches the run's checkpoints (" in err and "in step-00000010" in err
+    for section in ("train", "model", "data"):
+        config.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(original).items() if k != section}))
+        assert f"{config} has no {section}: section" in _refused(capsys, run_dir)
+    config.write_text(original)
+    assert main(train_args(None, run_dir, "--resume", "--set", "train.max_steps=20", steps=20, every=10)) == 0
