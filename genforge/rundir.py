@@ -21,7 +21,7 @@ the run is created and read back from there; it is never guessed from which
 files exist, except for runs written before the field existed
 (:func:`legacy_task`, the one place that infers it).
 
-Bottom layer: imports only ``genforge.config``.
+Bottom layer: imports only ``genforge.config`` and ``genforge.io``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; a run dire
     fcntl = None  # type: ignore[assignment]
 
 from genforge.config import ConfigError, load_yaml
+from genforge.io import remove_stale
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
@@ -122,9 +123,6 @@ def check_parent(parent: Parent, child: str) -> str:
     return now
 
 
-# What `genforge sample/eval/compare` may never overwrite inside a run: the run's own files.
-RUN_FILES = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, CHECKPOINTS_DIR, BEST_DIR, EVAL_JSON, EVAL_MD,
-                       LOCK, *(f"{SAMPLES_STEM}{s}" for s in SAMPLE_SUFFIX.values())})
 # What a run that never wrote a checkpoint leaves behind: nothing trained (the weights are those of step 0).
 RESTARTABLE = frozenset({CONFIG, WEIGHTS, TOKENIZER, METRICS_LOG, TB_DIR, SAMPLES_DIR, CHECKPOINTS_DIR, LOCK,
                          *(f"{SAMPLES_STEM}{s}" for s in SAMPLE_SUFFIX.values())})
@@ -140,25 +138,76 @@ def study_trials(path: str | Path) -> list[Path] | None:
     return sorted(p for p in trials.iterdir() if p.is_dir() and (p / CONFIG).is_file())
 
 
-def run_file_owner(path: str | Path) -> Path | None:
-    """The run directory whose own file (``RUN_FILES``) ``path`` is or lies in; None for any other path."""
+# What each command other than ``train`` owns inside a run directory: it writes there only into these (paths
+# relative to the run), and refuses every other path inside a run with one line. ``compare`` owns nothing
+# inside a run (its default folder, the runs' common parent, may still be one: it is chosen, not given).
+OWNED = {"sample": "samples/sample-*.png|.jpg|.jpeg|.webp|.txt",
+         "inpaint": "samples/inpaint-* (a file or a folder)", "upscale": "samples/upscale-* (a file or a folder)",
+         "interpolate": "samples/interpolate-*.png", "eval": "eval.json, eval.md",
+         "export": "export-onnx/, export-hf/ (the folder as a whole)", "compare": "nothing", "synth": "nothing"}
+_SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".txt")
+# Folders no output goes into (the filesystem root itself is refused too, and a file directly in it).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+
+
+def _owns(command: str, parts: tuple[str, ...]) -> bool:
+    """Whether ``command`` may write the path ``parts`` (relative to a run directory)."""
+    if command == "sample":
+        return (len(parts) == 2 and parts[0] == SAMPLES_DIR and parts[1].startswith("sample-")
+                and parts[1].lower().endswith(_SAMPLE_SUFFIXES))
+    if command in ("inpaint", "upscale", "interpolate"):
+        return len(parts) >= 2 and parts[0] == SAMPLES_DIR and parts[1].startswith(f"{command}-")
+    if command == "eval":
+        return parts in ((EVAL_JSON,), (EVAL_MD,))
+    if command == "export":
+        return bool(parts) and parts[0] in ("export-onnx", "export-hf")
+    return False
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The outermost run directory (``config.yaml`` beside weights, a log, checkpoints or a lock) that
+    ``path`` is or lies in; None outside every run."""
     path = Path(path).absolute()
-    for parent in list(path.parents)[:4]:
-        if (parent / CONFIG).is_file():
-            first = path.relative_to(parent).parts[0]
-            if first in RUN_FILES:
-                return parent
-    return None
+    found = None
+    for folder in (path, *path.parents):
+        if (folder / CONFIG).is_file() and any((folder / n).exists() for n in (WEIGHTS, METRICS_LOG,
+                                                                                CHECKPOINTS_DIR, LOCK)):
+            found = folder
+    return found
 
 
-def check_output(path: str | Path, *, overwrite: bool = False, what: str = "output") -> Path:
-    """Refuse an output path that would damage something: a run's own file, a folder, an existing file
-    (unless ``overwrite``), or a parent that is a file. Returns the path."""
+def check_location(path: str | Path, *, command: str, what: str = "output", folder: bool = False,
+                   chosen: bool = False) -> Path:
+    """Refuse an empty output, the filesystem root or a system folder (and a file directly in the root), and
+    a path inside a run directory that ``command`` does not own (:data:`OWNED`; not checked for a ``chosen``
+    default such as compare's common parent of the runs). Leftovers of a killed earlier
+    write of this output (:func:`genforge.io.remove_stale`) are removed and named. Returns the path."""
+    if not str(path).strip():
+        raise RunDirError(f"{what} is empty; give a file or folder name (an empty name would mean the "
+                          f"current directory)")
     path = Path(path)
-    owner = run_file_owner(path)
-    if owner is not None:
-        raise RunDirError(f"refusing to write {what} {path}: it is a file of the run {owner} "
-                          f"({path.absolute().relative_to(owner.absolute())}); choose another output")
+    real = path.expanduser().resolve()
+    root = Path(real.anchor)
+    if real == root or (not folder and real.parent == root) or any(
+            real == Path(d) or Path(d) in real.parents for d in SYSTEM_DIRS):
+        raise RunDirError(f"refusing to write {what} {path}: it is the filesystem root or a system folder "
+                          f"({real}); choose another output")
+    run = None if chosen else enclosing_run(path)
+    if run is not None:
+        parts = path.absolute().relative_to(run).parts
+        if not _owns(command, parts):
+            raise RunDirError(f"refusing to write {what} {path}: it lies inside the run {run}, where {command} "
+                              f"writes only {OWNED.get(command, 'nothing')}; choose another output")
+    remove_stale(path.absolute().parent, path.name)
+    return path
+
+
+def check_output(path: str | Path, *, overwrite: bool = False, what: str = "output", command: str = "sample",
+                 chosen: bool = False) -> Path:
+    """Refuse an output file that would damage something (:func:`check_location`; the default rule is that of
+    ``genforge sample``, whose writers call this), a folder, an existing file (unless ``overwrite``), or a
+    parent that is a file. Returns the path."""
+    path = check_location(path, command=command, what=what, chosen=chosen)
     if path.is_dir():
         raise RunDirError(f"{what} {path} is a folder; give a file name")
     for parent in path.absolute().parents:

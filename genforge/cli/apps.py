@@ -113,21 +113,32 @@ def _inputs(image: str) -> list[Path]:
     return [path]
 
 
-def _outputs(inputs: list[Path], out: str, folder: bool, overwrite: bool) -> list[Path]:
-    """Output path per input (a folder input writes ``OUT/<stem>.png``), checked before any work."""
-    from genforge.rundir import check_output
+def _outputs(inputs: list[Path], out: str, folder: bool, overwrite: bool, command: str) -> list[Path]:
+    """Output path per input (a folder input writes ``OUT/<stem>.png``), checked before any work (inside a run,
+    ``command`` writes only ``samples/COMMAND-*``: ``genforge.rundir.OWNED``)."""
+    from genforge.rundir import check_location, check_output
 
     if not folder:
-        return [check_output(out, overwrite=overwrite)]
-    root = Path(out)
+        return [check_output(out, overwrite=overwrite, command=command)]
+    root = check_location(out, command=command, what="output folder", folder=True)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file; a folder of images needs an output folder")
-    return [check_output(root / f"{p.stem}.png", overwrite=overwrite) for p in inputs]
+    return [check_output(root / f"{p.stem}.png", overwrite=overwrite, command=command) for p in inputs]
 
 
 def _save(images, paths: list[Path], meta: dict) -> None:
+    """Each image atomically; a new output folder is staged beside its final name and renamed into place whole."""
+    from genforge.io import atomic_dir
     from genforge.sampling.images import save_grid
 
+    roots = {p.parent for p in paths}
+    root = roots.pop() if len(paths) > 1 and len(roots) == 1 else None
+    if root is not None and not root.exists():
+        with atomic_dir(root) as tmp:
+            for img, path in zip(images, paths):
+                save_grid(img[None], tmp / path.name, nrow=1, metadata=meta, scale=1, padding=0)
+        print("\n".join(map(str, paths)))
+        return
     for img, path in zip(images, paths):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(img[None], path, nrow=1, metadata=meta, scale=1, padding=0)
@@ -147,7 +158,7 @@ def cmd_inpaint(args) -> int:
     given_label = parse_condition(model, {"label": args.label}, extra=("image", "mask"), name=pipe.name)
     label = None if given_label is None else given_label.label  # the one parser: an id or a class name
     inputs = _inputs(args.image)
-    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite)
+    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite, args.command)
     c, s, _ = pipe.model.image_shape
     given = None if is_builtin(args.mask) else read_mask(args.mask)
     images, fills = [], []
@@ -180,7 +191,7 @@ def cmd_upscale(args) -> int:
     parse_condition(model, {"image": torch.zeros(0)}, name=pipe.name)  # refuses a model that takes no image
     opts = model.parse_sample_options(_options(args, "sample"))
     inputs = _inputs(args.image)
-    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite)
+    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite, args.command)
     lows = []
     for p in inputs:
         x = read_model_image(p, model.image_shape[0])
@@ -208,7 +219,7 @@ def cmd_interpolate(args) -> int:
 
     pipe = _open(args)
     options = _options(args, "sample")
-    path = check_output(args.out, overwrite=args.overwrite)
+    path = check_output(args.out, overwrite=args.overwrite, command="interpolate")
     labels = (None, None)
     if args.labels is not None:
         if not pipe.num_classes:

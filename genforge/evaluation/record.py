@@ -28,19 +28,22 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from genforge import __version__
 from genforge.evaluation.protocol import EvalError, Report, format_value, incompatibilities, metric_info
-from genforge.io import atomic_write_text
-from genforge.rundir import RunDir
+from genforge.io import atomic_write_text, file_lock, remove_stale
+from genforge.rundir import EVAL_JSON, EVAL_MD, RunDir
 
 __all__ = ["EVAL_FORMAT", "EvalOutcome", "build_record", "format_markdown", "format_table", "last_step",
-           "read_eval", "write_record"]
+           "read_eval", "write_record", "commit_record", "eval_lock", "repair_eval", "EVAL_LOCK"]
 
 EVAL_FORMAT = "genforge-eval/1"
+EVAL_LOCK = ".eval.lock"  # in the evaluated folder: held (flock) while one eval merges and writes its results
 
 
 @dataclass
@@ -115,12 +118,51 @@ def build_record(report: Report, subject: dict[str, Any], options: dict[str, Any
 
 
 def write_record(out_dir: Path, record: dict[str, Any]) -> tuple[Path, Path]:
-    """eval.json then eval.md, each atomically."""
+    """eval.json then eval.md, each atomically (eval.md is rendered from eval.json: :func:`repair_eval` redoes
+    it when a kill fell between the two)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RunDir(out_dir).eval_json, RunDir(out_dir).eval_md
     atomic_write_text(json_path, json.dumps(record, indent=1, allow_nan=True) + "\n")
     atomic_write_text(md_path, format_markdown(record))
     return json_path, md_path
+
+
+@contextmanager
+def eval_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the run's eval lock (``EVAL_LOCK``, flock): one eval at a time reads, merges and writes eval.json;
+    another waits (saying so in one line), so concurrent evals both keep their results."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(out_dir / EVAL_LOCK, what=str(RunDir(out_dir).eval_json)):
+        yield
+
+
+def repair_eval(out_dir: Path) -> list[str]:
+    """What a killed eval left (call under :func:`eval_lock`): its temporaries are removed, and an eval.md that
+    is not the rendering of eval.json (the kill fell between the two renames) is rendered again. Returns notes."""
+    removed = remove_stale(out_dir, EVAL_JSON) + remove_stale(out_dir, EVAL_MD)
+    notes = [f"removed {p.name}" for p in removed]
+    try:
+        record = read_eval(out_dir)
+    except EvalError:
+        return notes  # a damaged eval.json is reported by the caller
+    md_path = RunDir(out_dir).eval_md
+    if record is not None and (not md_path.is_file() or md_path.read_text(encoding="utf-8")
+                               != format_markdown(record)):
+        atomic_write_text(md_path, format_markdown(record))
+        print(f"rewrote {md_path} from eval.json: an interrupted eval left them disagreeing", file=sys.stderr)
+        notes.append(f"rewrote {md_path.name}")
+    return notes
+
+
+def commit_record(out_dir: Path, make: Callable[[dict[str, Any] | None], dict[str, Any]]
+                  ) -> tuple[dict[str, Any], Path, Path]:
+    """Under the eval lock: repair, read the latest eval.json, build the record from it (``make(previous)``, which
+    keeps earlier results in ``history``) and write both files. Returns (record, eval.json, eval.md)."""
+    with eval_lock(out_dir):
+        repair_eval(out_dir)
+        record = make(read_eval(out_dir))
+        json_path, md_path = write_record(out_dir, record)
+    return record, json_path, md_path
 
 
 def _rows(record: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from genforge.config import ConfigError
-from genforge.io import atomic_write_text
-from genforge.rundir import RunDir
+from genforge.io import atomic_dir, atomic_write_text
+from genforge.rundir import RunDir, RunDirError, check_location
 
 FORMATS = ("onnx", "hf")
 TOLERANCE = 1e-4  # max |onnxruntime − torch| allowed at export time
@@ -28,8 +28,14 @@ class ExportError(ConfigError):
 
 
 def output_dir(run_dir: str | Path, fmt: str, out: str | Path | None) -> Path:
-    """``out``, or ``RUN/export-FORMAT``; an existing non-empty folder (or a file) is an :class:`ExportError`."""
+    """``out``, or ``RUN/export-FORMAT``; an existing non-empty folder (or a file), an empty name, the root or a
+    system folder, and a folder inside a run other than its ``export-FORMAT/`` are refused (:class:`ExportError`).
+    Staging folders of a killed earlier export to this path are removed (and named)."""
     path = Path(out) if out is not None else Path(run_dir) / f"export-{fmt}"
+    try:
+        check_location(out if out is not None else path, command="export", what="export folder", folder=True)
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ExportError(f"export folder {path} already exists and is not empty; choose another --out "
                           f"(nothing was changed)")
@@ -37,7 +43,10 @@ def output_dir(run_dir: str | Path, fmt: str, out: str | Path | None) -> Path:
 
 
 def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) -> Path:
-    """Export the run at ``run_dir`` as ``fmt`` (``onnx`` or ``hf``) into ``out``; returns the folder."""
+    """Export the run at ``run_dir`` as ``fmt`` (``onnx`` or ``hf``) into ``out``; returns the folder.
+
+    Everything is written into a staging folder beside ``out`` (``.NAME.PID_….tmp``), verified, then renamed
+    onto ``out``: the export appears complete or not at all."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     run = RunDir(run_dir)
@@ -51,16 +60,25 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) 
         raise ExportError(f"family {model.family} cannot be exported as {fmt}; formats it supports: "
                           f"{', '.join(type(model).export_formats)}")
     path = output_dir(run.path, fmt, out)
+    with atomic_dir(path) as staging:
+        _export_into(run, model, fmt, staging)
+    return path
+
+
+def _export_into(run: RunDir, model, fmt: str, path: Path) -> None:
+    """Write the export of ``run`` (its loaded ``model``) and of the runs it stands on into the folder ``path``."""
     if fmt == "onnx":
         from genforge.export.onnx import export_onnx
 
-        export_onnx(model, path)
+        try:
+            export_onnx(model, path)
+        except ValueError as e:  # verification failed: the staged folder goes, so the message cannot point at it
+            raise ValueError(str(e).split(" (see ")[0] + "; nothing was written") from None
     else:
         from genforge.export.hf import export_hf
 
         export_hf(model, run.path, path)
     _export_parents(run, fmt, path)
-    return path
 
 
 def _export_parents(run: RunDir, fmt: str, path: Path) -> None:
@@ -69,10 +87,12 @@ def _export_parents(run: RunDir, fmt: str, path: Path) -> None:
     parents = run.verify_chain()
     if not parents:
         return
+    from genforge.models import load
+
     chain = {}
     for parent in parents:
-        export_run(parent.path, fmt, out=path / "parents" / parent.role)
+        target = path / "parents" / parent.role
+        target.mkdir(parents=True)
+        _export_into(RunDir(parent.path), load(parent.path).eval(), fmt, target)
         chain[parent.role] = {"path": f"parents/{parent.role}", "source": str(parent.path), "sha256": parent.sha256}
     atomic_write_text(path / "chain.json", json.dumps({"parents": chain}, indent=1) + "\n")
-
-

@@ -14,10 +14,7 @@ Nothing is written over: the output must not exist, and is written to a temporar
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +24,9 @@ from PIL import Image
 from torch import Tensor
 
 from genforge import __version__
-from genforge.io import atomic_path
+from genforge.io import atomic_dir, atomic_path
 from genforge.models.base import SampleOptions
-from genforge.rundir import RunDirError
+from genforge.rundir import RunDirError, check_location
 from genforge.sampling.images import ImagePipeline
 
 MANIFEST = "manifest.json"
@@ -80,7 +77,10 @@ def manifest(pipeline: ImagePipeline, y: Tensor, *, seed: int, options: SampleOp
 
 
 def check_new_output(out: str | Path) -> Path:
-    """Refuse an output that exists (a folder with anything in it, or any file); returns the path."""
+    """Refuse an output that exists (a folder with anything in it, or any file), an empty name, the root, a
+    system folder and any path inside a run (synth owns nothing there); removes (and names) the staging folder
+    a killed earlier synth to ``out`` left. Returns the path."""
+    check_location(out, command="synth", what="synth output", folder=Path(str(out)).suffix.lower() != ".npz")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise RunDirError(f"{out} already exists; choose a new output (nothing was changed)")
@@ -90,15 +90,15 @@ def check_new_output(out: str | Path) -> Path:
 
 
 def write_dataset(x: Tensor, y: Tensor, out: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``x``/``y`` as ``.npz`` (when ``out`` ends in .npz) or as class sub-folders of PNGs + manifest."""
+    """Write ``x``/``y`` as ``.npz`` (when ``out`` ends in .npz) or as class sub-folders of PNGs + manifest,
+    staged beside ``out`` (``.NAME.PID_….tmp``) and renamed into place whole."""
     out = check_new_output(out)
     if out.suffix.lower() == ".npz":
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, x=x.numpy(), y=y.numpy(), manifest=np.array(json.dumps(meta)))
         return out
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
-    try:
+    with atomic_dir(out) as tmp:
         names = meta["folders"]
         for name in names:
             (tmp / name).mkdir()
@@ -107,9 +107,4 @@ def write_dataset(x: Tensor, y: Tensor, out: str | Path, meta: dict[str, Any]) -
         for i, (img, label) in enumerate(zip(arr, y.tolist())):
             Image.fromarray(img[..., 0] if mode == "L" else img, mode=mode).save(tmp / names[label] / f"{i:07d}.png")
         (tmp / MANIFEST).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

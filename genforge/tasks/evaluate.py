@@ -8,7 +8,9 @@ The run is opened once as its task's sampling pipeline (the same object
 Writing never destroys anything: the evaluation runs to completion before any
 file is touched; ``eval.json`` and ``eval.md`` are then each replaced
 atomically, and earlier results of the same weights survive in ``history``
-(:mod:`genforge.evaluation.record`).
+(:mod:`genforge.evaluation.record`). Merging and writing happen under the run's eval lock
+(``.eval.lock``), so two evals of one run at once both keep their results; what a killed
+eval left (temporaries, an eval.md behind eval.json) is repaired when the next one starts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 from genforge.config import DataConfig, from_dict
 from genforge.data.download import file_digest
 from genforge.evaluation.protocol import EvalError
-from genforge.evaluation.record import EvalOutcome, build_record, last_step, read_eval, write_record
+from genforge.evaluation.record import (EvalOutcome, build_record, commit_record, eval_lock, last_step, read_eval,
+                                        repair_eval)
 from genforge.rundir import RunDir, RunDirError
 from genforge.tasks import get_task
 
@@ -63,7 +66,9 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] | None = None,
         run.require()
     except RunDirError as e:
         raise EvalError(f"{e}; evaluate a file of images with --samples FILE --dataset NAME instead") from None
-    previous = read_eval(run.path)  # a damaged eval.json is reported before any work
+    with eval_lock(run.path):  # leftovers of a killed eval go first
+        repair_eval(run.path)
+    read_eval(run.path)  # a damaged eval.json is reported before any work
     raw = run.read_config()
     task = get_task(run.task(raw))
     data_cfg = _data_config(raw, data_dir, verify)
@@ -78,8 +83,9 @@ def evaluate_run(run_dir: str | Path, *, metrics: tuple[str, ...] | None = None,
     report = task.evaluate(pipeline, data, data_cfg, opts)
     report.timings = {"load_data": round(load_s, 4), **report.timings}
     shown = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "progress"}
-    record = build_record(report, subject, {**shown, "device": device}, previous, time.perf_counter() - t0)
-    json_path, md_path = write_record(run.path, record)
+    record, json_path, md_path = commit_record(  # merged with eval.json as it is now, under the run's eval lock
+        run.path, lambda previous: build_record(report, subject, {**shown, "device": device}, previous,
+                                                time.perf_counter() - t0))
     return EvalOutcome(record, json_path, md_path, report)
 
 
