@@ -16,8 +16,13 @@ front end to the same machinery and works too, since it sets the same environmen
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import signal
+import sys
+import threading
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator
@@ -31,6 +36,7 @@ from genforge.models import rng
 from genforge.training.checkpoint import TrainingError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 TIMEOUT_ENV = "GENFORGE_DIST_TIMEOUT_S"  # seconds a rank waits for the others (default 1800, torch's own)
 
 
@@ -83,8 +89,38 @@ def setup(world: World, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    exit_with_launcher(world)
     dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=timeout)
     rng.set_batch_shard(world.rank, world.size)
+
+
+def exit_with_launcher(world: World) -> str | None:
+    """End this rank when the torchrun agent that started it dies (even by SIGKILL): its peers and its
+    rendezvous are gone, so training on would only hold the run's lock. Linux: the kernel's parent-death
+    signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere a daemon thread that watches ``os.getppid()``.
+    Only under torchrun (``TORCHELASTIC_RUN_ID``): ranks started by hand may outlive their shell. Armed as
+    the rank joins the group; a launcher that died before that leaves the rank without the launcher's
+    rendezvous store (on its node), so the join fails. Returns the mechanism used, or None."""
+    if not world.distributed or not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return None
+    parent = os.getppid()
+    mechanism = "watchdog"
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                mechanism = "pdeathsig"
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the launcher died while the signal was being armed
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mechanism == "watchdog":
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+        threading.Thread(target=watch, name="genforge-launcher-watchdog", daemon=True).start()
+    return mechanism
 
 
 def teardown(world: World) -> None:
@@ -138,6 +174,17 @@ def sync_rng(world: World) -> None:
     if world.distributed:
         state = broadcast(world, torch.get_rng_state() if world.is_main else None)
         torch.set_rng_state(state)
+
+
+def check_same(world: World, value: Any, what: str) -> None:
+    """Raise on every rank (not just the odd one out) unless every rank holds the same ``value``."""
+    if not world.distributed:
+        return
+    values: list[Any] = [None] * world.size
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise TrainingError(f"the ranks disagree about {what}: {values} (rank by rank); they must all see the "
+                            f"same run directory")
 
 
 def mean_scalars(world: World, values: dict[str, float]) -> dict[str, float]:

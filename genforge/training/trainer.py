@@ -32,7 +32,7 @@ from genforge.training.checkpoint import (TrainingError, describe_error, free_by
                                           set_rng_state)
 from genforge.training.cpu_memory import retain_freed_memory
 from genforge.training.distributed import (GroupReplicas, ShardedBatches, World, agree, barrier, check_batch,
-                                           lost_rank, mean_scalars, sync_batch_norms, sync_rng)
+                                           check_same, lost_rank, mean_scalars, sync_batch_norms, sync_rng)
 from genforge.training.ema import EMA
 from genforge.training.logger import MetricsLogger, NullLogger
 from genforge.training.optim import build_optimizer, lr_factor, set_lr
@@ -330,20 +330,23 @@ class Trainer:
         return factor
 
     def _periodic(self, logger: MetricsLogger, window: _Window) -> None:
-        """Evaluation, samples and checkpoints due at the current step (the last step's come after the loop)."""
+        """Evaluation, samples and checkpoints due at the current step (the last step's come after the loop).
+
+        What is due follows from the config and the step alone, never from which hooks this rank was given,
+        so every rank of a data-parallel job takes the same collectives (the checkpoint's barrier, the RNG
+        broadcast) at the same steps, whatever the intervals; rank 0 alone runs the hooks."""
         cfg, step = self.cfg, self.step
-        due = False
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
-            self.run_evaluation(logger)
+        evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0 and step < cfg.max_steps
+        sample = bool(cfg.sample_every) and step % cfg.sample_every == 0
+        checkpoint = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0 and step < cfg.max_steps
+        if evaluate:
+            self.run_evaluation(logger)  # rank-local: no collective inside
             window.restart_clock()  # evaluation time is not training throughput
-            due = True
-        if cfg.sample_every and step % cfg.sample_every == 0 and self.on_sample is not None:
+        if sample and self.on_sample is not None:
             self.on_sample(self.sampling_model, step)
-            due = True
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            self.save()
-            due = True
-        if due:
+        if checkpoint:
+            self.save()  # every rank: rank 0 writes, all meet at its barrier
+        if evaluate or sample or checkpoint:
             sync_rng(self.world)  # rank 0's hooks may have drawn from the RNG the training noise comes from
 
     def _stop_reason(self) -> str | None:
@@ -361,6 +364,7 @@ class Trainer:
         """Train until ``max_steps`` (or ``max_minutes``, or SIGINT/SIGTERM), then checkpoint."""
         cfg = self.cfg
         resumed_from = self.resume() if resume else None
+        check_same(self.world, self.step, "the step to start from")  # the intervals below count from it
         self._t0 = time.perf_counter()
         order = [(g, cfg.group_steps.get(g, 1)) for g in self.groups]
         per_step = sum(n for _, n in order) * cfg.grad_accum * self.examples_per_batch
