@@ -38,8 +38,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="TCP port (default: 8000)")
     p.add_argument("--api-key", default=None, metavar="KEY",
-                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $GENFORGE_API_KEY when set, "
-                        "else no key)")
+                   help="require 'Authorization: Bearer KEY' (visible ASCII) on everything but /, /healthz and "
+                        "/readyz: /v1/*, /openapi.json, /metrics (default: $GENFORGE_API_KEY when set, else no key)")
     p.add_argument("--max-batch", type=positive_int, default=d.max_batch, metavar="N",
                    help=f"text sequences decoded together / images drawn in one pass, per model (default: "
                         f"{d.max_batch})")
@@ -64,6 +64,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--batch-window", type=finite_float, default=d.batch_window_s, metavar="S",
                    help=f"seconds an image request waits for others to share its batch (default: "
                         f"{d.batch_window_s:g})")
+    p.add_argument("--stream-buffer", type=positive_int, default=d.stream_buffer, metavar="N",
+                   help=f"events a stream may hold for a client reading slower than generation before it is "
+                        f"cancelled (default: {d.stream_buffer})")
+    p.add_argument("--write-timeout", type=finite_float, default=d.write_timeout, metavar="S",
+                   help=f"seconds one write may wait for a client that stopped reading before the connection "
+                        f"is closed (default: {d.write_timeout:g})")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level; debug also logs every request (default: info)")
     p.set_defaults(func=cmd_serve)
@@ -87,6 +93,10 @@ def cmd_serve(args) -> int:
                                    max_tokens=args.max_tokens, max_n=args.max_n or min(default_n, args.max_batch),
                                    max_images=args.max_images, max_prompt_chars=args.max_prompt_chars,
                                    max_body_bytes=args.max_body_bytes, batch_window_s=args.batch_window,
-                                   max_steps=args.max_steps)
-    serve.run(args.runs, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+                                   max_steps=args.max_steps, stream_buffer=args.stream_buffer,
+                                   write_timeout=args.write_timeout)
+    try:
+        serve.run(args.runs, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+    except serve.LoadError as e:  # a run that passed the checks but cannot load: one line, exit 2
+        raise ConfigError(str(e)) from None
     return 0

@@ -31,10 +31,15 @@ def create_app(models, settings=None, **kwargs):
     return build(models, settings, **kwargs)
 
 
+class LoadError(RuntimeError):
+    """A served model could not be loaded; ``genforge serve`` stopped (one line naming the model)."""
+
+
 def run(specs: list[str], *, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
         log_level: str = "info") -> None:
     """Check ``specs``, then serve them with uvicorn until SIGINT/SIGTERM (in-flight requests get
-    ``settings.timeout`` seconds, at most 30, to finish; generation is then cancelled)."""
+    ``settings.timeout`` seconds, at most 30, to finish; generation is then cancelled). A model that
+    cannot load stops the server: :class:`LoadError` naming it."""
     import uvicorn
 
     settings = settings or ServeSettings()
@@ -43,7 +48,12 @@ def run(specs: list[str], *, host: str = "127.0.0.1", port: int = 8000, settings
     grace = min(30.0, settings.timeout) if settings.timeout else 30.0
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace,
                             access_log=log_level == "debug")
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    state = app.state.server
+    state.on_failure = lambda _error: setattr(server, "should_exit", True)
+    server.run()
+    if state.error:
+        raise LoadError(state.error)
 
 
-__all__ = ["ServeSettings", "check_specs", "create_app", "run"]
+__all__ = ["LoadError", "ServeSettings", "check_specs", "create_app", "run"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from genforge.serve import errors
-from genforge.serve.middleware import BodyLimit, Gate
+from genforge.serve.middleware import BodyLimit, Gate, WriteTimeout
 from genforge.serve.registry import ServedModel
 from genforge.serve.routes import ROUTERS
 from genforge.serve.settings import ServeSettings
@@ -26,12 +26,13 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
     ``load_async`` (``/readyz`` is 503 until then)."""
     state = ServerState(settings=settings or ServeSettings(), models={m.name: m for m in models},
                         load_async=load_async)
-    app = FastAPI(title="genforge", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="genforge", lifespan=lifespan, docs_url=None, redoc_url=None)  # see routes.system
     app.state.server = state
     app.state.metrics, app.state.models, app.state.settings = state.metrics, state.models, state.settings
     errors.install(app, state.counted)
     app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes, on_error=state.counted)
     app.add_middleware(Gate, check=state.gate)
+    app.add_middleware(WriteTimeout, seconds=state.settings.write_timeout)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -4,9 +4,12 @@ engine events from the engine's thread onto the event loop, and cancellation whe
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from genforge.serve import errors
+
+log = logging.getLogger("uvicorn.error")
 
 
 class BodyLimit:
@@ -65,15 +68,64 @@ class Gate:
         return await self.app(scope, receive, send)
 
 
+class WriteTimeout:
+    """ASGI middleware: a write to the client that waits more than ``seconds`` (a client that stopped
+    reading, its socket buffers full) ends the response; the server then closes the connection, and
+    a streamed generation is cancelled with it."""
+
+    def __init__(self, app, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def timed(message):
+            try:
+                await asyncio.wait_for(send(message), self.seconds)
+            except asyncio.TimeoutError:
+                raise SlowClient(f"a write to the client took over {self.seconds:g} s") from None
+
+        try:
+            await self.app(scope, receive, timed)
+        except SlowClient as e:
+            log.warning("genforge serve: %s %s: %s; connection closed", scope.get("method"), scope.get("path"), e)
+
+
+class SlowClient(Exception):
+    """The client did not take a write within the write timeout."""
+
+
+class Overflow:
+    """The event a request's queue gets, once, when its client fell ``limit`` events behind."""
+
+
 class EventBridge:
     """Engine events (from its thread) into an asyncio queue on the server's loop, as ``(key, event)``:
-    the jobs of one request share a queue, each tagged with its own key."""
+    the jobs of one request share a queue, each tagged with its own key. At most ``limit`` events wait
+    in the queue: beyond, ``on_overflow()`` runs (it cancels the request), :class:`Overflow` is queued
+    and later events are dropped, so a client that reads slower than generation holds bounded memory."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, key: int = 0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, key: int = 0, *,
+                 limit: int | None = None, on_overflow=None) -> None:
         self.loop, self.queue, self.key = loop, queue, key
+        self.limit, self.on_overflow = limit, on_overflow
 
     def __call__(self, event: Any) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (self.key, event))
+        self.loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Any) -> None:
+        if self.limit is None:
+            return self.queue.put_nowait((self.key, event))
+        if getattr(self.queue, "overflowed", False):
+            return None
+        if self.queue.qsize() >= self.limit:
+            self.queue.overflowed = True
+            self.queue.put_nowait((self.key, Overflow()))
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return None
+        return self.queue.put_nowait((self.key, event))
 
 
 async def cancel_on_disconnect(request, jobs: list) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -10,7 +11,8 @@ class ServeSettings:
     """Server limits and options (each a ``genforge serve`` flag).
 
     Attributes:
-        api_key: when set, ``/v1/*`` needs ``Authorization: Bearer <api_key>``.
+        api_key: when set, everything but ``/``, ``/healthz`` and ``/readyz`` needs
+            ``Authorization: Bearer <api_key>`` (``/v1/*``, ``/openapi.json``, ``/metrics``).
         max_batch: text rows decoded together / images drawn in one forward pass, per model.
         max_queue: requests allowed to wait per model; beyond, 429 with ``Retry-After``.
         timeout: seconds a request may take from arrival to its last byte (0 = no limit); beyond, 504.
@@ -21,6 +23,10 @@ class ServeSettings:
         max_body_bytes: the largest request body; beyond, 413.
         batch_window_s: how long an image request waits for others to share its batch.
         max_steps: the largest ``steps`` a diffusion image request may ask for (sampling cost).
+        stream_buffer: events one streamed response may hold for a client that reads slower than it is
+            generated; beyond, its generation is cancelled.
+        write_timeout: seconds one write to a client may wait (a client that stops reading); beyond,
+            the connection is closed and its generation cancelled.
     """
 
     api_key: str | None = None
@@ -34,20 +40,31 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     batch_window_s: float = 0.01
     max_steps: int = 1000
+    stream_buffer: int = 1024
+    write_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_tokens", "max_n", "max_images", "max_prompt_chars", "max_body_bytes",
-                     "max_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_queue < 0:
-            raise ValueError(f"--max-queue must be >= 0, got {self.max_queue}")
-        if self.timeout < 0:
-            raise ValueError(f"--timeout must be >= 0 (0 = no limit), got {self.timeout}")
-        if not 0 <= self.batch_window_s <= 10:
-            raise ValueError(f"--batch-window must be in [0, 10] seconds, got {self.batch_window_s}")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"--{FLAGS.get(name, name.replace('_', '-'))} must be in [{_num(low)}, "
+                                 f"{_num(high)}], got {_num(value)}")
         if self.max_n > self.max_batch:
             raise ValueError(f"--max-n ({self.max_n}) must not exceed --max-batch ({self.max_batch}): "
                              f"a request's samples are decoded together")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("the API key must not be empty")
+        if self.api_key is not None and not KEY.fullmatch(self.api_key):
+            raise ValueError("the API key must be 1 to 256 visible ASCII characters (no spaces): HTTP headers "
+                             "cannot carry others")
+
+
+KEY = re.compile(r"[\x21-\x7e]{1,256}")
+FLAGS = {"batch_window_s": "batch-window"}
+BOUNDS: dict[str, tuple[float, float]] = {  # every option, bounded at start-up: [low, high]
+    "max_batch": (1, 4096), "max_queue": (0, 100_000), "timeout": (0, 86_400), "max_tokens": (1, 10_000_000),
+    "max_n": (1, 4096), "max_images": (1, 4096), "max_prompt_chars": (1, 10_000_000),
+    "max_body_bytes": (1, 1 << 30), "batch_window_s": (0, 10), "max_steps": (1, 100_000),
+    "stream_buffer": (16, 1_000_000), "write_timeout": (0.1, 3600)}
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"

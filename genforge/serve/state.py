@@ -6,10 +6,11 @@ One :class:`ServerState` per app, on ``app.state.server``; routes get it with ``
 from __future__ import annotations
 
 import hmac
+import sys
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -20,7 +21,7 @@ from genforge.serve.metrics import Metrics
 from genforge.serve.registry import ServedModel
 from genforge.serve.settings import ServeSettings
 
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics", "/favicon.ico")  # no API key, answered while loading
+OPEN_PATHS = ("/", "/healthz", "/readyz", "/favicon.ico")  # no API key (the page asks for it); all else needs it
 ROUTE_OF_TASK = {"text": "/v1/completions", "image": "/v1/images/generations"}
 
 
@@ -35,19 +36,26 @@ class ServerState:
     ready: bool = False
     error: str | None = None
     closing: bool = False
+    on_failure: Callable[[str], None] | None = None  # called with the one-line error when a model fails to load
 
     # ------------------------------------------------------------------ lifecycle
     def load_all(self) -> None:
-        """Load every model and start its engine; a failure is kept for ``/readyz`` and printed."""
-        try:
-            for m in self.models.values():
+        """Load every model and start its engine. A model that fails is named in one line, kept for
+        ``/healthz`` and ``/readyz`` and passed to ``on_failure`` (``genforge serve`` then stops)."""
+        for m in self.models.values():
+            try:
                 m.load(self.settings, on_batch=lambda rows, name=m.name: self.metrics.batch_size.labels(
                     model=name).observe(rows))
-                self.metrics.watch(m.name, lambda m=m: m.running, lambda m=m: m.waiting)
-            self.ready = True
-        except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
-            self.error = f"{type(e).__name__}: {e}"
-            print(f"genforge serve: loading failed: {self.error}", flush=True)
+            except Exception as e:  # noqa: BLE001 - reported by /healthz, /readyz and on_failure
+                why = " ".join(f"{type(e).__name__}: {e}".split())
+                self.error = f"cannot load model {m.name!r} ({m.path}): {why}"
+                if self.on_failure is not None:
+                    self.on_failure(self.error)
+                else:
+                    print(f"genforge serve: {self.error}", file=sys.stderr, flush=True)
+                return
+            self.metrics.watch(m.name, lambda m=m: m.running, lambda m=m: m.waiting)
+        self.ready = True
 
     def start(self) -> None:
         if self.load_async:
@@ -89,15 +97,15 @@ class ServerState:
         return self.models[name]
 
     def gate(self, scope: dict[str, Any]) -> Response | None:
-        """The API key on everything but the open paths; 503 for the API while the models load."""
+        """The API key on everything but :data:`OPEN_PATHS`; 503 for the API while the models load."""
         path = scope["path"]
-        if path in OPEN_PATHS or path.startswith("/docs") or path == "/openapi.json":
+        if path in OPEN_PATHS:
             return None
         key = self.settings.api_key
         if key is not None:
-            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            given = header[7:] if header[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode(), key.encode()):
+            header = dict(scope.get("headers") or []).get(b"authorization", b"")
+            given = header[7:] if header[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(given, key.encode("ascii")):
                 self.counted(None, 401)
                 return errors.error_response(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                                              "authorization", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -115,7 +115,7 @@ def test_bad_run_directories_fail_start_up_with_one_line(served_runs, tmp_path, 
             main(["serve", gpt, *flags])
         assert exit_.value.code == 2 and says in capsys.readouterr().err
     assert main(["serve", gpt, "--timeout", "-1"]) == 2
-    assert "--timeout must be >= 0" in capsys.readouterr().err
+    assert "--timeout must be in [0, 86400], got -1" in capsys.readouterr().err
 
 
 def test_serve_help_documents_every_flag():
@@ -123,7 +123,7 @@ def test_serve_help_documents_every_flag():
                          check=True).stdout
     for flag in ("--host", "--port", "--api-key", "GENFORGE_API_KEY", "--max-batch", "--max-queue", "--timeout",
                  "--max-tokens", "--max-n", "--max-images", "--max-prompt-chars", "--max-body-bytes", "--max-steps",
-                 "--batch-window", "--log-level", "NAME=RUN"):
+                 "--batch-window", "--stream-buffer", "--write-timeout", "--log-level", "NAME=RUN"):
         assert flag in out, flag
 
 

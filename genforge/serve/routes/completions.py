@@ -28,7 +28,7 @@ from genforge.sampling.text import TextRequest
 from genforge.serve import errors
 from genforge.serve.errors import APIError
 from genforge.serve.metrics import Tracker
-from genforge.serve.middleware import EventBridge, cancel_on_disconnect
+from genforge.serve.middleware import EventBridge, Overflow, cancel_on_disconnect
 from genforge.serve.registry import ServedModel
 from genforge.serve.schemas import ChatRequest, CompletionRequest
 from genforge.serve.settings import ServeSettings
@@ -64,6 +64,8 @@ class Generation:
         while left:
             timeout = None if self.deadline is None else max(0.0, self.deadline - time.perf_counter())
             k, event = await asyncio.wait_for(self.queue.get(), timeout)
+            if isinstance(event, Overflow):
+                raise StreamOverflow()
             self.tracker.saw(event)
             left -= isinstance(event, JobDone)
             yield k, event
@@ -78,9 +80,28 @@ async def completions(body: CompletionRequest, request: Request, state: ServerSt
     call = decode_request(state, body, request)
     generation = predict(state, call)
     if body.stream:
-        return StreamingResponse(encode_stream(call, generation, state.settings), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Genforge-Seed": str(call.seed)})
+        return Stream(generation, encode_stream(call, generation, state.settings), media_type="text/event-stream",
+                      headers={"Cache-Control": "no-cache", "X-Genforge-Seed": str(call.seed)})
     return await encode_response(call, generation, request, state.settings)
+
+
+class StreamOverflow(Exception):
+    """The client fell ``--stream-buffer`` events behind its stream."""
+
+
+class Stream(StreamingResponse):
+    """A streamed completion whose generation is cancelled however the response ends (a write that timed
+    out or failed included), not only when its generator is closed."""
+
+    def __init__(self, generation: Generation, content, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.generation = generation
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.cancel()
 
 
 @router.post("/v1/chat/completions")
@@ -149,10 +170,17 @@ def predict(state: ServerState, call: Completion) -> Generation:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     jobs: list[Job] = []
+    limit = state.settings.stream_buffer if call.body.stream else None  # a whole response is read as it comes
+
+    def overflow() -> None:
+        for job in jobs:
+            job.cancel()
+
     try:
         with errors.queue_errors():
             for k, (request, options) in enumerate(call.prompts):
-                jobs.append(call.model.engine.submit(request, options, sink=EventBridge(loop, queue, k)))
+                bridge = EventBridge(loop, queue, k, limit=limit, on_overflow=overflow)
+                jobs.append(call.model.engine.submit(request, options, sink=bridge))
     except APIError:
         for job in jobs:
             job.cancel()
@@ -231,6 +259,12 @@ async def encode_stream(call: Completion, generation: Generation, settings: Serv
             generation.cancel()
             yield chunk([], error=errors.error_body(504, _timeout(settings))["error"])
             generation.tracker.finished(504)
+            return
+        except StreamOverflow:
+            generation.cancel()
+            generation.tracker.finished(499)
+            yield chunk([], error=errors.error_body(499, f"the client fell more than --stream-buffer "
+                                                         f"{settings.stream_buffer} events behind; cancelled")["error"])
             return
         include_usage = call.body.stream_options is None or call.body.stream_options.include_usage
         yield chunk(finish, **({"usage": _usage(done)} if include_usage else {}))

@@ -1,4 +1,8 @@
-"""The routes around the API: the page, health, readiness, Prometheus metrics and the model list."""
+"""The routes around the API: the page, health, readiness, Prometheus metrics and the model list.
+
+``/docs`` (Swagger UI) is off: FastAPI's page loads its scripts from a CDN, so it would not work offline,
+and no installed package ships the assets; ``/openapi.json`` describes the API (behind the key when set).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ async def page() -> HTMLResponse:
 
 
 @router.get("/healthz")
-async def healthz() -> dict:
+async def healthz(state: ServerState = Depends(server_state)):
+    if state.error:  # a model that cannot load: the server is not healthy (``genforge serve`` stops)
+        return errors.error_response(503, f"unhealthy: {state.error}", code="load_failed")
     return {"status": "ok"}
 
 
