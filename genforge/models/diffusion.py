@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genforge.config import FieldError
+from genforge.config import ConfigError, FieldError
 from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, OnnxGraphs, SampleOptions,
                                   eval_mode, labels_for, unpack_image_batch)
@@ -220,12 +220,20 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         return uncond + guidance * (cond - uncond)
 
     def parse_sample_options(self, options: Any = None) -> DiffusionSampleOptions:
+        """The base checks, this model's bounds, then the sampler these options build (its step range on this
+        model's schedule, eta only for ddim): everything ``sample`` would refuse, refused before any work, as a
+        ``ConfigError`` whose ``key`` is the option (``sample.steps``, ``sample.sampler``, ``sample.eta`` …)."""
         opts = super().parse_sample_options(options)
-        self._check_sampler(opts.sampler, SAMPLERS)
-        if opts.steps > self.config.timesteps:
-            raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
-        if opts.guidance is not None and not self.num_classes:
-            raise ValueError("guidance needs a class-conditional model; this one is unconditional")
+        try:
+            self._check_sampler(opts.sampler, SAMPLERS)
+            if opts.steps > self.config.timesteps:
+                raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, "
+                                          f"got {opts.steps}")
+            if opts.guidance is not None and not self.num_classes:
+                raise FieldError("guidance", "needs a class-conditional model; this one is unconditional")
+            self._sampler(opts.sampler, opts.steps, opts.eta)
+        except FieldError as e:
+            raise ConfigError(f"invalid value: sample.{e}", key=f"sample.{e.field}") from None
         return opts
 
     def _check_sampler(self, name: str | None, allowed: Any) -> None:
@@ -233,8 +241,8 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         if name is not None and (name not in allowed or SAMPLERS[name].objective != objective):
             usable = [n for n in allowed if SAMPLERS[n].objective == objective]
             where = "" if allowed is SAMPLERS else " for this"
-            raise ValueError(f"sampler {name!r} does not run a {objective} model{where}; use one of "
-                             f"{', '.join(usable)}")
+            raise FieldError("sampler", f"{name!r} does not run a {objective} model{where}; use one of "
+                                        f"{', '.join(usable)}")
 
     def _sampler(self, name: str | None, steps: int, eta: float = 0.0) -> Sampler:
         """Sampler ``name`` (None = dpm++ for the DDPM objective, euler for flow) over ``steps`` levels."""

@@ -39,8 +39,8 @@ class Sampler:
         check_sampler_schedule(type(self), schedule)
         bound = self.max_steps(schedule)
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= bound:
-            raise ValueError(f"steps must be an int in [1, {bound}] for the {self.name!r} sampler on a "
-                             f"{schedule.timesteps}-timestep schedule, got {steps!r}")
+            raise FieldError("steps", f"must be an int in [1, {bound}] for the {self.name!r} sampler on a "
+                                      f"{schedule.timesteps}-timestep schedule, got {steps!r}")
         self.schedule = schedule
         self.steps = steps
 
@@ -235,9 +235,9 @@ def check_sampler_schedule(cls: type[Sampler], schedule: object) -> None:
     have = getattr(schedule, "objective", None)
     if have != cls.objective:
         each = "; ".join(f"{o!r}: {[k for k, c in SAMPLERS.items() if c.objective == o]}" for o in _SCHEDULE_FOR)
-        raise ValueError(f"the {cls.name!r} sampler needs the {cls.objective!r} objective (a "
-                         f"{_SCHEDULE_FOR[cls.objective]}); got a {type(schedule).__name__} (objective "
-                         f"{have!r}). Samplers per objective: {each}")
+        raise FieldError("sampler", f"{cls.name!r} needs the {cls.objective!r} objective (a "
+                                    f"{_SCHEDULE_FOR[cls.objective]}); got a {type(schedule).__name__} (objective "
+                                    f"{have!r}). Samplers per objective: {each}")
 
 
 def make_sampler(name: str, schedule: NoiseSchedule | FlowSchedule, steps: int, *, prediction: str = "epsilon",
@@ -252,14 +252,14 @@ def make_sampler(name: str, schedule: NoiseSchedule | FlowSchedule, steps: int, 
             ``steps`` outside [1, the sampler's bound]; ``eta`` outside [0, 1]; an unknown prediction.
     """
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")
+        raise FieldError("sampler", f"must be one of {list(SAMPLERS)}, got {name!r}")
     cls = SAMPLERS[name]
     check_sampler_schedule(cls, schedule)
     _check_eta(eta)
     if cls is DDIMSampler:
         return DDIMSampler(schedule, steps, prediction=prediction, eta=eta)
     if eta != 0.0:
-        raise ValueError(f"eta applies only to the 'ddim' sampler, not {name!r} (got eta={eta})")
+        raise FieldError("eta", f"applies only to the 'ddim' sampler, not {name!r} (got eta={eta})")
     if cls.objective == "flow":
         return cls(schedule, steps)
     return cls(schedule, steps, prediction=prediction)

@@ -180,6 +180,7 @@ class ImagePipeline:
         """Validate ``options`` (request fields, the condition and the family's sample options) in one go."""
         request, opts = parse_options(ImageRequest, self.model.sample_options, options or {}, model=self.model,
                                       name=self.name)
+        opts = self.model.parse_sample_options(opts)  # the family's own checks (a sampler it cannot build …)
         condition = self.condition(request)
         if condition is not None and isinstance(condition.label, int):
             request.label = condition.label

@@ -8,6 +8,8 @@ import re
 import pytest
 import torch
 
+from genforge.config import FieldError
+
 from genforge.models.samplers import SAMPLERS, DDIMSampler, DDPMSampler, DPMSolverPP2M, FlowEuler, make_sampler
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
 
@@ -379,13 +381,13 @@ def test_make_sampler_builds_each_registered_sampler():
 
 def test_make_sampler_errors():
     ddpm, flow = NoiseSchedule("linear", 1000), FlowSchedule(1000)
-    with pytest.raises(ValueError, match=r"unknown sampler 'heun'.*'ddpm', 'ddim', 'dpm\+\+', 'euler'"):
+    with pytest.raises(FieldError, match=r"sampler must be one of \['ddpm', 'ddim', 'dpm\+\+', 'euler'\], got 'heun'"):
         make_sampler("heun", ddpm, 10)
     for name in ("ddpm", "ddim", "dpm++"):
-        with pytest.raises(ValueError, match=rf"'{re.escape(name)}' sampler needs the 'ddpm' objective.*"
+        with pytest.raises(FieldError, match=rf"sampler '{re.escape(name)}' needs the 'ddpm' objective.*"
                                              r"NoiseSchedule.*got a FlowSchedule"):
             make_sampler(name, flow, 10)
-    with pytest.raises(ValueError, match=r"'euler' sampler needs the 'flow' objective.*FlowSchedule.*"
+    with pytest.raises(FieldError, match=r"sampler 'euler' needs the 'flow' objective.*FlowSchedule.*"
                                          r"got a NoiseSchedule"):
         make_sampler("euler", ddpm, 10)
     for steps in (0, 1001):

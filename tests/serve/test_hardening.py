@@ -3,7 +3,6 @@ server options are bounded; slow readers are bounded and timed out; what the key
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import socket
@@ -16,7 +15,6 @@ import uvicorn
 
 from genforge.cli import main
 from genforge.serve import ServeSettings, check_specs, create_app
-from genforge.serve.routes.images import blame
 
 from .conftest import free_port
 
@@ -50,11 +48,11 @@ def client(served_runs):
         yield c
 
 
-REFUSED = [  # options the model refuses only when it builds its sampler, or with an error that names no field
+REFUSED = [  # options the model refuses only when it builds its sampler: the error carries its field
     ({"steps": 100}, "steps"),                              # over dpm++'s range on a 100-timestep schedule
     ({"sampler": "ddpm", "steps": 100, "eta": 0.5}, "eta"),  # eta is ddim's alone
     ({"eta": 0.5}, "eta"),
-    ({"steps": 100, "eta": 0.5}, "steps"),                  # two bad options: the one refused on its own first
+    ({"steps": 100, "eta": 0.5}, "eta"),                    # two bad options: the first the sampler checks
     ({"sampler": "euler"}, "sampler"),                      # a flow sampler on a DDPM model
     ({"sampler": "euler", "eta": 0.5}, "sampler"),
 ]
@@ -67,25 +65,6 @@ def test_what_sampling_would_refuse_is_a_400_naming_the_field(client, options, p
     assert r.json()["error"]["param"] == param, r.json()
     r = client.post("/v1/images/generations", json={"model": "tiny-gan", "guidance": 2})
     assert r.status_code == 400 and r.json()["error"]["param"] == "guidance"
-
-
-def test_blame_tries_the_given_options_and_reads_no_message():
-    @dataclasses.dataclass
-    class Options:
-        a: int = 0
-        b: int = 0
-
-    class Model:
-        def parse_sample_options(self, o):
-            if o.a and o.b:  # refused only together: the first given option whose default is accepted
-                raise ValueError("b and a")
-            if o.a > 5:
-                raise ValueError("no field here")
-            return o
-
-    assert blame(Model(), Options(a=1, b=1), {"a": 1, "b": 1}) == "a"
-    assert blame(Model(), Options(a=9, b=1), {"b": 1, "a": 9}) == "a"  # b's default still refuses: a alone does
-    assert blame(Model(), Options(a=9), {}) is None
 
 
 def test_server_options_are_bounded_at_start_up(served_runs, capsys):

@@ -59,15 +59,10 @@ def decode_request(state: ServerState, body: ImageGenerationRequest, request: Re
     condition, sources = condition_fields(body, model)
     check_option_names(body, model)
     seed = body.seed if body.seed is not None else secrets.randbits(31)
-    try:
+    try:  # the request fields, the condition and the family's options, with the model's own checks
         parsed, options = model.pipe.parse({**body.family_options(), "n": body.n, "seed": seed, **condition})
-    except ValueError as e:  # ConfigError / FieldError with the field (label, steps, guidance, ...)
+    except ValueError as e:  # ConfigError / FieldError with the field (label, steps, sampler, eta, ...)
         raise errors.invalid(e, names=sources) from None
-    try:
-        check_options(model.pipe.model, options)
-    except ValueError as e:  # the field as data, else the one given option that, left out, is accepted
-        culprit = blame(model.pipe.model, options, body.family_options())
-        raise errors.invalid(e, default=culprit, names=sources) from None
     steps = options.model_evaluations()
     if steps is not None and steps > state.settings.max_steps:
         raise APIError(400, f"steps must be <= {state.settings.max_steps} on this server, got {steps}",
@@ -114,36 +109,6 @@ def check_option_names(body: ImageGenerationRequest, model: ServedModel) -> None
             fields = sorted(set(ImageGenerationRequest.model_fields) | allowed)
             raise APIError(400, f"unknown field {name!r}{did_you_mean(name, fields)} (this model takes: "
                                 f"{', '.join(fields)})", param=name, code="unknown_field")
-
-
-def check_options(model: Any, options: Any) -> None:
-    """What sampling ``options`` on ``model`` would refuse, refused now (ValueError): the model's own bounds
-    (steps <= its T, its objective's samplers) and the sampler those options build (a sampler's step
-    range, eta only for ddim), which the model otherwise builds only once sampling starts."""
-    options = model.parse_sample_options(options)
-    build = getattr(model, "_sampler", None)  # diffusion: the sampler of these options (cheap, no model call)
-    if build is not None and hasattr(options, "steps"):
-        build(getattr(options, "sampler", None), options.steps, getattr(options, "eta", 0.0))
-
-
-def blame(model: Any, options: Any, given: dict[str, Any]) -> str | None:
-    """The request field of an options error that carries none, found by trying (never read from the message):
-    the first option the request gave whose default makes ``options`` acceptable, else the first that is
-    refused on its own (every other given option at its default)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(options) if f.default is not dataclasses.MISSING}
-    names = [n for n in given if n in defaults]
-
-    def refused(reset: list[str]) -> bool:
-        try:
-            check_options(model, dataclasses.replace(options, **{n: defaults[n] for n in reset}))
-        except ValueError:
-            return True
-        return False
-
-    for name in names:
-        if not refused([name]):
-            return name
-    return next((name for name in names if refused([n for n in names if n != name])), None)
 
 
 # ---------------------------------------------------------------------- predict
