@@ -227,3 +227,34 @@ def test_compare_killed_during_its_renames_is_completed_and_an_unfinished_one_re
     assert (tmp_path / MD_NAME).read_text() == "new md" and (tmp_path / HTML_NAME).read_text() == "new html"
     assert sorted(p.name for p in tmp_path.iterdir()) == [HTML_NAME, MD_NAME]
     assert "interrupted compare" in capsys.readouterr().err
+
+
+def test_inpaint_or_upscale_folder_killed_mid_write_leaves_no_folder(tmp_path, monkeypatch):
+    import genforge.sampling.images as images
+    from genforge.cli.apps import _save
+
+    written = []
+
+    def save_grid(img, path, **kw):
+        if written:
+            raise KeyboardInterrupt  # killed after the first image
+        written.append(path)
+        Path(path).write_bytes(b"png")
+
+    monkeypatch.setattr(images, "save_grid", save_grid)
+    paths = [tmp_path / "out" / f"{i}.png" for i in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        _save(torch.zeros(3, 1, 8, 8), paths, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_file_killed_mid_write_keeps_the_earlier_file(tmp_path):
+    from genforge.io import atomic_path
+
+    out = tmp_path / "sample.png"
+    out.write_bytes(b"earlier")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert out.read_bytes() == b"earlier" and list(tmp_path.iterdir()) == [out]
