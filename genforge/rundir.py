@@ -196,8 +196,9 @@ def check_location(path: str | Path, *, command: str, what: str = "output", fold
     if run is not None:
         parts = path.absolute().relative_to(run).parts
         if not _owns(command, parts):
+            owned = OWNED.get(command, "nothing")
             raise RunDirError(f"refusing to write {what} {path}: it lies inside the run {run}, where {command} "
-                              f"writes only {OWNED.get(command, 'nothing')}; choose another output")
+                              f"writes {'nothing' if owned == 'nothing' else 'only ' + owned}; choose another output")
     remove_stale(path.absolute().parent, path.name)
     return path
 
