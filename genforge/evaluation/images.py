@@ -273,12 +273,12 @@ def _prdc_policy(opts: ImageEvalOptions, metrics: list[str], n_gen: int, n_ref: 
 
 
 def _evaluator_trust(features: Extractor | None, evaluator: Extractor | None, warns: list[str],
-                     notes: list[str]) -> None:
+                     notes: list[str] | None = None) -> None:
     """Record the held-out accuracy of every evaluator classifier behind the metrics (a note in eval.json),
     and warn when it classifies its own held-out images poorly."""
     for ex in {id(e): e for e in (features, evaluator) if e is not None}.values():
         acc = ex.test_accuracy
-        if acc is not None and not math.isnan(acc):
+        if notes is not None and acc is not None and not math.isnan(acc):
             notes.append(f"evaluator {ex.id} (sha256 {ex.sha256[:12]}…): {acc:.2%} of its {ex.test_examples} "
                          f"held-out images classified correctly")
         if acc is not None and not math.isnan(acc) and acc < EVALUATOR_MIN_ACCURACY:

@@ -304,3 +304,16 @@ def test_mnist_train_vs_test_fid_and_noise(mnist_dir, request, record_property):
     print("MNIST FID vs noise sigma (0, .05, .1, .2):", [round(f, 2) for f in fids])
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
     assert fids[1] > 2 * fids[0]
+
+
+def test_every_evaluator_behind_the_metrics_has_its_held_out_accuracy_noted():
+    from genforge.evaluation.features import Extractor
+    from genforge.evaluation.images import _evaluator_trust
+
+    ex = Extractor(id="evaluator:x", sha256="ab" * 32, dim=8, run=lambda x: (x, None), channels=1, image_size=8,
+                   num_classes=10, test_accuracy=0.9925, test_examples=400)
+    warns: list[str] = []
+    notes: list[str] = []
+    _evaluator_trust(ex, ex, warns, notes)
+    assert warns == [] and notes == ["evaluator evaluator:x (sha256 abababababab…): 99.25% of its 400 held-out "
+                                     "images classified correctly"]

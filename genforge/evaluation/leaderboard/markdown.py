@@ -48,7 +48,7 @@ def _cell(c: CellView) -> str:
     if c.state == "flag":
         return f"{_md(c.value)} {_md(c.note)}"
     value = f"**{_md(c.value)}**" if c.state == "best" else _md(c.value)
-    return value + (f" ({_md(c.rank)})" if c.rank else "") + (f" {EARLIER_MARK}" if c.earlier else "")
+    return value + (f" ({c.rank})" if c.rank else "") + (f" {EARLIER_MARK}" if c.earlier else "")  # ours: #n
 
 
 def _table(board: Leaderboard, title: str) -> list[str]:
