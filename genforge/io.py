@@ -87,6 +87,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def temporary_owner(name: str) -> int | None:
+    """The pid in a temporary's name (``.NAME.PID_xxx.tmp``), or None for any other name."""
+    m = _STALE.match(name)
+    return int(m["pid"]) if m else None
+
+
 def remove_stale(folder: str | Path, name: str | None = None, *, report: bool = True) -> list[Path]:
     """Remove the temporaries (files or folders) that killed writers left in ``folder`` — those of ``name`` only,
     when given — whose process no longer runs; each is named on stderr unless ``report`` is false."""

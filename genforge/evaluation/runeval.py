@@ -18,8 +18,8 @@ from genforge.data import DataError, is_text_dataset, load_images
 from genforge.data.samples import load_samples
 from genforge.evaluation.images import ImageEvalOptions, evaluate_images
 from genforge.evaluation.protocol import EvalError
-from genforge.evaluation.record import (EVAL_FORMAT, EvalOutcome, build_record, format_markdown, format_table,
-                                        read_eval, write_record)
+from genforge.evaluation.record import (EVAL_FORMAT, EvalOutcome, build_record, commit_record, format_markdown,
+                                        format_table, read_eval)
 from genforge.evaluation.reference import images_sha256
 from genforge.rundir import RunDir
 from genforge.sampling.images import save_grid
@@ -58,7 +58,8 @@ def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | N
     if RunDir(out_dir).config.is_file():
         raise EvalError(f"--out {out_dir} is a training run; `eval --samples` writes a folder of its own "
                         f"(eval.json, eval.md, samples.png), so choose another --out")
-    previous = read_eval(out_dir) if out_dir.is_dir() else None
+    if out_dir.is_dir():
+        read_eval(out_dir)  # a damaged eval.json is reported before any work
     c, s = int(images.shape[1]), int(images.shape[2])
     data_cfg = DataConfig(name=dataset, data_dir=None if data_dir is None else str(Path(data_dir).expanduser()),
                           image_size=s, channels=c, verify=verify)
@@ -73,10 +74,11 @@ def evaluate_samples(path: str | Path, *, dataset: str, data_dir: str | Path | N
     subject = {"kind": "samples", "path": str(src.resolve()), "name": src.resolve().name.split(".")[0],
                "family": "samples", "samples_sha256": images_sha256(images)}
     shown = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "progress"}
-    record = build_record(report, subject, {**shown, "dataset": dataset}, previous, time.perf_counter() - t0)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_grid(images[:64], RunDir(out_dir).samples("image"), metadata={"source": str(src.resolve()), "n": len(images)})
-    json_path, md_path = write_record(out_dir, record)
+    record, json_path, md_path = commit_record(  # merged with eval.json as it is now, under the folder's eval lock
+        out_dir, lambda previous: build_record(report, subject, {**shown, "dataset": dataset}, previous,
+                                               time.perf_counter() - t0))
     return EvalOutcome(record, json_path, md_path, report)
 
 

@@ -305,7 +305,8 @@ class ImagePipeline:
         The path is checked before anything is drawn: a run's own files, folders, unsupported
         suffixes and (without ``overwrite``) existing files are refused.
         """
-        path = check_output(self.default_output(run_dir, request) if out is None else out, overwrite=overwrite)
+        path = check_output(self.default_output(run_dir, request) if out is None else out, overwrite=overwrite,
+                            command="sample")
         image_format(path)
         return self.write(path, request, options)
 

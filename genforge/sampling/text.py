@@ -242,7 +242,7 @@ class TextPipeline:
         if request.prompt is not None:
             self.tokenizer.encode(request.prompt)  # a prompt the tokenizer cannot encode fails before any output
         if out is not None:
-            return self.write(check_output(out, overwrite=overwrite), request, options)
+            return self.write(check_output(out, overwrite=overwrite, command="sample"), request, options)
         if request.n > 1:
             texts = self.generate(request, options)
             stream.write("\n".join(f"--- sample {i} (seed {request.seed}) ---\n{t}" for i, t in enumerate(texts)) + "\n")

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_model
 from torch import nn
 
+from genforge.io import pid_alive, temporary_owner
 from genforge.rundir import BEST_DIR, EMA_WEIGHTS, MANIFEST, SAMPLES_DIR, STATE, WEIGHTS
 from genforge.rundir import CHECKPOINTS_DIR as CHECKPOINT_DIR
 
@@ -375,6 +376,9 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     for folder in (run, run / BEST_DIR, run / SAMPLES_DIR):
         if folder.is_dir() and not folder.is_symlink():
             for p in folder.iterdir():
+                owner = temporary_owner(p.name)  # another command (eval …) still writing keeps its temporary
+                if owner is not None and owner != os.getpid() and pid_alive(owner):
+                    continue
                 if _TEMP_FILE.match(p.name) and p.is_file() and not p.is_symlink():
                     p.unlink(missing_ok=True)
                     removed.append(p)

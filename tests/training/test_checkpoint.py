@@ -275,3 +275,26 @@ def test_pruning_removes_only_folders_that_hold_a_checkpoint_and_nothing_else(ru
     assert (step_dir(run, 4) / "notes.txt").read_text() == "mine"
     assert step_dir(run, 6).is_dir() and not step_dir(run, 8).exists() and not step_dir(run, 10).exists()
     assert ckpt_mod.prunable(step_dir(run, 12)) and not ckpt_mod.prunable(step_dir(run, 4))
+
+
+def test_training_start_up_keeps_the_temporary_of_a_command_still_writing(tmp_path):
+    """A train --resume starting while an eval writes into the run removes only dead writers' temporaries."""
+    import os
+    import subprocess
+    import sys
+
+    from genforge.training.checkpoint import remove_stale_temporaries
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        alive = tmp_path / f".eval.json.{live.pid}_abc.tmp"
+        dead = tmp_path / ".eval.md.999999999_abc.tmp"
+        legacy = tmp_path / ".model.safetensors.x1y2.tmp"  # the earlier naming: no pid, removed as before
+        for p in (alive, dead, legacy):
+            p.write_text("partial")
+        removed = remove_stale_temporaries(tmp_path)
+        assert alive.exists() and not dead.exists() and not legacy.exists()
+        assert set(removed) == {dead, legacy} and os.getpid() != live.pid
+    finally:
+        live.kill()
+        live.wait()
