@@ -121,11 +121,11 @@ def collect(work: Path) -> dict:
         _run(["train", name, "--out", str(run), *COMMON])
         files = {p.relative_to(run).as_posix(): _sha(p) for p in sorted(run.glob("samples*.png"))}
         files.update({p.relative_to(run).as_posix(): _sha(p) for p in sorted((run / "samples").glob("*.png"))})
-        _run(["sample", str(run), "--n", "24", "--seed", "3", "-o", str(run / "s3.png")])
-        files["sample --seed 3"] = _sha(run / "s3.png")
+        _run(["sample", str(run), "--n", "24", "--seed", "3", "-o", str(work / f"{name}-s3.png")])
+        files["sample --seed 3"] = _sha(work / f"{name}-s3.png")
         if name == "tiny-gan":  # the conditional one
-            _run(["sample", str(run), "--n", "10", "--seed", "1", "--label", "4", "-o", str(run / "l4.png")])
-            files["sample --label 4"] = _sha(run / "l4.png")
+            _run(["sample", str(run), "--n", "10", "--seed", "1", "--label", "4", "-o", str(work / f"{name}-l4.png")])
+            files["sample --label 4"] = _sha(work / f"{name}-l4.png")
         files["model.safetensors"] = _weights_sha(run / "model.safetensors")
         _run(["eval", str(run), "--n", "200", "--allow-small", "--kid-subset-size", "50", "--no-progress"])
         out[name] = {"files": files, "eval": _eval_values(run)}
@@ -137,8 +137,8 @@ def collect(work: Path) -> dict:
              for p in [run / "samples.txt", *sorted((run / "samples").glob("*.txt"))]}
     texts["sample stream"] = _run(["sample", str(run), "--prompt", "Ka", "--max-new-tokens", "80", "--seed", "2"])
     _run(["sample", str(run), "--prompt", "Lo", "--n", "3", "--max-new-tokens", "40", "--top-k", "5",
-          "--stop", ".", "--seed", "4", "-o", str(run / "three.txt")])
-    texts["sample -n 3 --stop"] = (run / "three.txt").read_text(encoding="utf-8")
+          "--stop", ".", "--seed", "4", "-o", str(work / "tiny-gpt-three.txt")])
+    texts["sample -n 3 --stop"] = (work / "tiny-gpt-three.txt").read_text(encoding="utf-8")
     texts["sample --best"] = _run(["sample", str(run), "--best", "--prompt", "Mi", "--max-new-tokens", "30",
                                    "--temperature", "0.5", "--top-p", "0.9"])
     _run(["eval", str(run), "--n", "8", "--max-new-tokens", "32", "--prompts", "8", "--prompt-tokens", "16",
