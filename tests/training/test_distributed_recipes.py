@@ -30,6 +30,8 @@ import pytest
 import torch
 import yaml
 
+from .test_distributed import corpus  # noqa: F401 - the same small corpus fixture
+
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="this torch build has no gloo backend")
 
@@ -128,17 +130,6 @@ def _logged(out: Path) -> list[int]:
     """The steps of the training log lines (not the evaluation records) in ``metrics.jsonl``."""
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["step"] for r in records if "lr" in r]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    import random
-
-    rnd = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog while seven cats watch from home".split()
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text(" ".join(rnd.choice(words) for _ in range(20000)), encoding="utf-8")
-    return path
 
 
 ALL = sorted(p.stem for p in RECIPES.glob("*.yaml"))
