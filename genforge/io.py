@@ -9,11 +9,13 @@ Bottom layer: imports nothing from genforge.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +26,57 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks
     fcntl = None  # type: ignore[assignment]
 
 _STALE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)_[A-Za-z0-9_]+\.tmp$")
+# Outputs a command found absent at its start (``rundir.check_output`` without --overwrite): they are published
+# create-exclusive (:func:`publish`), so a writer that got there first in the meantime is never replaced.
+_MUST_BE_NEW: dict[str, set[int]] = {}  # absolute path → the threads of this process that claimed it
+
+
+def claim_new(target: str | Path, new: bool = True) -> None:
+    """Mark ``target`` as an output of this thread that must not exist when published (another writer's file
+    is kept); ``new=False`` drops such a mark (an output given with --overwrite, or one no longer written)."""
+    key, me = os.path.abspath(target), threading.get_ident()
+    if new:
+        _MUST_BE_NEW.setdefault(key, set()).add(me)
+    elif me in _MUST_BE_NEW.get(key, ()):
+        _MUST_BE_NEW[key].discard(me)
+        if not _MUST_BE_NEW[key]:
+            del _MUST_BE_NEW[key]
+
+
+def publish(tmp: str | Path, target: str | Path) -> None:
+    """Rename the finished temporary ``tmp`` onto ``target``: replacing it, or, for a :func:`claim_new` target,
+    only if it is still absent (``os.link`` + unlink, which fails atomically on an existing name; a folder is
+    renamed, which fails onto a non-empty one). A target another process wrote first is a FileExistsError
+    (one line) and stays whole."""
+    try:
+        if threading.get_ident() in _MUST_BE_NEW.get(os.path.abspath(target), ()) and not os.path.isdir(tmp):
+            _link_new(tmp, target)
+        else:
+            os.replace(tmp, target)
+    except FileExistsError:
+        raise FileExistsError(f"{target} was written by another process while this one ran; it was kept "
+                              f"and nothing was replaced") from None
+    except OSError as e:
+        if os.path.isdir(tmp) and os.path.isdir(target) and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(f"{target} was written by another process while this one ran; it was kept "
+                                  f"and nothing was replaced") from None
+        raise
+    finally:
+        claim_new(target, False)
+
+
+def _link_new(tmp: str | Path, target: str | Path) -> None:
+    """``tmp`` under the new name ``target`` (FileExistsError when taken), then ``tmp`` gone."""
+    try:
+        os.link(tmp, target)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(target):  # a file system without hard links: check, then rename (a narrow window)
+            raise FileExistsError(target) from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
 
 
 def _prefix(target: Path) -> str:
@@ -48,7 +101,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,9 +116,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if target.is_dir():
-            target.rmdir()  # empty (an existing non-empty folder raises here, and nothing is replaced)
-        os.replace(tmp, target)
+        if target.is_dir() and not any(target.iterdir()):
+            try:
+                target.rmdir()  # empty; onto a non-empty folder (another writer's) the rename fails, replacing
+            except OSError:     # nothing
+                pass
+        publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

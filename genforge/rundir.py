@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; a run dire
     fcntl = None  # type: ignore[assignment]
 
 from genforge.config import ConfigError, load_yaml
-from genforge.io import remove_stale
+from genforge.io import claim_new, remove_stale
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.safetensors"
@@ -207,7 +207,8 @@ def check_output(path: str | Path, *, overwrite: bool = False, what: str = "outp
                  chosen: bool = False) -> Path:
     """Refuse an output file that would damage something (:func:`check_location`; the default rule is that of
     ``genforge sample``, whose writers call this), a folder, an existing file (unless ``overwrite``), or a
-    parent that is a file. Returns the path."""
+    parent that is a file. Without ``overwrite`` the file is published only if still absent then
+    (:func:`genforge.io.claim_new`). Returns the path."""
     path = check_location(path, command=command, what=what, chosen=chosen)
     if path.is_dir():
         raise RunDirError(f"{what} {path} is a folder; give a file name")
@@ -218,6 +219,7 @@ def check_output(path: str | Path, *, overwrite: bool = False, what: str = "outp
             break
     if path.exists() and not overwrite:
         raise RunDirError(f"{what} {path} already exists; pass --overwrite to replace it (nothing was changed)")
+    claim_new(path, not overwrite)  # published create-exclusive: a file another writer puts there meanwhile is kept
     return path
 
 

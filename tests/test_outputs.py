@@ -258,3 +258,14 @@ def test_sample_file_killed_mid_write_keeps_the_earlier_file(tmp_path):
             tmp.write_bytes(b"half")
             raise KeyboardInterrupt
     assert out.read_bytes() == b"earlier" and list(tmp_path.iterdir()) == [out]
+
+
+def test_hand_damaged_eval_json_of_other_weights_stays_out_of_the_model_card(tmp_path):
+    from genforge.export import export_run
+
+    run = tiny_gan(tmp_path / "run")
+    record = _record("fid", "f" * 64, None)  # measured other weights (copied in by hand)
+    record["results"][0]["value"] = 123.456
+    (run / "eval.json").write_text(json.dumps(record))
+    card = (export_run(run, "hf") / "README.md").read_text()
+    assert "123.456" not in card and "other weights" in card

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from genforge import __version__
-from genforge.io import atomic_dir, atomic_path
+from genforge.io import atomic_dir, atomic_path, claim_new
 from genforge.models.base import SampleOptions
 from genforge.rundir import RunDirError, check_location
 from genforge.sampling.images import ImagePipeline
@@ -86,6 +86,8 @@ def check_new_output(out: str | Path) -> Path:
         raise RunDirError(f"{out} already exists; choose a new output (nothing was changed)")
     if not out.absolute().parent.is_dir():
         raise RunDirError(f"cannot write {out}: {out.absolute().parent} is not a folder")
+    if out.suffix.lower() == ".npz":
+        claim_new(out)  # another synth's file written there meanwhile is kept (a folder: the rename refuses)
     return out
 
 

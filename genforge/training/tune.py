@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import yaml
 
 from genforge.config import ConfigError, apply_overrides, dump_yaml, load_yaml
 from genforge.evaluation.compare import compare_runs
-from genforge.io import atomic_write_text
+from genforge.io import atomic_path, atomic_write_text, remove_stale
 from genforge.rundir import LOG_BOOKKEEPING, TRIALS_DIR, study_trials
 from genforge.training.logger import read_metrics
 from genforge.training.run import load_recipe, resolve, train
@@ -196,9 +195,8 @@ def _save_plot(ax: Any, title: str, path: Path) -> None:
     fig = ax.figure
     fig.set_size_inches(8, 5)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # .NAME.PID_….tmp: a killed tune's is removed by the next (remove_stale)
+        fig.savefig(tmp, dpi=100, format="png")
     __import__("matplotlib.pyplot").pyplot.close(fig)
 
 
@@ -237,9 +235,8 @@ def _write_best(study: Any, study_dir: Path, base: Sequence[str], train_kwargs: 
     params = [override(k, v) for k, v in best.params.items()]
     raw, _ = load_recipe(train_kwargs.get("recipe"), config_file=train_kwargs.get("config_file"),
                          overrides=[*base, *params], data_dir=train_kwargs.get("data_dir"))
-    tmp = study_dir / f".best.{os.getpid()}.yaml"
-    dump_yaml(raw, tmp)
-    os.replace(tmp, study_dir / "best.yaml")
+    with atomic_path(study_dir / "best.yaml") as tmp:
+        dump_yaml(raw, tmp)
     return []
 
 
@@ -269,6 +266,7 @@ def tune(recipe: str | None = None, *, space: str | Path, n_trials: int, metric:
     study_name = study_name or name
     study_dir = Path(out) if out is not None else Path("studies") / study_name
     (study_dir / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
+    remove_stale(study_dir)  # the half-written reports of a killed worker (a live worker's stay)
     study = open_study(study_name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}", direction, prune,
                         heartbeat_s)
     train_kwargs = {"recipe": recipe, "config_file": config_file, "data_dir": data_dir}

@@ -15,7 +15,7 @@ from genforge.evaluation.leaderboard.html import render_html
 from genforge.evaluation.leaderboard.markdown import ASSETS_DIR, render_markdown
 from genforge.evaluation.leaderboard.plots import make_figures
 from genforge.evaluation.protocol import EvalError
-from genforge.io import atomic_write_text, pid_alive
+from genforge.io import atomic_write_text, claim_new, pid_alive, publish
 from genforge.rundir import check_location, check_output
 
 __all__ = ["MD_NAME", "HTML_NAME", "CompareOutcome", "compare_runs"]
@@ -38,7 +38,7 @@ def compare_runs(run_dirs: Sequence[str | Path], *, out: str | Path | None = Non
     """Write ``leaderboard.md``, ``leaderboard.html`` and ``leaderboard_files/*.png`` into ``out``.
 
     Everything is written into a staging folder in ``out`` first (``.leaderboard.PID_….tmp``), marked complete,
-    then renamed into place (figures, html, markdown); a compare killed during the renames is completed by the
+    then renamed into place (html, figures, markdown); a compare killed during the renames is completed by the
     next one (:func:`finish_interrupted`), and one killed earlier leaves the previous files untouched.
 
     Args:
@@ -78,19 +78,24 @@ def compare_runs(run_dirs: Sequence[str | Path], *, out: str | Path | None = Non
         _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for name in (MD_NAME, HTML_NAME):
+            claim_new(out_dir / name, False)  # a compare stopped at the html by another's leaves no claim
     return CompareOutcome(out_dir / MD_NAME, out_dir / HTML_NAME, board)
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename a complete staging folder's files onto their final names: figures, then html, then markdown."""
+    """Rename a complete staging folder's files onto their final names: html, then figures, then markdown. The
+    html goes first: a compare without --overwrite that finds another's leaderboard there now stops at it
+    (``genforge.io.publish``), having moved nothing."""
+    if (staging / HTML_NAME).is_file():
+        publish(staging / HTML_NAME, out_dir / HTML_NAME)
     assets = staging / ASSETS_DIR
     if assets.is_dir():
         (out_dir / ASSETS_DIR).mkdir(exist_ok=True)
         for f in sorted(assets.iterdir()):
             os.replace(f, out_dir / ASSETS_DIR / f.name)
-    for name in (HTML_NAME, MD_NAME):
-        if (staging / name).is_file():
-            os.replace(staging / name, out_dir / name)
+    if (staging / MD_NAME).is_file():
+        publish(staging / MD_NAME, out_dir / MD_NAME)
 
 
 def finish_interrupted(out_dir: Path) -> list[Path]:
