@@ -269,3 +269,21 @@ def test_hand_damaged_eval_json_of_other_weights_stays_out_of_the_model_card(tmp
     (run / "eval.json").write_text(json.dumps(record))
     card = (export_run(run, "hf") / "README.md").read_text()
     assert "123.456" not in card and "other weights" in card
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_tune_killed_before_its_trials_first_heartbeat_gets_the_slot_run_again(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    import genforge.training.study as study_mod
+
+    monkeypatch.setattr(study_mod, "GRACE", 1)
+    study = study_mod.open_study("s", f"sqlite:///{tmp_path / 's.db'}", "minimize", False, 1)
+    dead = study.ask()  # the worker was killed here, before recording any heartbeat
+    alive = study.ask()
+    study._storage.record_heartbeat(alive._trial_id)
+    study_mod._fail_stale(study)
+    assert [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]  # not yet past the grace period
+    time.sleep(1.2)
+    study._storage.record_heartbeat(alive._trial_id)
+    study_mod._fail_stale(study)
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING"] and dead.number == 0

@@ -82,12 +82,30 @@ def _alive(study: Any, trial: Any) -> Iterator[None]:
 
 
 def _fail_stale(study: Any) -> None:
-    """Fail the running trials whose worker stopped recording them alive; their slots count toward N again."""
+    """Fail the running trials whose worker stopped recording them alive, and those whose worker was killed
+    before their first heartbeat (optuna skips a trial without one; a live worker records it at once, so one
+    older than the grace period has none only when its worker is gone); their slots count toward N again."""
+    import datetime
+
     import optuna
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks fail_stale_trials experimental
         optuna.storages.fail_stale_trials(study)
+    storage = study._storage  # optuna has no public query for a trial's heartbeats
+    oldest = datetime.datetime.now() - datetime.timedelta(seconds=GRACE * storage.get_heartbeat_interval())
+    session = getattr(storage, "_backend", storage).scoped_session()  # the RDB storage under optuna's cache
+    try:
+        never = [t.number for t in session.query(models.TrialModel).filter(
+            models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
+            if not t.heartbeats and t.datetime_start is not None and t.datetime_start < oldest]
+    finally:
+        session.close()
+    for number in never:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(number, state=TrialState.FAIL)
 
 
 def _tell(study: Any, trial: Any, notes: list[str], *args: Any, **kwargs: Any) -> None:
@@ -114,6 +132,7 @@ def work(study: Any, n_trials: int, run_one: Callable[[Any], float]) -> tuple[in
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Heartbeat of storage")  # optuna expects optimize(); _alive beats here
             trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # at once: a trial with none is failed after the grace
         if trial.number not in _taken(study)[:n_trials]:  # another worker took the last slot meanwhile
             trial.set_user_attr(SURPLUS, True)
             study.tell(trial, state=TrialState.FAIL)
