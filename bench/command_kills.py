@@ -4,7 +4,9 @@ On tiny runs (tiny-gan, an untrained super-resolution model, tiny-gpt on a small
 each command once to completion (its duration sets the kill window), then, round-robin, starts a command and
 kills it after a random delay (seeded; most kills fall in the second half of the command's run, where it
 writes). Commands: eval (text run, alternating metrics), compare, export --format onnx and hf, synth, inpaint
-(a folder of images), upscale, sample (-o FILE --overwrite, over an earlier result). After each kill:
+(a folder of images), upscale, sample (-o FILE --overwrite, over an earlier result), tune (2 trials of tiny-gpt
+into a fresh study; the same tune run again must finish it, its reports whole) and serve (killed during its
+start-up; it must have written nothing, and the next start must become ready). After each kill:
 
 * no incomplete output under a final name: an export folder holds every file its format writes (onnx: the
   graphs verify.json lists), a synth folder its manifest and every image, image files open, eval.json parses,
@@ -37,12 +39,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-COMMANDS = ("eval", "compare", "export-onnx", "export-hf", "synth", "inpaint", "upscale", "sample")
+COMMANDS = ("eval", "compare", "export-onnx", "export-hf", "synth", "inpaint", "upscale", "sample", "tune", "serve")
 # Imported once here, before any tensor work, so that each command runs in a forked child in milliseconds instead
 # of a fresh interpreter importing torch for seconds (the child is the real `genforge` CLI, killed with SIGKILL).
 PRELOAD = ("torch", "onnxruntime", "genforge.cli", "genforge.models", "genforge.export", "genforge.export.onnx",
            "genforge.export.hf", "genforge.sampling.images", "genforge.sampling.synth", "genforge.sampling.inpaint",
-           "genforge.tasks.evaluate", "genforge.evaluation.leaderboard.write", "genforge.training.run")
+           "genforge.tasks.evaluate", "genforge.evaluation.leaderboard.write", "genforge.training.run",
+           "genforge.training.tune", "optuna", "genforge.serve", "uvicorn", "fastapi")
 
 
 def _kill_at_event(kill_at: int, count_file: Path | None) -> None:
@@ -95,9 +98,7 @@ def spawn(args: list, kill_at: int = -1, count_file: Path | None = None) -> int:
             code = main([str(a) for a in args])
         finally:
             if count_file is not None:
-                import atexit
-
-                atexit._run_exitfuncs()
+                __import__("atexit")._run_exitfuncs()
             os._exit(code if isinstance(code, int) else 1)
     return pid
 
@@ -143,11 +144,13 @@ def setup(root: Path) -> dict[str, Path]:
     for i in range(3):
         Image.fromarray((torch.rand(8, 8) * 255).byte().numpy(), mode="L").save(root / "images" / f"im{i}.png")
     Image.fromarray((torch.rand(4, 4) * 255).byte().numpy(), mode="L").save(root / "low.png")
+    (root / "space.yaml").write_text("train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
 
 
 def inputs(root: Path) -> dict[str, Path]:
     return {"gan": root / "gan", "gpt": root / "gpt", "sr": root / "sr", "images": root / "images",
-            "low": root / "low.png", "work": root / "work"}
+            "low": root / "low.png", "work": root / "work", "corpus": root / "corpus.txt",
+            "space": root / "space.yaml"}
 
 
 def argv(command: str, paths: dict[str, Path], i: int) -> tuple[list[str], Path]:
@@ -172,8 +175,45 @@ def argv(command: str, paths: dict[str, Path], i: int) -> tuple[list[str], Path]
     if command == "upscale":
         out = w / f"upscale-{i}.png"
         return ["upscale", paths["sr"], "--image", paths["low"], "--steps", "2", "-o", out], out
+    if command == "tune":  # a fresh study each round: the kill lands in a trial or in the reports
+        out = w / f"study-{i}"
+        return ["tune", "tiny-gpt", "--space", paths["space"], "--trials", "2", "--metric", "eval/val/loss",
+                "--out", out, "--heartbeat", "1", "--no-prune", *[a for kv in (
+                    f"data.name=text:{paths['corpus']}", "train.max_steps=4", "train.eval_every=2",
+                    "train.sample_every=100", "train.checkpoint_every=100", "train.log_every=2")
+                    for a in ("--set", kv)]], out
+    if command == "serve":
+        return ["serve", paths["gan"], paths["gpt"], "--port", str(free_port()), "--log-level", "critical"], \
+            paths["gan"]
     out = w / "sample.png"
     return ["sample", paths["gan"], "--n", "16", "-o", out, "--overwrite"], out
+
+
+def free_port() -> int:
+    with __import__("socket").socket() as s:
+        return s.bind(("127.0.0.1", 0)) or s.getsockname()[1]
+
+
+def serve_until_ready(args: list, timeout: float = 60.0) -> float:
+    """Start ``genforge serve ARGS`` in a child until /readyz answers 200, then SIGINT; seconds start-up took."""
+    import urllib.request
+    port = args[args.index("--port") + 1]
+    t, pid = time.perf_counter(), spawn(args)
+    try:
+        while time.perf_counter() - t < timeout:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t
+            except OSError:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    pid = 0
+                    raise RuntimeError("serve exited during start-up") from None
+                time.sleep(0.05)
+        raise RuntimeError(f"serve not ready after {timeout:.0f} s")
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGINT), os.waitpid(pid, 0)
 
 
 def png_ok(path: Path) -> bool:
@@ -192,8 +232,15 @@ def temporaries(folder: Path) -> list[Path]:
         if folder.is_dir() else []
 
 
-def next_start(command: str, out: Path) -> None:
-    """What the command does first when started again on ``out`` (its clean-up of a killed predecessor)."""
+def next_start(command: str, out: Path, args: list) -> None:
+    """What the command does first when started again on ``out`` (its clean-up of a killed predecessor); tune
+    and serve are started again in full (the same tune must finish its study; serve must start)."""
+    if command == "tune":
+        time.sleep(3.2)  # GRACE heartbeats of 1 s: the killed worker's running trial is then failed as stale
+        return None if genforge(*args) == 0 else print("tune exited non-zero after a kill", file=sys.stderr)
+    if command == "serve":
+        serve_until_ready([*args[:args.index("--port") + 1], str(free_port()), *args[args.index("--port") + 2:]])
+        return
     from genforge.evaluation.leaderboard.write import finish_interrupted
     from genforge.evaluation.record import eval_lock, repair_eval
     from genforge.io import remove_stale
@@ -215,7 +262,7 @@ def check(command: str, out: Path, state: dict) -> list[str]:
     from genforge.evaluation.record import format_markdown, read_eval
 
     bad = []
-    folder = out if command in ("eval", "compare") else out.parent
+    folder = written_in(command, out)
     if temporaries(folder):
         bad.append(f"temporaries left after the next start: {[p.name for p in temporaries(folder)]}")
     if command == "eval":
@@ -249,6 +296,7 @@ def check(command: str, out: Path, state: dict) -> list[str]:
             bad.append(f"incomplete inpaint folder {out}: {[p.name for p in files]}")
     elif command in ("upscale", "sample") and out.exists() and not png_ok(out):
         bad.append(f"{out} is not a whole PNG")
+    bad += check_tune(out) if command == "tune" else check_serve(out, state) if command == "serve" else []
     if command == "sample":
         if state.get("sample") and not out.is_file():
             bad.append("the earlier sample was lost")
@@ -256,29 +304,88 @@ def check(command: str, out: Path, state: dict) -> list[str]:
     return bad
 
 
+def check_tune(out: Path) -> list[str]:
+    """A finished study's reports are whole: results.csv (2 complete), .md, best.yaml, plot, leaderboard."""
+    import csv, yaml  # noqa: E401
+    bad = []
+    try:
+        rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+        if sum(r["state"] == "COMPLETE" for r in rows) < 2:
+            bad.append(f"study not finished: {[r['state'] for r in rows]}")
+        md = (out / "results.md").read_text(encoding="utf-8")
+        if not md.startswith("# Study") or not md.endswith("|\n") or md.count("\n| ") < len(rows) + 1:
+            bad.append("results.md is not whole")
+        if not isinstance(yaml.safe_load((out / "best.yaml").read_text(encoding="utf-8")).get("model"), dict):
+            bad.append("best.yaml is not a whole recipe")
+    except (OSError, KeyError, AttributeError, yaml.YAMLError) as e:
+        bad.append(f"study reports missing or partial: {e}")
+    if not png_ok(out / "history.png"):
+        bad.append("history.png is not a whole PNG")
+    if not all((out / n).is_file() for n in ("leaderboard.md", "leaderboard.html")):
+        bad.append("the trials' leaderboard is missing")
+    return bad
+
+
+def check_serve(out: Path, state: dict) -> list[str]:
+    """Serving wrote nothing: the runs it served are unchanged (but for eval's files) and its folder empty."""
+    now = {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for f in (out, out.parent / "gpt", Path.cwd())
+           for p in sorted(f.rglob("*")) if not p.name.startswith((".eval.", "eval."))}
+    before = state.setdefault("tree", now)
+    changed = sorted(set(before.items()) ^ set(now.items()))
+    return [f"serve changed or left files: {[k for k, _ in changed][:5]}"] if changed else []
+
+
+def reference_run(c: str, paths: dict[str, Path], root: Path, state: dict) -> tuple[float, int]:
+    """Run ``c`` once to completion (serve: until ready); its duration and its number of write events."""
+    args, out = argv(c, paths, -1 if c not in ("eval",) else 1)
+    if c == "serve":
+        check(c, out, state)  # what the runs hold before any serve
+        return serve_until_ready(args), 1
+    t = time.perf_counter()
+    code = genforge(*args, count_file=root / f"events-{c}")
+    duration = time.perf_counter() - t
+    if code != 0:
+        raise SystemExit(f"{c} failed (exit {code}) before any kill: genforge {' '.join(map(str, args))}")
+    check(c, out, state)
+    return duration, int((root / f"events-{c}").read_text())
+
+
+def written_in(c: str, out: Path) -> Path:
+    """The folder where ``c``'s temporaries would lie."""
+    return out if c in ("eval", "compare", "tune") else out.parent
+
+
+def after_kill(c: str, out: Path, args: list, state: dict, counts: dict[str, int], what: str) -> None:
+    """The next start of ``c`` on ``out``, then the checks; a problem counts as a failure, named on stderr."""
+    try:
+        next_start(c, out, args)
+        problems = check(c, out, state)
+    except RuntimeError as e:  # serve never became ready
+        problems = [str(e)]
+    counts["failures"] += bool(problems)
+    if problems:
+        print(f"{what}: {'; '.join(problems)}", file=sys.stderr)
+
+
 def campaign(kills: int, seed: int, commands: list[str], root: Path) -> dict[str, dict[str, int]]:
     in_child(setup, root)
     paths = inputs(root)
     paths["work"].mkdir()
+    (root / "cwd").mkdir()
     rng = random.Random(seed)
     counts = {c: {"kills": 0, "left_temporaries": 0, "finished_first": 0, "failures": 0} for c in commands}
     durations, events, states = {}, {}, {c: {} for c in commands}
+    os.chdir(root / "cwd")  # serve must leave its working folder empty
     for c in commands:  # an uninterrupted run of each: its duration sets the kill window
-        args, out = argv(c, paths, -1 if c not in ("eval",) else 1)
-        t = time.perf_counter()
-        code = genforge(*args, count_file=root / f"events-{c}")
-        durations[c] = time.perf_counter() - t
-        events[c] = int((root / f"events-{c}").read_text())
-        if code != 0:
-            raise SystemExit(f"{c} failed (exit {code}) before any kill: genforge {' '.join(map(str, args))}")
-        check(c, out, states[c])
+        durations[c], events[c] = reference_run(c, paths, root, states[c])
     attempt = 0
     while sum(n["kills"] for n in counts.values()) < kills and attempt < 3 * kills:
         c = commands[attempt % len(commands)]
         i = attempt // len(commands) * len(COMMANDS) + COMMANDS.index(c) + 1  # unique; i // 8 counts c's rounds
         attempt += 1
         args, out = argv(c, paths, i)
-        at_event = rng.random() < 0.5  # half the kills at a random write event, half at a random moment
+        at_event = rng.random() < 0.5 and c != "serve"  # half the kills at a random write event, half at a random
+        # moment (serve writes nothing: its kills all fall at random moments of its start-up)
         delay = durations[c] * rng.uniform(0.0, 1.0)
         kill_at = rng.randint(1, max(1, events[c]))
         t = time.perf_counter()
@@ -297,13 +404,8 @@ def campaign(kills: int, seed: int, commands: list[str], root: Path) -> dict[str
             events[c] = max(1, kill_at - 1)
         if pid == 0:
             counts[c]["kills"] += int(os.WIFSIGNALED(status))  # it killed itself at the write event
-            folder = out if c in ("eval", "compare") else out.parent
-            counts[c]["left_temporaries"] += int(bool(temporaries(folder)))
-            next_start(c, out)
-            problems = check(c, out, states[c])
-            if problems:
-                counts[c]["failures"] += 1
-                print(f"[{i}] {c} killed at a write event: {'; '.join(problems)}", file=sys.stderr)
+            counts[c]["left_temporaries"] += int(bool(temporaries(written_in(c, out))))
+            after_kill(c, out, args, states[c], counts[c], f"[{i}] {c} killed at a write event")
             continue
         finished = os.waitpid(pid, os.WNOHANG)[0] != 0
         if finished:  # later runs are faster than the first (caches filled): aim within the time they take
@@ -313,13 +415,9 @@ def campaign(kills: int, seed: int, commands: list[str], root: Path) -> dict[str
             os.waitpid(pid, 0)
         counts[c]["kills"] += 0 if finished else 1
         counts[c]["finished_first"] += int(finished)
-        folder = out if c in ("eval", "compare") else out.parent
+        folder = written_in(c, out)
         counts[c]["left_temporaries"] += int(bool(temporaries(folder)) or bool(list(folder.glob(".leaderboard.*"))))
-        next_start(c, out)
-        problems = check(c, out, states[c])
-        if problems:
-            counts[c]["failures"] += 1
-            print(f"[{i}] {c} killed after {delay:.2f}s: {'; '.join(problems)}", file=sys.stderr)
+        after_kill(c, out, args, states[c], counts[c], f"[{i}] {c} killed after {delay:.2f}s")
     return counts
 
 
@@ -331,7 +429,6 @@ def main() -> int:
     p.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=COMMANDS, help="commands to kill")
     args = p.parse_args()
     import importlib
-
     for name in PRELOAD:
         importlib.import_module(name)
     root = Path(tempfile.mkdtemp(prefix="genforge-kills-"))
@@ -340,14 +437,12 @@ def main() -> int:
         counts = campaign(args.kills, args.seed, args.commands, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    counts["all"] = {k: sum(n[k] for n in counts.values()) for k in next(iter(counts.values()))}
     print(f"{'command':12s} {'kills':>6s} {'left tmp':>9s} {'finished':>9s} {'failures':>9s}")
     for c, n in counts.items():
         print(f"{c:12s} {n['kills']:6d} {n['left_temporaries']:9d} {n['finished_first']:9d} {n['failures']:9d}")
-    total = {k: sum(n[k] for n in counts.values()) for k in ("kills", "left_temporaries", "finished_first",
-                                                                  "failures")}
-    print(f"{'all':12s} {total['kills']:6d} {total['left_temporaries']:9d} {total['finished_first']:9d} "
-          f"{total['failures']:9d}   ({time.perf_counter() - t:.0f} s)")
-    return 1 if total["failures"] else 0
+    print(f"({time.perf_counter() - t:.0f} s)")
+    return 1 if counts["all"]["failures"] else 0
 
 
 if __name__ == "__main__":
