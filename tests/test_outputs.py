@@ -287,3 +287,12 @@ def test_tune_killed_before_its_trials_first_heartbeat_gets_the_slot_run_again(t
     study._storage.record_heartbeat(alive._trial_id)
     study_mod._fail_stale(study)
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING"] and dead.number == 0
+
+
+def test_hand_damaged_eval_json_of_other_weights_is_marked_stale_by_compare(tmp_path):
+    from genforge.evaluation.leaderboard.write import compare_runs
+
+    run = tiny_gan(tmp_path / "run")
+    (run / "eval.json").write_text(json.dumps(_record("fid", "f" * 64, None)))
+    md = compare_runs([run], out=tmp_path / "board").md_path.read_text()
+    assert "stale" in md and "changed since this evaluation" in md
