@@ -115,6 +115,9 @@ class TextPipeline:
     def __init__(self, model: GenerativeModel, tokenizer: Tokenizer, *, name: str = "") -> None:
         if model.task != "text":
             raise ValueError(f"{name or 'this run'} holds a {model.family} model, not a language model")
+        if tokenizer.vocab_size > model.vocab_size:  # ids the embedding lacks would fail inside a matmul
+            raise ValueError(f"{name or 'this run'}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+                             f"takes vocab_size={model.vocab_size}: the tokenizer does not belong to this model")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name or model.family
@@ -129,10 +132,6 @@ class TextPipeline:
             raise FileNotFoundError(f"{run.tokenizer} not found: a text run keeps its tokenizer beside the model")
         tokenizer = load_tokenizer(run.path)
         model = load(run.path, weights=weights).to(device)
-        vocab = getattr(model.config, "vocab_size", 0)
-        if vocab and tokenizer.vocab_size > vocab:  # ids the embedding lacks would fail inside a matmul
-            raise ValueError(f"{run.tokenizer} has {tokenizer.vocab_size} tokens but the model takes "
-                             f"vocab_size={vocab}: the tokenizer does not belong to this model")
         return cls(model, tokenizer, name=run.path.resolve().name)
 
     def parse(self, options: dict[str, Any] | None = None) -> tuple[TextRequest, LanguageModelOptions]:

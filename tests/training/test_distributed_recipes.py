@@ -20,7 +20,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 import torch
 import yaml
 
-from .test_distributed import corpus  # noqa: F401 - the same small corpus fixture
+from .test_distributed import _env, _free_port, corpus  # noqa: F401 - corpus: the same small corpus fixture
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="this torch build has no gloo backend")
@@ -44,16 +43,6 @@ MAX_STEPS = 64
 # test_resume_of_a_two_rank_run_runs_to_the_end. The full sweep (-m slow, 14 recipes one at a time) took 98 s
 # to 5 minutes on 2 shared cores, depending on their load; the default subset side by side about 40 s.
 DEFAULT_SUBSET = ("digits-diffusion", "mnist-dcgan", "mnist-sr", "shakespeare-char", "tiny-vae")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", GENFORGE_DIST_TIMEOUT_S="60")
 
 
 def _load(path: Path) -> dict:
