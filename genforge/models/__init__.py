@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
-from genforge.rundir import RunDir, check_parent
+from genforge.rundir import Parent, RunDir, check_parent
 from genforge.models.diffusion import Diffusion
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
@@ -42,9 +42,10 @@ def load_parents(records: dict[str, dict[str, str]], *, child: str = "") -> dict
     """Load the runs named by a resolved ``parents`` section (role → ``{path, sha256}``), checking each
     one's weights against its sha256 first (:meth:`RunDir.verify_chain`)."""
     out = {}
-    for parent in RunDir(".").parents({"parents": records}):
+    for role, record in records.items():
+        parent = Parent(role, Path(record["path"]), record.get("sha256", ""))
         check_parent(parent, child or "this run")
-        out[parent.role] = load(parent.path)  # which checks the parent's own chain
+        out[role] = load(parent.path)  # which checks the parent's own chain
     return out
 
 
@@ -58,7 +59,12 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
         ValueError: the weights file is not valid safetensors, does not match the
             config, or holds NaN/Inf (a diverged run).
     """
-    run = RunDir(directory)
+    return _load(RunDir(directory), weights, check_chain=True)
+
+
+def _load(run: RunDir, weights: str, *, check_chain: bool) -> GenerativeModel:
+    """:func:`load`; ``check_chain`` verifies every run this one stands on (done once, at the top: the parents
+    are then loaded without hashing their ancestors again)."""
     cfg_path, w_path = run.config, run.path / weights
     for p in (cfg_path, w_path):
         if not p.is_file():
@@ -68,7 +74,8 @@ def load(directory: str | Path, *, weights: str = WEIGHTS_FILE) -> GenerativeMod
     if not isinstance(model_raw, dict):
         raise ConfigError(f"{cfg_path}: the model section must be a mapping, got {type(model_raw).__name__}")
     config = from_dict(config_class(model_raw.get("family", "")), model_raw, prefix="model")
-    parents = {p.role: load(p.path) for p in run.verify_chain(raw)}  # refuses a missing or changed parent
+    chain = run.verify_chain(raw) if check_chain else run.parents(raw)  # refuses a missing or changed parent
+    parents = {p.role: _load(RunDir(p.path), WEIGHTS_FILE, check_chain=False) for p in chain}
     model = build(config, parents)
     try:
         model.load_weights(w_path)
