@@ -48,18 +48,18 @@ def publish(tmp: str | Path, target: str | Path) -> None:
     only if it is still absent (``os.link`` + unlink, which fails atomically on an existing name; a folder is
     renamed, which fails onto a non-empty one). A target another process wrote first is a FileExistsError
     (one line) and stays whole."""
+    taken = FileExistsError(f"{target} was written by another process while this one ran; it was kept and "
+                            f"nothing was replaced")
     try:
         if threading.get_ident() in _MUST_BE_NEW.get(os.path.abspath(target), ()) and not os.path.isdir(tmp):
             _link_new(tmp, target)
         else:
             os.replace(tmp, target)
     except FileExistsError:
-        raise FileExistsError(f"{target} was written by another process while this one ran; it was kept "
-                              f"and nothing was replaced") from None
+        raise taken from None
     except OSError as e:
         if os.path.isdir(tmp) and os.path.isdir(target) and e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            raise FileExistsError(f"{target} was written by another process while this one ran; it was kept "
-                                  f"and nothing was replaced") from None
+            raise taken from None
         raise
     finally:
         claim_new(target, False)
