@@ -96,8 +96,10 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 1000
     batch_size: int = 64
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal["adam", "adamw", "muon"] = "adam"  # muon: Muon on hidden matrices + AdamW (training/muon.py)
     lr: float = 2e-4
+    muon_lr: float = 0.02  # muon: the hidden matrices' peak lr (train.lr stays AdamW's); the schedule scales both
+    muon_momentum: float = 0.95  # muon: Muon's (Nesterov) momentum
     group_lr: dict[str, float] = field(default_factory=dict)  # per-group lr override
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -137,6 +139,10 @@ class TrainConfig:
         _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
                  f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.muon_lr > 0:
+            raise FieldError("muon_lr", f"must be positive, got {self.muon_lr}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise FieldError("muon_momentum", f"must be in [0, 1), got {self.muon_momentum}")
         _require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _require(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")

@@ -97,7 +97,7 @@ def lr_range_test(model: GenerativeModel, cfg: TrainConfig, batches: Iterator[di
     group, params = single_group(model)
     precision = resolve_precision(resolve_device(cfg.device), cfg.precision)
     model = model.to(precision.device).train()
-    opt = build_optimizer(params, start, cfg)
+    opt = build_optimizer(params, start, cfg, model=model)
     scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.use_scaler)
     ratio = (end / start) ** (1 / (steps - 1))
     out, avg, best = LRFindResult(), 0.0, math.inf

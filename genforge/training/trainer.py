@@ -132,7 +132,7 @@ class Trainer:
             raise TrainingError(f"train.group_lr/group_steps name unknown parameter groups {sorted(unknown)}; "
                                 f"this model has {list(self.groups)}")
         self.peak_lr = {g: cfg.group_lr.get(g, cfg.lr) for g in self.groups}
-        self.optimizers = {g: build_optimizer(p, self.peak_lr[g], cfg) for g, p in self.groups.items()}
+        self.optimizers = {g: build_optimizer(p, self.peak_lr[g], cfg, model=model) for g, p in self.groups.items()}
         self.scalers = {g: torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
                         for g in self.groups}
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 and world.is_main else None
