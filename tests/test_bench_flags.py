@@ -15,6 +15,7 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text
 # Scripts that read real data, and what they name when it is missing.
 DATA_SCRIPTS = {
     "applications.py": "MNIST",
+    "diffusion_distill.py": "MNIST",
     "diffusion_steps.py": "MNIST",
     "diffusion_vs_diffusers.py": "MNIST",
     "eval_images.py": "MNIST",

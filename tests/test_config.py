@@ -87,6 +87,10 @@ def test_every_recipe_parses(name):
     cfg = resolve_run_config(raw, config_class)
     assert cfg.description, f"recipe {name} needs a description"
     assert cfg.model.family in FAMILIES
+    if FAMILIES[cfg.model.family].parent_roles:  # stands on a run the user names (--set parents.ROLE=RUN)
+        with pytest.raises(ConfigError, match="stands on parents"):
+            resolve(raw)
+        return
     full = resolve(raw)  # the task checks the data's kind and the sample section against the family's options
     assert full.task == type(cfg.model).task and full.sample
 

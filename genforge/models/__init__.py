@@ -12,13 +12,14 @@ from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
 from genforge.rundir import Parent, RunDir, check_parent
 from genforge.models.diffusion import Diffusion
+from genforge.models.distill import DiffusionDistill
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
 from genforge.models.superres import SuperRes
 from genforge.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion,
-                                        "superres": SuperRes}
+                                        "superres": SuperRes, "diffusion-distill": DiffusionDistill}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load", "load_parents"]
 
