@@ -35,6 +35,7 @@ from torch import Tensor
 
 from genforge.config import FieldError
 from genforge.models import rng
+from genforge.models.native import sampling
 from genforge.models.base import Batch, SampleOptions
 
 if TYPE_CHECKING:
@@ -252,14 +253,17 @@ def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Te
     return logits
 
 
-def _draw(probs: Tensor, generator: rng.Generator) -> Tensor:
+def _draw(probs: Tensor, generator: rng.Generator, u: Tensor | None = None) -> Tensor:
     """One token per row by inverse-CDF sampling: probs [B, V] (CPU) → int64 [B].
 
     Equivalent in distribution to ``torch.multinomial(probs, 1)`` (a token of
-    probability 0 is never drawn) at a third of its cost for one row.
+    probability 0 is never drawn) at a third of its cost for one row. ``u``:
+    the rows' uniform numbers [B, 1] when already drawn from ``generator``.
     """
     cdf = probs.cumsum(dim=-1)  # (B, V)
-    u = rng.rand((probs.shape[0], 1), generator).to(cdf.dtype) * cdf[:, -1:]  # (B, 1)
+    if u is None:
+        u = rng.rand((probs.shape[0], 1), generator)
+    u = u.to(cdf.dtype) * cdf[:, -1:]  # (B, 1)
     return (cdf < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
 
 
@@ -278,6 +282,12 @@ def next_tokens(logits: Tensor, generator: rng.Generator, *, temperature: float 
         logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if temperature == 0:
         return logits.argmax(dim=-1)
+    if allowed is None and top_k is None and (top_p is None or top_p >= 1.0) and logits.device.type == "cpu":
+        u = rng.rand((logits.shape[0], 1), generator)  # (B, 1): the same draw as _draw's
+        tokens = sampling.draw(logits, temperature, u)  # the fused C draw, where it is built
+        if tokens is not None:
+            return tokens
+        return _draw(_filter_logits(logits / temperature, None, None).softmax(dim=-1), generator, u)
     probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1).cpu()
     return _draw(probs, generator).to(logits.device)
 

@@ -287,17 +287,31 @@ class GPT(GenerativeModel, LanguageModel):
         return start if length - start <= bs else length - (bs - max(1, bs // 4))
 
     def new_slots(self, slots: int) -> SlotCache:
-        return SlotCache(self.config, slots, self.device, next(self.parameters()).dtype, self._decode_plan())
+        """A cache of ``slots`` sequences. Where the fused C step is built it is timed once per shape against
+        the PyTorch path (``GPTStep.calibrate``), and ``prefill``/``decode`` take whichever was faster."""
+        dtype, plan = next(self.parameters()).dtype, self._decode_plan()
+        cache = SlotCache(self.config, slots, self.device, dtype, plan)
+        if cache.native is not None:
+            cache.native.calibrate(self._prefill_torch, self._decode_torch,
+                                   lambda: SlotCache(self.config, 1, self.device, dtype, plan, native=False))
+        return cache
 
     @torch.inference_mode()
     def prefill(self, ids: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
         """Encode ``ids`` int64 [n, P] into slots ``slots`` int64 [n] (replacing what they held) → logits [n, V].
 
-        One causal pass over the window (:meth:`_forward` with a fresh :class:`KVCache`), copied into the slots.
+        One causal pass over the window: the fused C forward where it is faster (:meth:`new_slots`), else
+        :meth:`_forward` with a fresh :class:`KVCache`, copied into the slots.
         """
         n, P = ids.shape
         if P > self.config.block_size:
             raise ValueError(f"a window of {P} tokens exceeds block_size={self.config.block_size}")
+        if cache.native is not None and cache.native.use_prefill:
+            return cache.native.prefill(ids, slots.tolist(), cache.lengths)  # (n, V)
+        return self._prefill_torch(ids, cache, slots)
+
+    def _prefill_torch(self, ids: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
+        n, P = ids.shape
         device = cache.k.device
         with eval_mode(self) if self.training else contextlib.nullcontext():  # no dropout (entered only if needed)
             local = KVCache(self.config, n, device, cache.k.dtype)
@@ -322,9 +336,14 @@ class GPT(GenerativeModel, LanguageModel):
         functional ops on 2-D activations and the weights of :meth:`_decode_plan`: at batch 1 a token costs
         per-op overhead, not arithmetic, and this has about half that of :meth:`_forward`.
         """
+        if cache.native is not None and cache.native.use_step:  # the fused C step where it is faster
+            return cache.native.step(tokens, slots.tolist(), cache.lengths)  # (B, V)
+        return self._decode_torch(tokens, cache, slots)
+
+    def _decode_torch(self, tokens: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
         if not torch.is_inference_mode_enabled():  # (checked, not a decorator: entering costs µs at every token)
             with torch.inference_mode():
-                return self.decode(tokens, cache, slots)
+                return self._decode_torch(tokens, cache, slots)
         cfg = self.config
         wte, wpe, layers, (lnf_w, lnf_b) = cache.plan
         rows = slots.tolist()

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genforge.models.native.gpt import gpt_step
+
 
 def _kv_shape(config: Any, rows: int) -> tuple[int, int, int, int, int]:
     """[L, rows, H, block_size, D] for a GPT config."""
@@ -37,16 +39,19 @@ class SlotCache:
 
     ``k, v`` float [L, S, H, block_size, D]; ``lengths``: positions filled per slot (S ints, kept on the
     host so ``GPT.decode`` sees its rows' layout without a device sync); ``layers``: each layer's ``(k, v)``
-    as views, taken once; ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`).
+    as views, taken once; ``plan``: the model's weights laid out for decoding (:meth:`GPT._decode_plan`);
+    ``native``: the fused C step over both (:mod:`genforge.models.native.gpt`), or None where it does not apply.
     """
 
-    def __init__(self, config: Any, slots: int, device: torch.device, dtype: torch.dtype, plan: tuple) -> None:
+    def __init__(self, config: Any, slots: int, device: torch.device, dtype: torch.dtype, plan: tuple, *,
+                 native: bool = True) -> None:
         self.plan = plan
         shape = _kv_shape(config, slots)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = [0] * slots
         self.layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # per layer (k, v) views [S, H, block_size, D]
+        self.native = gpt_step(config, plan, self.k, self.v) if native else None
 
 
 class ConcatCacheDecoder(nn.Module):

@@ -1,0 +1,129 @@
+"""The fused GPT decode step of ``gpt_step.c`` behind a Python call (see that file for the arithmetic).
+
+:func:`gpt_step` returns a :class:`GPTStep` for a model's decode plan and slot cache when the kernel is
+available and applies (float32 tensors on the CPU), else None; ``GPT.decode`` then keeps its PyTorch path.
+Shape legend: B rows, V vocabulary, L layers, S slots, H heads, D head size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from genforge.models import native
+
+_I64 = ctypes.c_int64
+
+
+class GPTStep:
+    """One decode step of B rows through the C kernel; holds the pointer table of weights and caches.
+
+    The tensors behind the pointers (the plan's weights and the caches ``k``, ``v``) must stay alive and in
+    place as long as this object is used: the slot cache that owns both owns this too.
+    """
+
+    def __init__(self, lib: ctypes.CDLL, config: Any, plan: tuple, k: Tensor, v: Tensor) -> None:
+        wte, wpe, layers, (lnf_w, lnf_b) = plan
+        tensors = [wte, wpe, lnf_w, lnf_b, *(t for layer in layers for t in layer), k, v]
+        self.dims = (_I64 * 6)(config.n_layer, config.n_embd, config.n_head, config.vocab_size,
+                               config.block_size, k.shape[1])
+        self.ptrs = (ctypes.c_void_p * len(tensors))(*(None if t is None else t.data_ptr() for t in tensors))
+        self.vocab, self.block = config.vocab_size, config.block_size
+        self._out_rows = [(_I64 * m)(*range(m)) for m in range(k.shape[1] + 1)]  # every row's logits, B ≤ S
+        self.config, self.plan, self.use_prefill, self.use_step = config, plan, True, True
+        self.fn_lib, self.fn = lib, lib.gf_gpt_forward
+        self.fn.restype = ctypes.c_int
+        self.fn.argtypes = [ctypes.c_void_p] * 2 + [_I64] + [ctypes.c_void_p] * 3 + [_I64] + [ctypes.c_void_p] * 2
+
+    def _run(self, tokens: Tensor, slots: list[int], positions: list[int], out_rows: list[int] | None) -> Tensor:
+        """The C forward over rows (token, slot, position) → logits float32 [len(out_rows), V] (None: every row)."""
+        B = len(slots)
+        M = B if out_rows is None else len(out_rows)
+        if tokens.dtype != torch.int64 or tokens.device.type != "cpu" or not tokens.is_contiguous():
+            tokens = tokens.to("cpu", torch.int64).contiguous()
+        out = torch.empty(M, self.vocab)  # (M, V)
+        failed = self.fn(self.dims, self.ptrs, B, tokens.data_ptr(), (_I64 * B)(*slots), (_I64 * B)(*positions),
+                         M, self._out_rows[M] if out_rows is None else (_I64 * M)(*out_rows), out.data_ptr())
+        if failed == 2:
+            raise ValueError(f"token ids must be in [0, {self.vocab - 1}] and positions within the context")
+        if failed:
+            raise MemoryError("the native GPT step could not allocate its scratch memory")
+        return out
+
+    def step(self, tokens: Tensor, slots: list[int], lengths: list[int]) -> Tensor:
+        """Logits float32 [B, V] of tokens int64 [B], each appended to its slot of ``slots`` at the slot's
+        length in ``lengths`` (the slot cache's list, advanced here); writes the rows' keys and values."""
+        positions = [lengths[s] for s in slots]
+        if max(positions) >= self.block:
+            raise ValueError(f"a sequence of {max(positions) + 1} tokens exceeds block_size={self.block}")
+        out = self._run(tokens, slots, positions, None)
+        for s in slots:
+            lengths[s] += 1
+        return out
+
+    def prefill(self, ids: Tensor, slots: list[int], lengths: list[int]) -> Tensor:
+        """Encode windows ids int64 [n, P] into positions 0..P-1 of ``slots`` → last-position logits [n, V];
+        sets the slots' ``lengths`` to P."""
+        n, P = ids.shape
+        rows = [s for s in slots for _ in range(P)]  # row-major over (sequence, position)
+        out = self._run(ids.reshape(-1), rows, list(range(P)) * n, [i * P + P - 1 for i in range(n)])  # (n, V)
+        for s in slots:
+            lengths[s] = P
+        return out
+
+    def calibrate(self, prefill_torch: Callable, decode_torch: Callable, scratch: Callable[[], Any]) -> None:
+        """Time this kernel against the PyTorch paths (``(ids, cache, slots) → logits`` and
+        ``(tokens, cache, slots) → logits``) on ``scratch()``, a new one-slot cache without a kernel, once per
+        model shape in a process; set :attr:`use_prefill` / :attr:`use_step` to whether the kernel was faster."""
+        key = tuple(self.dims)[:5]
+        if key not in _CHOICES:
+            _CHOICES[key] = _race(self, prefill_torch, decode_torch, scratch())
+        self.use_prefill, self.use_step = _CHOICES[key]
+
+
+_CHOICES: dict[tuple[int, ...], tuple[bool, bool]] = {}  # model shape → (native prefill faster, native step faster)
+
+
+def _best(fn: Callable[[], Any], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _race(step: GPTStep, prefill_torch: Callable, decode_torch: Callable, cache: Any) -> tuple[bool, bool]:
+    """(native prefill faster, native step faster), timed on a window of 3/4 of the context (at most 64)."""
+    cfg = step.config
+    twin = GPTStep(step.fn_lib, cfg, step.plan, cache.k, cache.v)
+    P = max(1, min(64, cfg.block_size * 3 // 4, cfg.block_size - 4))
+    ids, slot = torch.zeros(1, P, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    token = slot
+    with torch.inference_mode():
+        prefill = (_best(lambda: twin.prefill(ids, [0], cache.lengths)), _best(lambda: prefill_torch(ids, cache, slot)))
+
+        def steps(run: Callable[[], Any]) -> Callable[[], None]:
+            def go() -> None:
+                cache.lengths[0] = P
+                for _ in range(3):
+                    run()
+            return go
+
+        decode = (_best(steps(lambda: twin.step(token, [0], cache.lengths))),
+                  _best(steps(lambda: decode_torch(token, cache, slot))))
+    return prefill[0] <= prefill[1], decode[0] <= decode[1]
+
+
+def gpt_step(config: Any, plan: tuple, k: Tensor, v: Tensor) -> GPTStep | None:
+    """The native step for this plan and cache, or None (kernel unavailable, not float32, not CPU)."""
+    tensors = [t for t in (plan[0], plan[1], *plan[3], *(t for layer in plan[2] for t in layer), k, v)
+               if t is not None]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() for t in tensors):
+        return None
+    lib = native.load("gpt_step")
+    return None if lib is None else GPTStep(lib, config, plan, k, v)

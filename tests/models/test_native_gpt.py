@@ -1,0 +1,153 @@
+"""The fused C decode step and token draw (genforge/models/native): the same numbers and the same tokens as
+the PyTorch paths they replace, every cache layout the decode loop makes, and a clean fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genforge.models import native
+from genforge.models.capabilities import _draw, next_tokens
+from genforge.models.gpt import GPT, GPTConfig
+from genforge.models.native import gpt as native_gpt
+from genforge.models.native import sampling
+
+pytestmark = pytest.mark.skipif(native.status("gpt_step") != "native",
+                                reason=f"the C kernel is not built here: {native.status('gpt_step')}")
+
+SHAPES = [  # (n_layer, n_embd, n_head, vocab, block, bias): 16-aligned widths, odd widths (the scalar tails)
+    (2, 32, 4, 50, 16, True),
+    (1, 36, 3, 7, 10, False),
+    (3, 64, 2, 300, 24, True),
+]
+
+
+def gpt(shape, seed: int = 0) -> GPT:
+    L, C, H, V, block, bias = shape
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(n_layer=L, n_embd=C, n_head=H, vocab_size=V, block_size=block, bias=bias)).eval()
+    with torch.no_grad():  # larger than GPT-2's init, so the attention and GELU see a real range of values
+        for p in model.parameters():
+            p.mul_(4.0)
+    return model
+
+
+def caches(model: GPT, slots: int):
+    with native.disabled():
+        eager = model.new_slots(slots)
+    fused = model.new_slots(slots)
+    assert eager.native is None and fused.native is not None
+    fused.native.use_prefill = fused.native.use_step = True  # whatever the timing race chose
+    return eager, fused
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_prefill_and_steps_match_pytorch(shape):
+    model = gpt(shape)
+    V, block = shape[3], shape[4]
+    eager, fused = caches(model, 3)
+    ids = torch.randint(0, V, (2, 5))
+    slots = torch.tensor([2, 0])  # not consecutive, not in order
+    a, b = model.prefill(ids, eager, slots), model.prefill(ids, fused, slots)
+    torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
+    assert eager.lengths == fused.lengths == [5, 0, 5]
+    for step in range(block - 5):  # up to a full context
+        tokens = torch.randint(0, V, (2,))
+        a, b = model.decode(tokens, eager, slots), model.decode(tokens, fused, slots)
+        assert b.shape == (2, V) and b.dtype == torch.float32
+        torch.testing.assert_close(b, a, atol=5e-5, rtol=1e-5, msg=f"step {step}")
+    torch.testing.assert_close(fused.k[:, [0, 2]], eager.k[:, [0, 2]], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.v[:, [0, 2]], eager.v[:, [0, 2]], atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model.decode(torch.zeros(2, dtype=torch.long), fused, slots)
+
+
+def test_rows_at_different_lengths_do_not_see_each_other():
+    """One decode call over slots at lengths 3 and 7: each row's logits equal those of its slot decoded alone."""
+    model = gpt(SHAPES[0])
+    _, fused = caches(model, 2)
+    _, alone = caches(model, 1)
+    x, y = torch.randint(0, 50, (1, 3)), torch.randint(0, 50, (1, 7))
+    model.prefill(x, fused, torch.tensor([0]))
+    model.prefill(y, fused, torch.tensor([1]))
+    both = model.decode(torch.tensor([4, 9]), fused, torch.tensor([0, 1]))
+    model.prefill(y, alone, torch.tensor([0]))
+    torch.testing.assert_close(both[1:], model.decode(torch.tensor([9]), alone, torch.tensor([0])))
+    assert fused.lengths == [4, 8]
+
+
+@pytest.mark.parametrize("options", [dict(temperature=0), dict(temperature=0.8), dict(temperature=1.3, top_k=5)])
+def test_generation_gives_the_same_tokens(options):
+    """300 tokens through windows that slide 20 times: the tokens of the PyTorch path, for the same seed."""
+    model = gpt(SHAPES[0], seed=1)
+    prompt = torch.tensor([[1, 2, 3]])
+    with native.disabled():
+        want = model.generate(prompt, 300, generator=torch.Generator().manual_seed(7), **options)
+    got = model.generate(prompt, 300, generator=torch.Generator().manual_seed(7), **options)
+    assert torch.equal(got, want)
+
+
+def test_bad_token_is_refused_without_writing():
+    model = gpt(SHAPES[0])
+    _, fused = caches(model, 1)
+    model.prefill(torch.tensor([[1, 2]]), fused, torch.tensor([0]))
+    before = fused.k.clone()
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 49\]"):
+        model.decode(torch.tensor([50]), fused, torch.tensor([0]))
+    assert torch.equal(fused.k, before) and fused.lengths == [2]
+
+
+def test_only_float32_cpu_models_take_the_kernel():
+    model = gpt(SHAPES[0]).double()
+    assert model.new_slots(1).native is None
+    tokens = model.generate(torch.tensor([[1]]), 5, temperature=0)
+    assert tokens.shape == (1, 6)
+
+
+def test_without_a_compiler_the_pytorch_path_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_why", {})
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    assert native.load("gpt_step") is None and native.status("gpt_step").startswith("no C compiler")
+    model = gpt(SHAPES[1])
+    assert model.new_slots(1).native is None
+    assert model.generate(torch.tensor([[1]]), 12, temperature=0).shape == (1, 13)
+
+
+def test_a_failed_build_is_reported_not_raised(monkeypatch, tmp_path):
+    bad = tmp_path / "broken.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(native, "HERE", tmp_path)
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_loaded", {})
+    assert native.load("broken") is None
+    assert native.status("broken").startswith("build failed:")
+    assert not list((tmp_path / "cache" / "kernels").glob("*.so"))  # nothing half-written is left
+
+
+def test_the_timing_race_is_made_once_per_shape(monkeypatch):
+    calls = []
+    real = native_gpt._race
+    monkeypatch.setattr(native_gpt, "_CHOICES", {})
+    monkeypatch.setattr(native_gpt, "_race", lambda *a: calls.append(1) or real(*a))
+    model = gpt(SHAPES[2])
+    first = model.new_slots(2).native
+    model.new_slots(4)
+    assert len(calls) == 1 and isinstance(first.use_step, bool) and isinstance(first.use_prefill, bool)
+
+
+def test_the_fused_draw_matches_pytorch():
+    """Inverse-CDF draws at a temperature: the token PyTorch's softmax/cumsum picks for the same uniform."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 97, generator=g) * 3  # (B, V)
+    u = torch.rand(400, 1, generator=g)
+    got = sampling.draw(logits, 0.7, u)
+    want = _draw((logits / 0.7).softmax(dim=-1), None, u)
+    assert got.dtype == torch.int64 and (got == want).float().mean() == 1.0
+    edge = torch.tensor([[0.0, float("-inf"), 0.0]])  # a token of probability 0 is never drawn
+    assert sampling.draw(edge, 1.0, torch.tensor([[0.5]])).item() == 0
+    assert sampling.draw(edge, 1.0, torch.tensor([[0.9999]])).item() == 2
+    seeded = [next_tokens(logits[:1], torch.Generator().manual_seed(3), temperature=0.7) for _ in range(2)]
+    with native.disabled():
+        eager = next_tokens(logits[:1], torch.Generator().manual_seed(3), temperature=0.7)
+    assert torch.equal(seeded[0], seeded[1]) and torch.equal(seeded[0], eager)
