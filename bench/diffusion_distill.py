@@ -39,6 +39,7 @@ TIME_TARGET_S = 0.3  # 64 images at 1 step
 
 def _train(argv: list[str], log: Path) -> float:
     """Run ``genforge train`` with ``argv`` (output to ``log``); the wall seconds it took."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with log.open("w") as f:
         code = subprocess.run([sys.executable, "-m", "genforge.cli", "train", *argv, "--no-progress"],

@@ -200,3 +200,16 @@ def test_a_student_run_stands_on_its_teacher_run_and_refuses_a_changed_one(tmp_p
     err = capsys.readouterr().err
     assert "'teacher'" in err and "weights changed" in err
     assert not (tmp_path / "again.png").exists()
+
+
+def test_the_shipped_recipe_fits_the_mnist_diffusion_teacher():
+    """mnist-diffusion-distill's student has the U-Net of mnist-diffusion (shape filled in as the trainer does)."""
+    from genforge.config import from_dict, load_yaml, recipe_path
+
+    shape = {"channels": 1, "image_size": 28, "num_classes": 10}
+    teacher_raw = load_yaml(recipe_path("mnist-diffusion"))["model"]
+    student_raw = load_yaml(recipe_path("mnist-diffusion-distill"))["model"]
+    teacher = Diffusion(from_dict(DiffusionConfig, {**teacher_raw, **shape}, prefix="model"))
+    student = models.build(from_dict(DistillConfig, {**student_raw, **shape}, prefix="model"), {"teacher": teacher})
+    assert torch.equal(student.unet.stem.weight, teacher.unet.stem.weight)
+    assert student.config.steps == [1, 2, 4, 8] and student.config.guidance == 2.0
