@@ -164,7 +164,7 @@ class DecodeLoop:
         reached ``max_new_tokens`` leaves after this step (``done``).
         """
         if not torch.is_inference_mode_enabled():
-            with torch.inference_mode():
+            with _inference_mode():
                 return self.step()
         logits: dict[DecodeJob, Tensor] = {}  # job → [n, V]
         to_decode = []
@@ -207,6 +207,16 @@ class DecodeLoop:
 
     def _choose(self, jobs: list[DecodeJob], logits: dict[DecodeJob, Tensor]) -> list[tuple[DecodeJob, Tensor]]:
         """Draw the next tokens of ``jobs``, one ``next_tokens`` call per group of equal options; append them."""
+        if len(jobs) == 1:  # one job alone (a chat user's request): no grouping
+            job = jobs[0]
+            allowed = None if job.token_mask is None else job.token_mask()  # (n, V) or None
+            tokens = next_tokens(logits[job], job.generator, allowed=allowed, **job.decoding)  # (n,)
+            job.ids[:, job.length] = tokens
+            job.length += 1
+            job.generated += 1
+            if job.done:
+                self.remove(job)
+            return [(job, tokens)]
         groups: dict[tuple, list[DecodeJob]] = {}
         for job in jobs:
             groups.setdefault(job.group, []).append(job)
@@ -226,6 +236,12 @@ class DecodeLoop:
                     self.remove(job)
                 out.append((job, tokens))
         return out
+
+
+def _inference_mode():
+    """``torch.inference_mode()``'s guard without its Python wrapper (entered at every token: µs count)."""
+    guard = getattr(torch._C, "_InferenceMode", None)
+    return torch.inference_mode() if guard is None else guard(True)
 
 
 def _generators(jobs: list[DecodeJob]) -> Generator:
