@@ -13,7 +13,7 @@ from torch import nn
 
 from genforge import config
 from genforge.config import TrainConfig
-from genforge.training.muon import MuonAdamW, split_hidden
+from genforge.training.muon import Muon, MuonAdamW, split_hidden
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -47,7 +47,7 @@ def build_optimizer(params: list[nn.Parameter], lr: float, cfg: TrainConfig, *,
             raise ValueError("train.optimizer=muon needs the model, to tell embeddings from hidden matrices")
         hidden, rest = split_hidden(params, model)
         scale = cfg.muon_lr / cfg.lr
-        muon = torch.optim.Muon([{"params": hidden, "lr_scale": scale}], lr=lr * scale,
+        muon = Muon([{"params": hidden, "lr_scale": scale}], lr=lr * scale,
                                 weight_decay=cfg.weight_decay / scale, momentum=cfg.muon_momentum) if hidden else None
         return MuonAdamW(muon, _adamw(rest, lr, cfg, fused) if rest else None)
     if cfg.optimizer == "adamw":

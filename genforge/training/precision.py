@@ -14,6 +14,8 @@ mnist-dcgan step 22.8 ms in bf16-mixed vs 34.9 ms in fp32.
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, ContextManager
@@ -54,6 +56,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bfloat16 matrix instructions (Linux /proc/cpuinfo flags; False elsewhere)."""
     try:

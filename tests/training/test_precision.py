@@ -19,9 +19,13 @@ def test_auto_follows_the_cpu_flags(monkeypatch, tmp_path, flags, expected):
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(cpuinfo if p == "/proc/cpuinfo" else p, *a, **k))
-    assert prec.auto_precision(torch.device("cpu")) == expected
-    resolved = prec.resolve_precision(torch.device("cpu"), "auto")
-    assert resolved.name == expected and resolved.use_scaler is False
+    prec.cpu_has_bf16.cache_clear()  # the flags are read once per process: here the fake ones
+    try:
+        assert prec.auto_precision(torch.device("cpu")) == expected
+        resolved = prec.resolve_precision(torch.device("cpu"), "auto")
+        assert resolved.name == expected and resolved.use_scaler is False
+    finally:
+        prec.cpu_has_bf16.cache_clear()
 
 
 def test_auto_is_a_valid_setting_and_others_are_refused():
