@@ -192,6 +192,8 @@ def test_a_student_run_stands_on_its_teacher_run_and_refuses_a_changed_one(tmp_p
     png = tmp_path / "s.png"
     assert main(["sample", str(student), "--n", "4", "--seed", "1", "--steps", "2", "-o", str(png)]) == 0
     assert png.is_file()
+    assert main(["eval", str(student), "--metrics", "fid", "--n", "200", "--allow-small", "--no-progress"]) == 0
+    _serve_ok(student)
     capsys.readouterr()
     weights = bytearray((teacher / "model.safetensors").read_bytes())
     weights[-1] ^= 1
@@ -200,6 +202,21 @@ def test_a_student_run_stands_on_its_teacher_run_and_refuses_a_changed_one(tmp_p
     err = capsys.readouterr().err
     assert "'teacher'" in err and "weights changed" in err
     assert not (tmp_path / "again.png").exists()
+
+
+def _serve_ok(run) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from genforge.serve import ServeSettings, check_specs, create_app
+
+    app = create_app(check_specs([f"student={run}"]), ServeSettings(), load_async=False)
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"model": "student", "n": 2, "seed": 3, "steps": 2})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == 2
+        r = client.post("/v1/images/generations", json={"model": "student", "n": 1, "steps": 3})
+        assert r.status_code in (400, 422) and "steps" in r.text, r.text  # more than it was trained for
 
 
 def test_the_shipped_recipe_fits_the_mnist_diffusion_teacher():
