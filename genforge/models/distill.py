@@ -24,6 +24,7 @@ weights are saved; the pool lives in memory. Shape legend: B batch, P pool, M = 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -79,21 +80,13 @@ class DistillConfig(ImageModelConfig):
     @property
     def grid(self) -> int:
         """M: the pool keeps the teacher's states at sigma = 1 - j/M, j = 0..M (every trained k divides M)."""
-        m = 1
-        for k in self.steps:
-            m = m * k // _gcd(m, k)
-        return m
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
+        return math.lcm(*self.steps)
 
 
 @dataclass(kw_only=True)
 class DistillSampleOptions(SampleOptions):
-    """``steps``: Euler steps of the student, 1 to its largest trained step count (one U-Net call each)."""
+    """``steps``: Euler steps of the student, 1 to its largest trained step count (one U-Net call each); a count
+    between the trained ones is fed to the step-size embedding as it is (sinusoidal of T/k: between theirs)."""
 
     steps: int = 1
 
