@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,3 +103,27 @@ def require_idle(limit: float = 0.15) -> float:
 def summary(values: list[float]) -> str:
     """``median (min–max, n=K)``."""
     return f"{statistics.median(values):,.0f} (min {min(values):,.0f}, max {max(values):,.0f}, n={len(values)})"
+
+
+def cpu_model() -> str:
+    """The ``lscpu`` model line (with the bf16 flags that decide ``precision: auto``), or the platform's name."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                 platform.processor() or platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags")), [])
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({', '.join(bf16) if bf16 else 'no bf16 instructions'})"
+
+
+def print_machine() -> dict[str, float]:
+    """Print the CPU model and its measured fp32 and bf16 matmul peaks (GFLOP/s, at torch's thread count)."""
+    import torch
+    from peak import matmul_peak
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"cpu: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak "
+          f"fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    return peaks

@@ -12,7 +12,7 @@ from genforge.models.gpt import GPT, GPTConfig
 from genforge.models.native import gpt as native_gpt
 from genforge.models.native import sampling
 
-pytestmark = pytest.mark.skipif(native.status("gpt_step") != "native",
+pytestmark = pytest.mark.skipif(not native.status("gpt_step").startswith("native"),
                                 reason=f"the C kernel is not built here: {native.status('gpt_step')}")
 
 SHAPES = [  # (n_layer, n_embd, n_head, vocab, block, bias): 16-aligned widths, odd widths (the scalar tails)
@@ -37,27 +37,29 @@ def caches(model: GPT, slots: int):
         eager = model.new_slots(slots)
     fused = model.new_slots(slots)
     assert eager.native is None and fused.native is not None
-    fused.native.use_prefill = fused.native.use_step = True  # whatever the timing race chose
+    fused.native.prefill_threads = fused.native.step_threads = 1  # whatever the timing race chose
     return eager, fused
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_prefill_and_steps_match_pytorch(shape):
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 128, 4, 40, 40, True)])  # the last one large enough for threads
+def test_prefill_and_steps_match_pytorch(shape, threads):
     model = gpt(shape)
     V, block = shape[3], shape[4]
     eager, fused = caches(model, 3)
+    fused.native.prefill_threads = fused.native.step_threads = threads
     ids = torch.randint(0, V, (2, 5))
     slots = torch.tensor([2, 0])  # not consecutive, not in order
     a, b = model.prefill(ids, eager, slots), model.prefill(ids, fused, slots)
-    torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4)
     assert eager.lengths == fused.lengths == [5, 0, 5]
     for step in range(block - 5):  # up to a full context
         tokens = torch.randint(0, V, (2,))
         a, b = model.decode(tokens, eager, slots), model.decode(tokens, fused, slots)
         assert b.shape == (2, V) and b.dtype == torch.float32
-        torch.testing.assert_close(b, a, atol=5e-5, rtol=1e-5, msg=f"step {step}")
-    torch.testing.assert_close(fused.k[:, [0, 2]], eager.k[:, [0, 2]], atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(fused.v[:, [0, 2]], eager.v[:, [0, 2]], atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4, msg=f"step {step}")
+    torch.testing.assert_close(fused.k[:, [0, 2]], eager.k[:, [0, 2]], atol=1e-4, rtol=1e-4)  # (sums in another order)
+    torch.testing.assert_close(fused.v[:, [0, 2]], eager.v[:, [0, 2]], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="exceeds block_size"):
         model.decode(torch.zeros(2, dtype=torch.long), fused, slots)
 
@@ -133,7 +135,8 @@ def test_the_timing_race_is_made_once_per_shape(monkeypatch):
     model = gpt(SHAPES[2])
     first = model.new_slots(2).native
     model.new_slots(4)
-    assert len(calls) == 1 and isinstance(first.use_step, bool) and isinstance(first.use_prefill, bool)
+    assert len(calls) == 1 and 0 <= first.step_threads <= first.max_threads
+    assert 0 <= first.prefill_threads <= first.max_threads
 
 
 def test_the_fused_draw_matches_pytorch():

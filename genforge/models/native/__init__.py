@@ -23,7 +23,9 @@ from typing import Iterator
 from genforge.io import atomic_path, default_cache_dir
 
 HERE = Path(__file__).resolve().parent
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=fast", "-fopenmp-simd"]
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=fast"]
+THREADS = ["-fopenmp"]  # large matrix products split across cores; without OpenMP: one thread, SIMD only
+SERIAL = ["-fopenmp-simd"]
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _why: dict[str, str] = {}
 OFF: list[bool] = []  # non-empty inside ``disabled()``
@@ -57,9 +59,9 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(name: str, cc: str) -> Path:
+def _build(name: str, cc: str, flags: list[str]) -> Path:
     source = HERE / f"{name}.c"
-    key = hashlib.sha256(b"\0".join([source.read_bytes(), cc.encode(), " ".join(FLAGS).encode(),
+    key = hashlib.sha256(b"\0".join([source.read_bytes(), cc.encode(), " ".join(flags).encode(),
                                      _cpu_flags().encode()])).hexdigest()[:16]
     folder = default_cache_dir() / "kernels"
     target = folder / f"{name}-{key}.so"
@@ -67,7 +69,7 @@ def _build(name: str, cc: str) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:  # concurrent builders each publish a whole file
-        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(source), "-lm"], capture_output=True, text=True,
+        done = subprocess.run([cc, *flags, "-o", str(tmp), str(source), "-lm"], capture_output=True, text=True,
                               timeout=120)
         if done.returncode:
             raise OSError(((done.stderr or done.stdout).strip().splitlines() or ["the compiler failed"])[-1])
@@ -86,16 +88,19 @@ def load(name: str) -> ctypes.CDLL | None:
     elif (cc := compiler()) is None:
         _why[name] = "no C compiler (set CC)"
     else:
-        try:
-            lib = ctypes.CDLL(str(_build(name, cc)))
-            _why[name] = "native"
-        except (OSError, subprocess.SubprocessError) as e:
-            _why[name] = f"build failed: {e}"
+        for extra, how in ((THREADS, "native (OpenMP)"), (SERIAL, "native (one thread)")):
+            try:
+                lib = ctypes.CDLL(str(_build(name, cc, FLAGS + extra)))
+                _why[name] = how
+                break
+            except (OSError, subprocess.SubprocessError) as e:
+                _why[name] = f"build failed: {e}"
     _loaded[name] = lib
     return lib
 
 
 def status(name: str) -> str:
-    """Why ``name`` is or is not native: ``"native"``, ``"off (…)"``, ``"no C compiler …"``, ``"build failed: …"``."""
+    """Why ``name`` is or is not native: ``"native (OpenMP)"``, ``"native (one thread)"``, ``"off (…)"``,
+    ``"no C compiler …"``, ``"build failed: …"``."""
     load(name)
     return _why[name]

@@ -34,12 +34,24 @@ class GPTStep:
         self.ptrs = (ctypes.c_void_p * len(tensors))(*(None if t is None else t.data_ptr() for t in tensors))
         self.vocab, self.block = config.vocab_size, config.block_size
         self._out_rows = [(_I64 * m)(*range(m)) for m in range(k.shape[1] + 1)]  # every row's logits, B ≤ S
-        self.config, self.plan, self.use_prefill, self.use_step = config, plan, True, True
+        self.config, self.plan = config, plan
+        self.prefill_threads = self.step_threads = 1  # 0 = the PyTorch path is faster (:meth:`calibrate`)
         self.fn_lib, self.fn = lib, lib.gf_gpt_forward
         self.fn.restype = ctypes.c_int
-        self.fn.argtypes = [ctypes.c_void_p] * 2 + [_I64] + [ctypes.c_void_p] * 3 + [_I64] + [ctypes.c_void_p] * 2
+        self.fn.argtypes = [ctypes.c_void_p] * 2 + [_I64] + [ctypes.c_void_p] * 3 + [_I64] + [ctypes.c_void_p] * 2 + [_I64]
+        lib.gf_max_threads.restype = ctypes.c_int
+        self.max_threads = int(lib.gf_max_threads())
 
-    def _run(self, tokens: Tensor, slots: list[int], positions: list[int], out_rows: list[int] | None) -> Tensor:
+    @property
+    def use_prefill(self) -> bool:
+        return self.prefill_threads > 0
+
+    @property
+    def use_step(self) -> bool:
+        return self.step_threads > 0
+
+    def _run(self, tokens: Tensor, slots: list[int], positions: list[int], out_rows: list[int] | None,
+             threads: int) -> Tensor:
         """The C forward over rows (token, slot, position) → logits float32 [len(out_rows), V] (None: every row)."""
         B = len(slots)
         M = B if out_rows is None else len(out_rows)
@@ -47,7 +59,7 @@ class GPTStep:
             tokens = tokens.to("cpu", torch.int64).contiguous()
         out = torch.empty(M, self.vocab)  # (M, V)
         failed = self.fn(self.dims, self.ptrs, B, tokens.data_ptr(), (_I64 * B)(*slots), (_I64 * B)(*positions),
-                         M, self._out_rows[M] if out_rows is None else (_I64 * M)(*out_rows), out.data_ptr())
+                         M, self._out_rows[M] if out_rows is None else (_I64 * M)(*out_rows), out.data_ptr(), threads)
         if failed == 2:
             raise ValueError(f"token ids must be in [0, {self.vocab - 1}] and positions within the context")
         if failed:
@@ -60,7 +72,7 @@ class GPTStep:
         positions = [lengths[s] for s in slots]
         if max(positions) >= self.block:
             raise ValueError(f"a sequence of {max(positions) + 1} tokens exceeds block_size={self.block}")
-        out = self._run(tokens, slots, positions, None)
+        out = self._run(tokens, slots, positions, None, self.step_threads)
         for s in slots:
             lengths[s] += 1
         return out
@@ -70,22 +82,24 @@ class GPTStep:
         sets the slots' ``lengths`` to P."""
         n, P = ids.shape
         rows = [s for s in slots for _ in range(P)]  # row-major over (sequence, position)
-        out = self._run(ids.reshape(-1), rows, list(range(P)) * n, [i * P + P - 1 for i in range(n)])  # (n, V)
+        out = self._run(ids.reshape(-1), rows, list(range(P)) * n, [i * P + P - 1 for i in range(n)],
+                        self.prefill_threads)  # (n, V)
         for s in slots:
             lengths[s] = P
         return out
 
     def calibrate(self, prefill_torch: Callable, decode_torch: Callable, scratch: Callable[[], Any]) -> None:
-        """Time this kernel against the PyTorch paths (``(ids, cache, slots) → logits`` and
-        ``(tokens, cache, slots) → logits``) on ``scratch()``, a new one-slot cache without a kernel, once per
-        model shape in a process; set :attr:`use_prefill` / :attr:`use_step` to whether the kernel was faster."""
+        """Time this kernel on one thread and on all of OpenMP's against the PyTorch paths (``(ids, cache,
+        slots) → logits``, ``(tokens, cache, slots) → logits``) on ``scratch()``, a new one-slot cache without
+        a kernel, once per model shape in a process; keep the fastest for prefill and for steps
+        (:attr:`prefill_threads`, :attr:`step_threads`; 0 = PyTorch)."""
         key = tuple(self.dims)[:5]
         if key not in _CHOICES:
             _CHOICES[key] = _race(self, prefill_torch, decode_torch, scratch())
-        self.use_prefill, self.use_step = _CHOICES[key]
+        self.prefill_threads, self.step_threads = _CHOICES[key]
 
 
-_CHOICES: dict[tuple[int, ...], tuple[bool, bool]] = {}  # model shape → (native prefill faster, native step faster)
+_CHOICES: dict[tuple[int, ...], tuple[int, int]] = {}  # model shape → (prefill threads, step threads), 0 = PyTorch
 
 
 def _best(fn: Callable[[], Any], repeats: int = 3) -> float:
@@ -97,26 +111,34 @@ def _best(fn: Callable[[], Any], repeats: int = 3) -> float:
     return best
 
 
-def _race(step: GPTStep, prefill_torch: Callable, decode_torch: Callable, cache: Any) -> tuple[bool, bool]:
-    """(native prefill faster, native step faster), timed on a window of 3/4 of the context (at most 64)."""
+def _race(step: GPTStep, prefill_torch: Callable, decode_torch: Callable, cache: Any) -> tuple[int, int]:
+    """(prefill threads, step threads), 0 for PyTorch: the fastest of PyTorch, the kernel on one thread and on
+    every thread, timed on a window of 3/4 of the context (at most 64) and three steps after it."""
     cfg = step.config
     twin = GPTStep(step.fn_lib, cfg, step.plan, cache.k, cache.v)
     P = max(1, min(64, cfg.block_size * 3 // 4, cfg.block_size - 4))
     ids, slot = torch.zeros(1, P, dtype=torch.long), torch.zeros(1, dtype=torch.long)
-    token = slot
+    counts = sorted({1, twin.max_threads})
+
+    def steps(run: Callable[[], Any]) -> Callable[[], None]:
+        def go() -> None:
+            cache.lengths[0] = P
+            for _ in range(3):
+                run()
+        return go
+
+    def native(threads: int, prefill: bool) -> Callable[[], Any]:
+        def go() -> Any:
+            twin.prefill_threads = twin.step_threads = threads
+            return twin.prefill(ids, [0], cache.lengths) if prefill else twin.step(slot, [0], cache.lengths)
+        return go if prefill else steps(go)
+
     with torch.inference_mode():
-        prefill = (_best(lambda: twin.prefill(ids, [0], cache.lengths)), _best(lambda: prefill_torch(ids, cache, slot)))
-
-        def steps(run: Callable[[], Any]) -> Callable[[], None]:
-            def go() -> None:
-                cache.lengths[0] = P
-                for _ in range(3):
-                    run()
-            return go
-
-        decode = (_best(steps(lambda: twin.step(token, [0], cache.lengths))),
-                  _best(steps(lambda: decode_torch(token, cache, slot))))
-    return prefill[0] <= prefill[1], decode[0] <= decode[1]
+        prefill = {0: _best(lambda: prefill_torch(ids, cache, slot))}
+        prefill.update({n: _best(native(n, True)) for n in counts})
+        decode = {0: _best(steps(lambda: decode_torch(slot, cache, slot)))}
+        decode.update({n: _best(native(n, False)) for n in counts})
+    return min(prefill, key=prefill.get), min(decode, key=decode.get)
 
 
 def gpt_step(config: Any, plan: tuple, k: Tensor, v: Tensor) -> GPTStep | None:

@@ -23,6 +23,19 @@
 #include <string.h>
 
 #define PER_LAYER 12
+#define PARALLEL_MIN (1 << 18) /* multiply-adds worth splitting across threads (OpenMP, when built with it) */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Threads OpenMP would use (1 without OpenMP): the most gf_gpt_forward can be given. */
+int gf_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 
 typedef float v8 __attribute__((vector_size(32), aligned(4))); /* 8 floats, unaligned loads allowed */
 
@@ -33,9 +46,11 @@ static inline v8 bias8(const float *b, int64_t j) { return b ? *(const v8 *)(b +
 /* One row: y[j] = b[j] + sum_i x[i] * w[i, j] for j < out; x [in], w [in, out] row-major. Sixty-four
  * outputs at a time live in registers while the inputs stream past. */
 static void linear1(float *restrict y, const float *restrict x, const float *restrict w, const float *restrict b,
-                    int64_t in, int64_t out) {
-    int64_t j = 0;
-    for (; j + 64 <= out; j += 64) {
+                    int64_t in, int64_t out, int threads) {
+    const int64_t blocks = out / 64;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && in * out >= PARALLEL_MIN)
+    for (int64_t jb = 0; jb < blocks; jb++) {
+        const int64_t j = jb * 64;
         v8 a[8];
         for (int k = 0; k < 8; k++) a[k] = bias8(b, j + 8 * k);
         for (int64_t i = 0; i < in; i++) {
@@ -45,6 +60,7 @@ static void linear1(float *restrict y, const float *restrict x, const float *res
         }
         for (int k = 0; k < 8; k++) *(v8 *)(y + j + 8 * k) = a[k];
     }
+    int64_t j = blocks * 64;
     for (; j + 8 <= out; j += 8) {
         v8 a = bias8(b, j);
         for (int64_t i = 0; i < in; i++) a += x[i] * *(const v8 *)(w + i * out + j);
@@ -78,11 +94,12 @@ static inline __attribute__((always_inline)) void strip(const int NR, float *res
 /* R rows: Y[r] = b + X[r] @ w, rows of X at stride sx and of Y at stride sy (floats). Column strips of w
  * (in x 16, kept in L1) are read once for all rows, six rows at a time; one row alone takes linear1. */
 static void linear(float *restrict Y, int64_t sy, const float *restrict X, int64_t sx, const float *restrict w,
-                   const float *restrict b, int64_t R, int64_t in, int64_t out) {
+                   const float *restrict b, int64_t R, int64_t in, int64_t out, int threads) {
     if (R == 1 || out % 16) {
-        for (int64_t r = 0; r < R; r++) linear1(Y + r * sy, X + r * sx, w, b, in, out);
+        for (int64_t r = 0; r < R; r++) linear1(Y + r * sy, X + r * sx, w, b, in, out, threads);
         return;
     }
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && R * in * out >= PARALLEL_MIN)
     for (int64_t j = 0; j < out; j += 16) {
         int64_t r = 0;
         for (; r + 6 <= R; r += 6) strip(6, Y + r * sy, sy, X + r * sx, sx, w, b, in, out, j);
@@ -190,9 +207,11 @@ static void gelu(float *x, int64_t n) {
  * different slots, a prefill the consecutive positions of one slot (every row's key and value of a layer
  * is written before any row of that layer attends, so row r sees the rows before it). Two rows must not
  * share a slot and position. Returns 0; 1 when scratch memory cannot be had; 2 when a token, slot,
- * position or output row is out of range (nothing is written then). */
+ * position or output row is out of range (nothing is written then). Large products use up to nthreads
+ * threads (OpenMP builds). */
 int gf_gpt_forward(const int64_t *dims, const float *const *ptrs, int64_t B, const int64_t *tokens,
-                   const int64_t *slots, const int64_t *pos, int64_t M, const int64_t *out_rows, float *logits) {
+                   const int64_t *slots, const int64_t *pos, int64_t M, const int64_t *out_rows, float *logits,
+                   int64_t nthreads) {
     const int64_t L = dims[0], C = dims[1], H = dims[2], V = dims[3], block = dims[4], S = dims[5];
     const float *wte = ptrs[0], *wpe = ptrs[1], *lnf_w = ptrs[2], *lnf_b = ptrs[3];
     float *kcache = (float *)ptrs[4 + PER_LAYER * L], *vcache = (float *)ptrs[5 + PER_LAYER * L];
@@ -201,9 +220,10 @@ int gf_gpt_forward(const int64_t *dims, const float *const *ptrs, int64_t B, con
         if (tokens[r] < 0 || tokens[r] >= V || slots[r] < 0 || slots[r] >= S || pos[r] < 0 || pos[r] >= block) return 2;
     for (int64_t m = 0; m < M; m++)
         if (out_rows[m] < 0 || out_rows[m] >= B) return 2;
-    float *scratch = malloc(((size_t)B * 10 * C + block) * sizeof(float));
+    const int threads = nthreads < 1 ? 1 : (int)nthreads;
+    float *scratch = malloc(((size_t)B * 10 * C + (size_t)B * block) * sizeof(float));
     if (!scratch) return 1;
-    /* per row: x [C] residual stream, h [C], qkv [3C], y [C], ff [4C]; rows at stride 10C */
+    /* per row: x [C] residual stream, h [C], qkv [3C], y [C], ff [4C] at stride 10C; then att [block] */
     float *att = scratch + B * 10 * C;
     for (int64_t r = 0; r < B; r++) {
         float *x = scratch + r * 10 * C;
@@ -215,26 +235,27 @@ int gf_gpt_forward(const int64_t *dims, const float *const *ptrs, int64_t B, con
     for (int64_t l = 0; l < L; l++) {
         const float *const *p = ptrs + 4 + PER_LAYER * l;
         for (int64_t r = 0; r < B; r++) layer_norm(Hn + r * st, X + r * st, p[0], p[1], C);
-        linear(QKV, st, Hn, st, p[2], p[3], B, C, 3 * C);
+        linear(QKV, st, Hn, st, p[2], p[3], B, C, 3 * C, threads);
         for (int64_t r = 0; r < B; r++)
             for (int64_t hd = 0; hd < H; hd++) { /* this row's key and value, at its slot and position */
                 const int64_t at = (((l * S + slots[r]) * H + hd) * block + pos[r]) * D;
                 memcpy(kcache + at, QKV + r * st + C + hd * D, (size_t)D * sizeof(float));
                 memcpy(vcache + at, QKV + r * st + 2 * C + hd * D, (size_t)D * sizeof(float));
             }
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && B * block * C >= PARALLEL_MIN)
         for (int64_t r = 0; r < B; r++) {
             const int64_t at = (l * S + slots[r]) * H * block * D; /* this layer's, this slot's [H, block, D] */
-            attend(Y + r * st, QKV + r * st, kcache + at, vcache + at, att, pos[r], C, H, block);
+            attend(Y + r * st, QKV + r * st, kcache + at, vcache + at, att + r * block, pos[r], C, H, block);
         }
-        linear(Hn, st, Y, st, p[4], p[5], B, C, C);
+        linear(Hn, st, Y, st, p[4], p[5], B, C, C, threads);
         for (int64_t r = 0; r < B; r++) {
             float *x = X + r * st, *h = Hn + r * st;
             for (int64_t i = 0; i < C; i++) x[i] += h[i];
             layer_norm(h, x, p[6], p[7], C);
         }
-        linear(FF, st, Hn, st, p[8], p[9], B, C, 4 * C);
+        linear(FF, st, Hn, st, p[8], p[9], B, C, 4 * C, threads);
         for (int64_t r = 0; r < B; r++) gelu(FF + r * st, 4 * C);
-        linear(Hn, st, FF, st, p[10], p[11], B, 4 * C, C);
+        linear(Hn, st, FF, st, p[10], p[11], B, 4 * C, C, threads);
         for (int64_t r = 0; r < B; r++) {
             float *x = X + r * st, *h = Hn + r * st;
             for (int64_t i = 0; i < C; i++) x[i] += h[i];
