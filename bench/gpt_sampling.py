@@ -9,7 +9,9 @@ figures are medians of ``--repeats``, and the two paths must give the same token
 - nanoGPT's CPU shape (4 layers, 4 heads, width 128, context 64) and a 6 x 384 model (context 256),
   randomly initialised over the same 65 characters (speed does not depend on the weights' values).
 
-The server's streaming path is timed too: one request at a time through ``TextEngine`` (the continuous
+Batch 1 is also timed through onnxruntime (the exported, verified ``decoder`` graph behind the same decode
+loop; needs the ``export`` extra), one of the options the fused step was chosen over. The server's streaming
+path is timed too: one request at a time through ``TextEngine`` (the continuous
 batcher behind ``/v1/completions``), tokens/s from submit to the last token. The machine line gives the CPU
 model and its measured fp32/bf16 matmul peaks.
 
@@ -61,6 +63,31 @@ def compare(name: str, model, prompt: torch.Tensor, new: int, repeats: int) -> N
     p, f = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"{name:24s} batch {prompt.shape[0]}: pytorch {summary(rates[False])} tokens/s | native "
           f"{summary(rates[True])} tokens/s | {f / p:.2f}x | same tokens: {same}", flush=True)
+
+
+def onnx_rate(model, prompt: torch.Tensor, new: int, repeats: int) -> str:
+    """Batch-1 tokens/s of the decode loop over onnxruntime, or why it was not measured."""
+    try:
+        import onnxruntime as ort
+
+        from genforge.export.onnx import OnnxLanguageModel, export_graph
+    except ImportError as e:
+        return f"not measured ({e.name} is not installed)"
+    from genforge.models import decoding
+
+    module, inputs, names, outputs, axes = model.onnx_graphs()["decoder"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "decoder.onnx"
+        export_graph(module, inputs, path, names, outputs, axes)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        lm = OnnxLanguageModel(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), model)
+    rates = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        list(decoding.stream(lm, prompt, new, generator=torch.Generator().manual_seed(r), temperature=0.8))
+        rates.append(new / (time.perf_counter() - t))
+    return f"{summary(rates)} tokens/s"
 
 
 def engine_rate(run: str, new: int, repeats: int) -> None:
@@ -123,6 +150,8 @@ def main() -> None:
         cfg = m.config
         print(f"-- {name}: {cfg.n_layer} layers x {cfg.n_embd}, {cfg.n_head} heads, context {cfg.block_size}")
         compare(name, m, prompt, args.new, args.repeats)
+        print(f"{name:24s} batch 1: onnxruntime {onnx_rate(m, prompt, args.new, max(1, args.repeats // 2))}",
+              flush=True)
         compare(name, m, prompt.expand(args.batch, -1), args.new, max(1, args.repeats // 2))
     engine_rate(run, args.new, args.repeats)
     g = torch.Generator().manual_seed(0)

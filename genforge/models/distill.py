@@ -37,7 +37,7 @@ from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, SampleOptions, eval_mode, labels_for,
                                   unpack_image_batch)
 from genforge.models.capabilities import ImageModel
-from genforge.models.unet import ResBlock, UNet, timestep_embedding
+from genforge.models.unet import UNet, timestep_embedding
 
 ARCHITECTURE = ("channels", "image_size", "conditional", "num_classes", "width", "max_mult", "blocks", "attention",
                 "timesteps")
@@ -111,26 +111,12 @@ class StepUNet(UNet):
         nn.init.zeros_(self.step_size[2].weight)
         nn.init.zeros_(self.step_size[2].bias)
 
-    # Copied from genforge.models.unet.UNet.forward, with the step-size embedding added to ``emb``
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, k: Tensor | None = None) -> Tensor:
+        """The U-Net's forward with the step-size embedding of ``k`` [B] (steps to take) added to ``emb``."""
         emb = self.embed(t, y)
         if k is not None:
             emb = emb + self.step_size(timestep_embedding(self.timesteps / k.float(), self.width))
-        h = self.stem(x)
-        hs = [h]
-        for level in self.down:
-            for layer in level:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-                hs.append(h)
-        h = self.mid[0](h, emb)
-        h = self.mid[1](self.mid_attn(h), emb)
-        for level in self.up:
-            for layer in level:
-                if isinstance(layer, ResBlock):
-                    h = layer(torch.cat([h, hs.pop()], dim=1), emb)
-                else:
-                    h = layer(F.interpolate(h, size=hs[-1].shape[-1], mode="nearest"))
-        return self.head(h)
+        return self.trunk(x, emb)
 
 
 class DiffusionDistill(GenerativeModel, ImageModel):

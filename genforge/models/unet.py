@@ -146,7 +146,10 @@ class UNet(nn.Module):
         return e
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        emb = self.embed(t, y)
+        return self.trunk(x, self.embed(t, y))
+
+    def trunk(self, x: Tensor, emb: Tensor) -> Tensor:
+        """The network after the conditioning embedding: x [B, C, S, S], emb [B, E] → [B, C, S, S]."""
         h = self.stem(x)
         hs = [h]
         for level in self.down:
