@@ -44,6 +44,7 @@ NANOGPT_CPU = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.b
                "train.batch_size=12", "train.max_steps=2000", "train.lr=1e-3", "train.warmup_steps=100",
                "train.schedule=cosine", "train.min_lr_ratio=0.1", "train.betas=[0.9,0.99]",
                "train.weight_decay=0.1", "train.grad_clip=1.0", "train.grad_accum=1", "train.precision=fp32",
+               "train.optimizer=adamw",
                "train.eval_every=0"]  # scored once at the end, as the recipe is: full-split evaluations cost seconds
 
 
