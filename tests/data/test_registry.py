@@ -9,7 +9,7 @@ import torch
 
 from genforge.config import DataConfig
 from genforge.data import DATASETS, TEXT_DATASETS, DataError, ImageData, default_cache_dir, list_datasets, load_images
-from genforge.data import cache as cache_module
+from genforge import io as io_module
 
 
 def test_unknown_name_suggests_the_closest():
@@ -37,14 +37,14 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("GENFORGE_CACHE")
-    monkeypatch.setattr(cache_module.sys, "platform", "linux")
+    monkeypatch.setattr(io_module.sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "genforge"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     assert default_cache_dir() == Path.home() / ".cache" / "genforge"
-    monkeypatch.setattr(cache_module.sys, "platform", "darwin")
+    monkeypatch.setattr(io_module.sys, "platform", "darwin")
     assert default_cache_dir() == Path.home() / "Library" / "Caches" / "genforge"
-    monkeypatch.setattr(cache_module.sys, "platform", "win32")
+    monkeypatch.setattr(io_module.sys, "platform", "win32")
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
     assert default_cache_dir() == tmp_path / "local" / "genforge" / "cache"
 
