@@ -282,14 +282,13 @@ def next_tokens(logits: Tensor, generator: rng.Generator, *, temperature: float 
         logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if temperature == 0:
         return logits.argmax(dim=-1)
+    u = rng.rand((logits.shape[0], 1), generator)  # (B, 1)
     if allowed is None and top_k is None and (top_p is None or top_p >= 1.0) and logits.device.type == "cpu":
-        u = rng.rand((logits.shape[0], 1), generator)  # (B, 1): the same draw as _draw's
         tokens = sampling.draw(logits, temperature, u)  # the fused C draw, where it is built
         if tokens is not None:
             return tokens
-        return _draw(_filter_logits(logits / temperature, None, None).softmax(dim=-1), generator, u)
     probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1).cpu()
-    return _draw(probs, generator).to(logits.device)
+    return _draw(probs, generator, u).to(logits.device)
 
 
 def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:

@@ -211,11 +211,7 @@ class DecodeLoop:
             job = jobs[0]
             allowed = None if job.token_mask is None else job.token_mask()  # (n, V) or None
             tokens = next_tokens(logits[job], job.generator, allowed=allowed, **job.decoding)  # (n,)
-            job.ids[:, job.length] = tokens
-            job.length += 1
-            job.generated += 1
-            if job.done:
-                self.remove(job)
+            self._append(job, tokens)
             return [(job, tokens)]
         groups: dict[tuple, list[DecodeJob]] = {}
         for job in jobs:
@@ -229,13 +225,17 @@ class DecodeLoop:
             for job in group:
                 tokens = nxt if len(group) == 1 else nxt[row:row + job.n]  # (n,)
                 row += job.n
-                job.ids[:, job.length] = tokens
-                job.length += 1
-                job.generated += 1
-                if job.done:
-                    self.remove(job)
+                self._append(job, tokens)
                 out.append((job, tokens))
         return out
+
+    def _append(self, job: DecodeJob, tokens: Tensor) -> None:
+        """Give ``job`` its next tokens int64 [n]; a job that has all it asked for leaves the loop."""
+        job.ids[:, job.length] = tokens
+        job.length += 1
+        job.generated += 1
+        if job.done:
+            self.remove(job)
 
 
 def _inference_mode():

@@ -113,17 +113,18 @@ def _best(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 def _race(step: GPTStep, prefill_torch: Callable, decode_torch: Callable, cache: Any) -> tuple[int, int]:
     """(prefill threads, step threads), 0 for PyTorch: the fastest of PyTorch, the kernel on one thread and on
-    every thread, timed on a window of 3/4 of the context (at most 64) and three steps after it."""
+    every thread, timed on a window of 3/4 of the context (at most 64) and up to three steps after it."""
     cfg = step.config
     twin = GPTStep(step.fn_lib, cfg, step.plan, cache.k, cache.v)
-    P = max(1, min(64, cfg.block_size * 3 // 4, cfg.block_size - 4))
+    P = max(1, min(64, cfg.block_size * 3 // 4, cfg.block_size - 3))
+    after = min(3, cfg.block_size - P)  # steps that still fit the context (none for a context of 1)
     ids, slot = torch.zeros(1, P, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     counts = sorted({1, twin.max_threads})
 
     def steps(run: Callable[[], Any]) -> Callable[[], None]:
         def go() -> None:
             cache.lengths[0] = P
-            for _ in range(3):
+            for _ in range(after):
                 run()
         return go
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from genforge.models import native
 
+
 def _fn():
     """The C function, or None (looked up through ``native.load``, which remembers the build)."""
     lib = native.load("sample")
