@@ -238,6 +238,16 @@ class LanguageModel:
         """
         raise NotImplementedError
 
+    def runs_ahead(self, cache: Any) -> bool:
+        """Whether :meth:`decode_run` works on ``cache`` (a model that fuses steps says so; the default: no)."""
+        return False
+
+    def decode_run(self, token: Tensor, cache: Any, slot: Tensor, n: int, temperature: float, u: Tensor) -> Tensor:
+        """``n`` :meth:`decode` steps of one slot in one call, each drawing its token as :func:`next_tokens`
+        does with no filter (from uniform ``u[i]`` of float32 [n] at ``temperature``, argmax at 0) and appending
+        it: ``token`` int64 [1] first → the n tokens drawn, int64 [n]. Only where :meth:`runs_ahead`."""
+        raise NotImplementedError
+
 
 def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
     """Mask all but the ``top_k`` largest logits and the smallest nucleus of mass ``top_p``: [B, V] → [B, V]."""

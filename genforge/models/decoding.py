@@ -25,6 +25,13 @@ One :meth:`DecodeLoop.step`:
    own optional token mask (e.g. the UTF-8 guard of byte-level tokenizers), so a
    seeded job gets the same tokens alone or beside others.
 
+A job alone in the loop (one row, no token mask, no top-k/top-p) on a model that
+:meth:`~genforge.models.capabilities.LanguageModel.runs_ahead` decodes up to
+``RUN_AHEAD`` tokens in one ``decode_run`` call, as long as its window stays put,
+drawing the same uniforms in the same order; the following steps hand those
+tokens out one per step (each step still returns one token per job), so a
+request that joins meanwhile waits for nothing and the tokens are the same.
+
 ``use_cache=False`` re-encodes every window with ``prefill`` at every step and
 never calls ``decode``: the reference the key/value cache must match (tested).
 
@@ -42,8 +49,10 @@ from torch import Tensor
 
 from genforge.config import FieldError
 from genforge.models.capabilities import LanguageModel, LanguageModelOptions, next_tokens
+from genforge.models import rng
 from genforge.models.rng import Generator, RowGenerators
 
+RUN_AHEAD = 16  # tokens a lone job decodes per ``decode_run`` call (about a millisecond of a small model)
 TokenMask = Callable[[], "Tensor | None"]  # → bool [n, V] of the tokens each row may take next, or None (all)
 
 
@@ -64,6 +73,7 @@ class DecodeJob:
         encoded: the cache holds its window up to the newest token.
         generated: tokens generated per row.
         error: the exception its ``prefill`` raised (the job then left the loop).
+        ahead: int64 [k] tokens already decoded into the cache by ``decode_run``, handed out one per step.
     """
 
     ids: Tensor
@@ -78,6 +88,7 @@ class DecodeJob:
     encoded: bool = False
     generated: int = 0
     error: Exception | None = None
+    ahead: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.group = tuple(sorted(self.decoding.items()))  # jobs with equal options choose tokens together
@@ -124,6 +135,7 @@ class DecodeLoop:
         self.free = list(range(rows))  # slots no job holds, ascending
         self.jobs: list[DecodeJob] = []  # in the order they joined
         self.steps = 0  # batched decode calls made
+        self.runs = use_cache and model.runs_ahead(self.cache)  # whether a lone job may run ahead
 
     def fits(self, n: int) -> bool:
         """Whether a job of ``n`` rows can join now."""
@@ -167,8 +179,11 @@ class DecodeLoop:
             with _inference_mode():
                 return self.step()
         logits: dict[DecodeJob, Tensor] = {}  # job → [n, V]
-        to_decode = []
+        to_decode, ahead = [], []
         for job in list(self.jobs):
+            if job.ahead:  # decoded ahead: its next token is known
+                ahead.append(job)
+                continue
             start = self.model.window_start(job.length, job.start)
             if start != job.start:  # the window moved: encode it again
                 job.start, job.encoded = start, False
@@ -182,9 +197,43 @@ class DecodeLoop:
                 self.remove(job)
                 continue
             job.encoded = True
+        if len(to_decode) == 1 and len(self.jobs) == 1 and self._run_ahead(to_decode[0]):
+            ahead.append(to_decode.pop())
         if to_decode:
             logits.update(self._decode(to_decode))
-        return self._choose([job for job in self.jobs if job in logits], logits)
+        out = [self._hand_out(job) for job in ahead]
+        return out + self._choose([job for job in self.jobs if job in logits], logits)
+
+    def _run_ahead(self, job: DecodeJob) -> bool:
+        """Decode up to ``RUN_AHEAD`` tokens of a lone one-row job in one ``decode_run`` call into ``job.ahead``,
+        while its window stays put; False (nothing drawn) where the model or the job's options do not allow."""
+        d = job.decoding
+        top_p = d.get("top_p")
+        if (not self.runs or job.n != 1 or job.token_mask is not None or d.get("top_k") is not None
+                or (top_p is not None and top_p < 1.0)):
+            return False
+        n = 1
+        while (n < min(RUN_AHEAD, job.max_new_tokens - job.generated)
+               and self.model.window_start(job.length + n, job.start) == job.start):
+            n += 1
+        if n < 2:
+            return False
+        temperature = d.get("temperature", 1.0)
+        u = torch.empty(0) if temperature == 0 else rng.rand((1, n), job.generator)[0]  # (n,)
+        tokens = self.model.decode_run(job.ids[:, job.length - 1], self.cache, job.slots, n, temperature, u)
+        self.steps += n
+        if self.on_decode is not None:
+            for _ in range(n):
+                self.on_decode(1)
+        job.ahead = tokens.tolist()
+        return True
+
+    def _hand_out(self, job: DecodeJob) -> tuple[DecodeJob, Tensor]:
+        """The next of ``job.ahead``'s tokens as this step's, int64 [1], appended."""
+        tokens = torch.tensor(job.ahead[:1])  # (1,)
+        del job.ahead[0]
+        self._append(job, tokens)
+        return job, tokens
 
     def _decode(self, jobs: list[DecodeJob]) -> dict[DecodeJob, Tensor]:
         """One new position for every row of ``jobs`` in one ``decode`` call → each job's logits [n, V]."""

@@ -340,6 +340,16 @@ class GPT(GenerativeModel, LanguageModel):
             return cache.native.step(tokens, slots.tolist(), cache.lengths)  # (B, V)
         return self._decode_torch(tokens, cache, slots)
 
+    def runs_ahead(self, cache: SlotCache) -> bool:
+        """True where the fused C step decodes (:meth:`decode_run` then runs many steps in one call)."""
+        return cache.native is not None and cache.native.runs
+
+    def decode_run(self, token: Tensor, cache: SlotCache, slot: Tensor, n: int, temperature: float,
+                   u: Tensor) -> Tensor:
+        """``n`` steps of one slot in one C call (see :meth:`LanguageModel.decode_run`): the tokens a loop of
+        :meth:`decode` and ``next_tokens`` would draw from the same uniforms, without Python between them."""
+        return cache.native.run(int(token[0]), int(slot[0]), cache.lengths, n, float(temperature), u)
+
     def _decode_torch(self, tokens: Tensor, cache: SlotCache, slots: Tensor) -> Tensor:
         if not torch.is_inference_mode_enabled():  # (checked, not a decorator: entering costs µs at every token)
             with torch.inference_mode():

@@ -3,10 +3,12 @@ the PyTorch paths they replace, every cache layout the decode loop makes, and a 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
-from genforge.models import native
+from genforge.models import decoding, native
 from genforge.models.capabilities import _draw, next_tokens
 from genforge.models.gpt import GPT, GPTConfig
 from genforge.models.native import gpt as native_gpt
@@ -127,16 +129,25 @@ def test_a_failed_build_is_reported_not_raised(monkeypatch, tmp_path):
     assert not list((tmp_path / "cache" / "kernels").glob("*.so"))  # nothing half-written is left
 
 
-def test_the_timing_race_is_made_once_per_shape(monkeypatch):
+def test_the_timing_race_is_made_once_per_shape_and_thread(monkeypatch):
+    """Raced at the first use, once per model shape on each thread that decodes (a server's engine thread races
+    for itself: an OpenMP team can be slower there than under the main thread)."""
     calls = []
     real = native_gpt._race
     monkeypatch.setattr(native_gpt, "_CHOICES", {})
-    monkeypatch.setattr(native_gpt, "_race", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(native_gpt, "_race", lambda *a: calls.append(threading.get_ident()) or real(*a))
     model = gpt(SHAPES[2])
     first = model.new_slots(2).native
-    model.new_slots(4)
-    assert len(calls) == 1 and 0 <= first.step_threads <= first.max_threads
-    assert 0 <= first.prefill_threads <= first.max_threads
+    assert calls == []  # nothing timed before a thread decodes
+    tokens = model.generate(torch.tensor([[1, 2]]), 8, temperature=0)
+    model.new_slots(4).native.use_step
+    assert calls == [threading.get_ident()]
+    assert 0 <= first.step_threads <= first.max_threads and 0 <= first.prefill_threads <= first.max_threads
+    other = []
+    worker = threading.Thread(target=lambda: other.append(model.generate(torch.tensor([[1, 2]]), 8, temperature=0)))
+    worker.start()
+    worker.join()
+    assert len(calls) == 2 and calls[1] != calls[0] and torch.equal(other[0], tokens)
 
 
 def test_the_fused_draw_matches_pytorch():
@@ -154,3 +165,89 @@ def test_the_fused_draw_matches_pytorch():
     with native.disabled():
         eager = next_tokens(logits[:1], torch.Generator().manual_seed(3), temperature=0.7)
     assert torch.equal(seeded[0], seeded[1]) and torch.equal(seeded[0], eager)
+
+
+@pytest.fixture
+def kernel_steps(monkeypatch):
+    """Make every model shape take the fused step on one thread (not whatever the timing race would pick)."""
+    monkeypatch.setattr(native_gpt, "_CHOICES", {})
+
+    def force(model: GPT) -> GPT:
+        c = model.config
+        native_gpt._CHOICES[((c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.block_size), threading.get_ident())] = (1, 1)
+        return model
+    return force
+
+
+def _alone(model: GPT, prompt, n, seed, **options):
+    with native.disabled():
+        return model.generate(prompt, n, generator=torch.Generator().manual_seed(seed), **options)[0, prompt.shape[1]:]
+
+
+@pytest.mark.parametrize("options", [dict(temperature=0), dict(temperature=0.8), dict(temperature=1.0, top_p=1.0)])
+def test_a_lone_job_runs_ahead_with_the_same_tokens(kernel_steps, monkeypatch, options):
+    """A one-row job alone decodes up to RUN_AHEAD tokens per C call through windows that slide: PyTorch's tokens."""
+    model = kernel_steps(gpt(SHAPES[0], seed=2))
+    runs = []
+    real = GPT.decode_run
+    monkeypatch.setattr(GPT, "decode_run", lambda *a: runs.append(a[4]) or real(*a))
+    prompt = torch.tensor([[4, 5]])
+    got = model.generate(prompt, 200, generator=torch.Generator().manual_seed(3), **options)[0, 2:]
+    assert torch.equal(got, _alone(model, prompt, 200, 3, **options))
+    assert runs and max(runs) <= decoding.RUN_AHEAD and sum(runs) > 150  # most tokens came from runs
+
+
+@pytest.mark.parametrize("options", [dict(temperature=0.8, top_k=5), dict(temperature=0.8, top_p=0.9)])
+def test_filtered_draws_do_not_run_ahead(kernel_steps, monkeypatch, options):
+    model = kernel_steps(gpt(SHAPES[0], seed=2))
+    monkeypatch.setattr(GPT, "decode_run", lambda *a: pytest.fail("a filtered draw ran ahead"))
+    prompt = torch.tensor([[4, 5]])
+    got = model.generate(prompt, 40, generator=torch.Generator().manual_seed(3), **options)[0, 2:]
+    assert torch.equal(got, _alone(model, prompt, 40, 3, **options))
+
+
+def test_a_job_that_joins_a_run_ahead_gets_its_own_tokens(kernel_steps):
+    """Job A runs ahead alone; B joins while A holds tokens decoded ahead, and later a third: each gets the tokens
+    it gets alone for its seed, one per step, and the loop's slots come back."""
+    model = kernel_steps(gpt(SHAPES[0], seed=4))
+    loop = decoding.DecodeLoop(model, 3)
+    a = loop.add(torch.tensor([[1, 2, 3]]), 60, generator=torch.Generator().manual_seed(1), temperature=0.9)
+    got = {a: []}
+    for _ in range(5):
+        for job, tokens in loop.step():
+            assert tokens.shape == (1,)
+            got[job].append(int(tokens[0]))
+    assert a.ahead, "A should hold tokens decoded ahead"
+    b = loop.add(torch.tensor([[7]]), 30, generator=torch.Generator().manual_seed(2), temperature=0.9)
+    c = loop.add(torch.tensor([[9, 9]]), 12, generator=torch.Generator().manual_seed(5), temperature=0)
+    got.update({b: [], c: []})
+    while loop.jobs:
+        for job, tokens in loop.step():
+            got[job].append(int(tokens[0]))
+    assert got[a] == _alone(model, torch.tensor([[1, 2, 3]]), 60, 1, temperature=0.9).tolist()
+    assert got[b] == _alone(model, torch.tensor([[7]]), 30, 2, temperature=0.9).tolist()
+    assert got[c] == _alone(model, torch.tensor([[9, 9]]), 12, 5, temperature=0).tolist()
+    assert sorted(loop.free) == [0, 1, 2]
+
+
+def test_removing_a_job_with_tokens_ahead_frees_its_slot(kernel_steps):
+    model = kernel_steps(gpt(SHAPES[0]))
+    loop = decoding.DecodeLoop(model, 1)
+    a = loop.add(torch.tensor([[1]]), 50, generator=torch.Generator().manual_seed(0), temperature=1.0)
+    loop.step()
+    loop.step()
+    assert a.ahead
+    loop.remove(a)  # cancelled mid-run
+    assert loop.free == [0] and not loop.jobs
+    b = loop.add(torch.tensor([[3, 4]]), 20, generator=torch.Generator().manual_seed(8), temperature=1.0)
+    out = [int(t[0]) for _ in range(20) for _, t in loop.step()]
+    assert out == _alone(model, torch.tensor([[3, 4]]), 20, 8, temperature=1.0).tolist() and b.done
+
+
+def test_a_run_is_refused_past_the_context(kernel_steps):
+    model = kernel_steps(gpt(SHAPES[0]))
+    cache = model.new_slots(1)
+    model.prefill(torch.tensor([[1] * 14]), cache, torch.tensor([0]))
+    with pytest.raises(ValueError, match="exceeds block_size=16"):
+        model.decode_run(torch.tensor([1]), cache, torch.tensor([0]), 3, 0.0, torch.empty(0))
+    assert cache.lengths == [14]

@@ -8,6 +8,7 @@ Shape legend: B rows, V vocabulary, L layers, S slots, H heads, D head size.
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from typing import Any, Callable
 
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from genforge.models import native
+from genforge.models.native import sampling
 
 _I64 = ctypes.c_int64
 
@@ -35,12 +37,42 @@ class GPTStep:
         self.vocab, self.block = config.vocab_size, config.block_size
         self._out_rows = [(_I64 * m)(*range(m)) for m in range(k.shape[1] + 1)]  # every row's logits, B ≤ S
         self.config, self.plan = config, plan
-        self.prefill_threads = self.step_threads = 1  # 0 = the PyTorch path is faster (:meth:`calibrate`)
+        self._set: tuple[int, int] | None = (1, 1)  # (prefill, step) threads, 0 = PyTorch; None: race per thread
+        self._race_with: tuple | None = None
         self.fn_lib, self.fn = lib, lib.gf_gpt_forward
         self.fn.restype = ctypes.c_int
         self.fn.argtypes = [ctypes.c_void_p] * 2 + [_I64] + [ctypes.c_void_p] * 3 + [_I64] + [ctypes.c_void_p] * 2 + [_I64]
+        lib.gf_gpt_run.restype = ctypes.c_int
+        lib.gf_gpt_run.argtypes = [ctypes.c_void_p] * 2 + [_I64] * 4 + [ctypes.c_float] + [ctypes.c_void_p] * 4 + [_I64]
         lib.gf_max_threads.restype = ctypes.c_int
         self.max_threads = int(lib.gf_max_threads())
+
+    def _threads(self) -> tuple[int, int]:
+        """(prefill threads, step threads), 0 = PyTorch: set, else raced once per model shape and calling thread
+        (an OpenMP team is slower under a thread other than the one that started it: a server's engine thread
+        can get a different answer from the main thread)."""
+        if self._set is not None:
+            return self._set
+        key = (tuple(self.dims)[:5], threading.get_ident())
+        if key not in _CHOICES:
+            _CHOICES[key] = _race(self, *self._race_with[:2], self._race_with[2]())
+        return _CHOICES[key]
+
+    @property
+    def prefill_threads(self) -> int:
+        return self._threads()[0]
+
+    @prefill_threads.setter
+    def prefill_threads(self, n: int) -> None:
+        self._set = (n, self._threads()[1])
+
+    @property
+    def step_threads(self) -> int:
+        return self._threads()[1]
+
+    @step_threads.setter
+    def step_threads(self, n: int) -> None:
+        self._set = (self._threads()[0], n)
 
     @property
     def use_prefill(self) -> bool:
@@ -77,6 +109,33 @@ class GPTStep:
             lengths[s] += 1
         return out
 
+    @property
+    def runs(self) -> bool:
+        """Whether :meth:`run` is available: the fused step is the faster path and the fused draw is built."""
+        return self.use_step and sampling.draw_address() is not None
+
+    def run(self, token: int, slot: int, lengths: list[int], n: int, temperature: float, u: Tensor) -> Tensor:
+        """``n`` steps of one sequence in one call: ``token`` appended to ``slot`` at its length, then each
+        token drawn (as ``next_tokens`` draws one: the fused draw at ``temperature`` from uniform ``u[i]``,
+        float32 [n], or the argmax at 0) appended after it → the n drawn tokens int64 [n]. Advances
+        ``lengths[slot]`` by n. Needs :attr:`runs`."""
+        at = lengths[slot]
+        if at + n > self.block:
+            raise ValueError(f"a sequence of {at + n} tokens exceeds block_size={self.block}")
+        u = u.to(torch.float32).contiguous()
+        if temperature != 0 and u.numel() < n:
+            raise ValueError(f"{n} steps need {n} uniform numbers, got {u.numel()}")
+        tokens, logits = torch.empty(n, dtype=torch.int64), torch.empty(self.vocab)  # (n,), (V,) scratch
+        failed = self.fn_lib.gf_gpt_run(self.dims, self.ptrs, token, slot, at, n, ctypes.c_float(temperature),
+                                        u.data_ptr(), sampling.draw_address(), tokens.data_ptr(), logits.data_ptr(),
+                                        self.step_threads)
+        if failed == 2:
+            raise ValueError(f"token ids must be in [0, {self.vocab - 1}] and positions within the context")
+        if failed:
+            raise MemoryError("the native GPT step could not allocate its scratch memory")
+        lengths[slot] += n
+        return tokens
+
     def prefill(self, ids: Tensor, slots: list[int], lengths: list[int]) -> Tensor:
         """Encode windows ids int64 [n, P] into positions 0..P-1 of ``slots`` → last-position logits [n, V];
         sets the slots' ``lengths`` to P."""
@@ -91,15 +150,12 @@ class GPTStep:
     def calibrate(self, prefill_torch: Callable, decode_torch: Callable, scratch: Callable[[], Any]) -> None:
         """Time this kernel on one thread and on all of OpenMP's against the PyTorch paths (``(ids, cache,
         slots) → logits``, ``(tokens, cache, slots) → logits``) on ``scratch()``, a new one-slot cache without
-        a kernel, once per model shape in a process; keep the fastest for prefill and for steps
-        (:attr:`prefill_threads`, :attr:`step_threads`; 0 = PyTorch)."""
-        key = tuple(self.dims)[:5]
-        if key not in _CHOICES:
-            _CHOICES[key] = _race(self, prefill_torch, decode_torch, scratch())
-        self.prefill_threads, self.step_threads = _CHOICES[key]
+        a kernel, once per model shape and thread in a process, at the first use on that thread; keep the
+        fastest for prefill and for steps (:attr:`prefill_threads`, :attr:`step_threads`; 0 = PyTorch)."""
+        self._set, self._race_with = None, (prefill_torch, decode_torch, scratch)
 
 
-_CHOICES: dict[tuple[int, ...], tuple[int, int]] = {}  # model shape → (prefill threads, step threads), 0 = PyTorch
+_CHOICES: dict[tuple, tuple[int, int]] = {}  # (model shape, thread) → (prefill threads, step threads), 0 = PyTorch
 
 
 def _best(fn: Callable[[], Any], repeats: int = 3) -> float:

@@ -37,70 +37,95 @@ int gf_max_threads(void) {
 #endif
 }
 
-typedef float v8 __attribute__((vector_size(32), aligned(4))); /* 8 floats, unaligned loads allowed */
+/* VW floats per vector: 16 where the CPU has AVX-512 (one zmm register), else 8 (AVX2's ymm). Each output is
+ * summed over its inputs in the same order at either width, so both give the same bits. */
+#ifdef __AVX512F__
+#define VW 16
+#else
+#define VW 8
+#endif
+typedef float vf __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned loads allowed */
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
 
-typedef int32_t v8i __attribute__((vector_size(32)));
+static inline vf biasv(const float *b, int64_t j) { return b ? *(const vf *)(b + j) : (vf){0}; }
 
-static inline v8 bias8(const float *b, int64_t j) { return b ? *(const v8 *)(b + j) : (v8){0}; }
+/* One row, NV (<= 8) vectors of outputs from column j: y[j:j+NV·VW] = b + x @ w[:, j:j+NV·VW]; x [in], w [in, out]
+ * row-major. The NV accumulators live in registers while the inputs stream past. */
+static inline __attribute__((always_inline)) void cols(const int NV, float *restrict y, const float *restrict x,
+                                                       const float *restrict w, const float *restrict b, int64_t in,
+                                                       int64_t out, int64_t j) {
+    vf a[8];
+    for (int k = 0; k < NV; k++) a[k] = biasv(b, j + VW * k);
+    for (int64_t i = 0; i < in; i++) {
+        const float xi = x[i];
+        const float *wi = w + i * out + j;
+        for (int k = 0; k < NV; k++) a[k] += xi * *(const vf *)(wi + VW * k);
+    }
+    for (int k = 0; k < NV; k++) *(vf *)(y + j + VW * k) = a[k];
+}
 
-/* One row: y[j] = b[j] + sum_i x[i] * w[i, j] for j < out; x [in], w [in, out] row-major. Sixty-four
- * outputs at a time live in registers while the inputs stream past. */
+/* One row: y[j] = b[j] + sum_i x[i] * w[i, j] for j < out. The whole vectors of columns are split evenly across
+ * the threads (each thread's share of w stays in its core's cache from step to step), eight at a time. */
 static void linear1(float *restrict y, const float *restrict x, const float *restrict w, const float *restrict b,
                     int64_t in, int64_t out, int threads) {
-    const int64_t blocks = out / 64;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && in * out >= PARALLEL_MIN)
-    for (int64_t jb = 0; jb < blocks; jb++) {
-        const int64_t j = jb * 64;
-        v8 a[8];
-        for (int k = 0; k < 8; k++) a[k] = bias8(b, j + 8 * k);
-        for (int64_t i = 0; i < in; i++) {
-            const float xi = x[i];
-            const float *wi = w + i * out + j;
-            for (int k = 0; k < 8; k++) a[k] += xi * *(const v8 *)(wi + 8 * k);
+    const int64_t nvec = out / VW;
+    const int team = threads > 1 && in * out >= PARALLEL_MIN && nvec > 1 ? (threads < nvec ? threads : (int)nvec) : 1;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+#else
+        const int64_t t = 0, n = 1;
+#endif
+        int64_t j = nvec * t / n * VW;
+        const int64_t end = nvec * (t + 1) / n * VW;
+        for (; j + 8 * VW <= end; j += 8 * VW) cols(8, y, x, w, b, in, out, j);
+        switch ((end - j) / VW) {
+            case 7: cols(7, y, x, w, b, in, out, j); break;
+            case 6: cols(6, y, x, w, b, in, out, j); break;
+            case 5: cols(5, y, x, w, b, in, out, j); break;
+            case 4: cols(4, y, x, w, b, in, out, j); break;
+            case 3: cols(3, y, x, w, b, in, out, j); break;
+            case 2: cols(2, y, x, w, b, in, out, j); break;
+            case 1: cols(1, y, x, w, b, in, out, j); break;
+            default: break;
         }
-        for (int k = 0; k < 8; k++) *(v8 *)(y + j + 8 * k) = a[k];
     }
-    int64_t j = blocks * 64;
-    for (; j + 8 <= out; j += 8) {
-        v8 a = bias8(b, j);
-        for (int64_t i = 0; i < in; i++) a += x[i] * *(const v8 *)(w + i * out + j);
-        *(v8 *)(y + j) = a;
-    }
-    for (; j < out; j++) {
+    for (int64_t j = nvec * VW; j < out; j++) {
         float a = b ? b[j] : 0.0f;
         for (int64_t i = 0; i < in; i++) a += x[i] * w[i * out + j];
         y[j] = a;
     }
 }
 
-/* NR (<= 6) rows by 16 columns j..j+15: Y[r, j:j+16] = b + X[r] @ w[:, j:j+16]. The 2·NR accumulators stay
- * in registers; per input, two loads of w feed 2·NR multiply-adds (the shape of BLIS's AVX2 kernel). */
+/* NR (<= 6) rows by 2·VW columns from j: Y[r, j:j+2VW] = b + X[r] @ w[:, j:j+2VW]. The 2·NR accumulators
+ * stay in registers; per input, two loads of w feed 2·NR multiply-adds (the shape of BLIS's AVX2 kernel). */
 static inline __attribute__((always_inline)) void strip(const int NR, float *restrict Y, int64_t sy,
                                                         const float *restrict X, int64_t sx, const float *restrict w,
                                                         const float *restrict b, int64_t in, int64_t out, int64_t j) {
-    v8 lo[6], hi[6];
-    for (int r = 0; r < NR; r++) lo[r] = bias8(b, j), hi[r] = bias8(b, j + 8);
+    vf lo[6], hi[6];
+    for (int r = 0; r < NR; r++) lo[r] = biasv(b, j), hi[r] = biasv(b, j + VW);
     for (int64_t i = 0; i < in; i++) {
-        const v8 w0 = *(const v8 *)(w + i * out + j), w1 = *(const v8 *)(w + i * out + j + 8);
+        const vf w0 = *(const vf *)(w + i * out + j), w1 = *(const vf *)(w + i * out + j + VW);
         for (int r = 0; r < NR; r++) {
             const float xr = X[r * sx + i];
             lo[r] += xr * w0;
             hi[r] += xr * w1;
         }
     }
-    for (int r = 0; r < NR; r++) *(v8 *)(Y + r * sy + j) = lo[r], *(v8 *)(Y + r * sy + j + 8) = hi[r];
+    for (int r = 0; r < NR; r++) *(vf *)(Y + r * sy + j) = lo[r], *(vf *)(Y + r * sy + j + VW) = hi[r];
 }
 
 /* R rows: Y[r] = b + X[r] @ w, rows of X at stride sx and of Y at stride sy (floats). Column strips of w
- * (in x 16, kept in L1) are read once for all rows, six rows at a time; one row alone takes linear1. */
+ * (in x 2VW, kept in L1) are read once for all rows, six rows at a time; one row alone takes linear1. */
 static void linear(float *restrict Y, int64_t sy, const float *restrict X, int64_t sx, const float *restrict w,
                    const float *restrict b, int64_t R, int64_t in, int64_t out, int threads) {
-    if (R == 1 || out % 16) {
+    if (R == 1 || out % (2 * VW)) {
         for (int64_t r = 0; r < R; r++) linear1(Y + r * sy, X + r * sx, w, b, in, out, threads);
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && R * in * out >= PARALLEL_MIN)
-    for (int64_t j = 0; j < out; j += 16) {
+    for (int64_t j = 0; j < out; j += 2 * VW) {
         int64_t r = 0;
         for (; r + 6 <= R; r += 6) strip(6, Y + r * sy, sy, X + r * sx, sx, w, b, in, out, j);
         switch (R - r) {
@@ -164,40 +189,40 @@ static void attend(float *restrict y, const float *restrict qkv, const float *re
     }
 }
 
-/* exp(x) for 8 floats (Cephes' expf: range reduction by ln 2, degree-6 polynomial; ~1 ulp), x >= -87. */
-static inline v8 exp8(v8 x) {
-    const v8i low = x < -87.0f; /* all ones where x is below the range */
-    const v8 floor = (v8){0} - 87.0f;
-    x = (v8)(((v8i)x & ~low) | ((v8i)floor & low));
-    const v8 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
-    const v8 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    v8 y = 1.9875691500e-4f * r + 1.3981999507e-3f;
+/* exp(x) for VW floats (Cephes' expf: range reduction by ln 2, degree-6 polynomial; ~1 ulp), x >= -87. */
+static inline vf expv(vf x) {
+    const vi low = x < -87.0f; /* all ones where x is below the range */
+    const vf floor = (vf){0} - 87.0f;
+    x = (vf)(((vi)x & ~low) | ((vi)floor & low));
+    const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+    const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vf y = 1.9875691500e-4f * r + 1.3981999507e-3f;
     y = y * r + 8.3334519073e-3f;
     y = y * r + 4.1665795894e-2f;
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * r * r + r + 1.0f;
-    const v8i e = (__builtin_convertvector(n, v8i) + 127) << 23; /* 2^n as float bits */
-    return y * (v8)e;
+    const vi e = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n as float bits */
+    return y * (vf)e;
 }
 
-/* GELU(x) = x/2 (1 + erf(x / sqrt 2)) for 8 floats, erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7),
+/* GELU(x) = x/2 (1 + erf(x / sqrt 2)) for VW floats, erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7),
  * the formula PyTorch's vectorised CPU GELU uses. */
-static inline v8 gelu8(v8 x) {
-    const v8 z = x * (float)M_SQRT1_2, a = (v8)((v8i)z & INT32_MAX); /* |z| */
-    const v8 t = 1.0f / (0.3275911f * a + 1.0f);
-    const v8 r = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
-    const v8 e = 1.0f - r * t * exp8(-(z * z)); /* erf(|z|) */
-    return 0.5f * x * (1.0f + (v8)((v8i)e | ((v8i)z & INT32_MIN))); /* erf(z): the sign of z */
+static inline vf geluv(vf x) {
+    const vf z = x * (float)M_SQRT1_2, a = (vf)((vi)z & INT32_MAX); /* |z| */
+    const vf t = 1.0f / (0.3275911f * a + 1.0f);
+    const vf r = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
+    const vf e = 1.0f - r * t * expv(-(z * z)); /* erf(|z|) */
+    return 0.5f * x * (1.0f + (vf)((vi)e | ((vi)z & INT32_MIN))); /* erf(z): the sign of z */
 }
 
 static void gelu(float *x, int64_t n) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) *(v8 *)(x + i) = gelu8(*(const v8 *)(x + i));
+    for (; i + VW <= n; i += VW) *(vf *)(x + i) = geluv(*(const vf *)(x + i));
     if (i < n) { /* the tail through one padded vector */
-        v8 tail = {0};
+        vf tail = {0};
         for (int64_t k = i; k < n; k++) tail[k - i] = x[k];
-        tail = gelu8(tail);
+        tail = geluv(tail);
         for (int64_t k = i; k < n; k++) x[k] = tail[k - i];
     }
 }
@@ -273,5 +298,35 @@ int gf_gpt_forward(const int64_t *dims, const float *const *ptrs, int64_t B, con
         }
     }
     free(scratch);
+    return 0;
+}
+
+typedef void (*draw_fn)(const float *logits, int64_t B, int64_t V, float temperature, const float *u, int64_t *tokens);
+
+/* The first index of the largest logit (a NaN counts as largest), as torch.argmax. */
+static int64_t argmax(const float *x, int64_t V) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < V; i++) {
+        if (x[i] != x[i]) return i;
+        if (x[i] > x[k]) k = i;
+    }
+    return k;
+}
+
+/* n decode steps of one sequence in one call: token at position pos of slot, then each drawn token at the next
+ * position; token i is drawn from the logits at temperature with uniform u[i] by draw (sample.c's gf_draw, the
+ * draw of a step), or is the argmax at temperature 0. tokens [n] out; logits [V] scratch. The caller keeps
+ * pos + n - 1 inside the context. Returns gf_gpt_forward's code of the first step that fails (0: all ran). */
+int gf_gpt_run(const int64_t *dims, const float *const *ptrs, int64_t token, int64_t slot, int64_t pos, int64_t n,
+               float temperature, const float *u, void *draw, int64_t *tokens, float *logits, int64_t nthreads) {
+    const int64_t V = dims[3], first = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t at = pos + i;
+        const int failed = gf_gpt_forward(dims, ptrs, 1, &token, &slot, &at, 1, &first, logits, nthreads);
+        if (failed) return failed;
+        if (temperature == 0.0f) token = argmax(logits, V);
+        else ((draw_fn)draw)(logits, 1, V, temperature, u + i, &token);
+        tokens[i] = token;
+    }
     return 0;
 }

@@ -22,6 +22,12 @@ def _fn():
     return fn
 
 
+def draw_address() -> int | None:
+    """The address of ``gf_draw`` (for C code that draws as :func:`draw` does), or None when not built."""
+    fn = _fn()
+    return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+
+
 def draw(logits: Tensor, temperature: float, u: Tensor) -> Tensor | None:
     """One token per row: logits float32 [B, V] (CPU, contiguous), u float32 [B, 1] uniform → int64 [B];
     None when the kernel is unavailable or does not apply (the caller draws with PyTorch)."""
