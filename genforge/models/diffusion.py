@@ -49,6 +49,9 @@ class DiffusionConfig(ImageModelConfig):
     prediction: Literal["epsilon", "v"] = "epsilon"  # ddpm only (flow predicts the velocity)
     schedule: Literal["linear", "cosine"] = "linear"  # ddpm only
     timesteps: int = 1000  # T
+    # flow only: training times s ~ U(0, 1), or sigmoid(N(0, 1)) (logit-normal, Esser et al. 2024: more of the
+    # steps on the middle noise levels, where the velocity is hardest to predict)
+    time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     width: int = 32  # U-Net channels at full resolution, ×2 per level down (up to ×max_mult)
     max_mult: int = 4
     blocks: int = 1  # residual blocks per level
@@ -72,6 +75,9 @@ class DiffusionConfig(ImageModelConfig):
             raise FieldError("label_dropout", f"must be in [0, 1), got {self.label_dropout}")
         if not 1 <= self.vlb_timesteps <= self.timesteps:
             raise FieldError("vlb_timesteps", f"must be in [1, timesteps={self.timesteps}], got {self.vlb_timesteps}")
+        if self.time_sampling != "uniform" and self.objective != "flow":
+            raise FieldError("time_sampling", f"{self.time_sampling!r} is for the flow objective; ddpm samples "
+                             f"its timesteps uniformly")
 
 
 @dataclass(kw_only=True)
@@ -163,8 +169,12 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         if y is not None and self.config.label_dropout > 0:  # classifier-free guidance: sometimes no label
             drop = rng.train_rand((b,), x0.device) < self.config.label_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        u = rng.train_randint(0, self.config.timesteps, (b,), x0.device) if self.config.objective == "ddpm" \
-            else rng.train_rand((b,), x0.device)
+        if self.config.objective == "ddpm":
+            u = rng.train_randint(0, self.config.timesteps, (b,), x0.device)  # (B,) int64
+        elif self.config.time_sampling == "logit-normal":
+            u = torch.sigmoid(rng.train_randn((b,), x0.device))  # (B,) in (0, 1)
+        else:
+            u = rng.train_rand((b,), x0.device)  # (B,) in [0, 1)
         x_t, fed, target = self._training_pair(x0, noise, u)
         out = self.unet(x_t, fed, y)
         return {"loss": F.mse_loss(out.float(), target.float())}

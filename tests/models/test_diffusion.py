@@ -32,6 +32,32 @@ class TestFlowRGB(ImageModelContract):
         return cfg(objective="flow", channels=3, image_size=16, conditional=False, num_classes=0)
 
 
+class TestFlowLogitNormal(ImageModelContract):
+    def tiny_config(self):
+        return cfg(objective="flow", time_sampling="logit-normal")
+
+
+@pytest.mark.parametrize("sampling, middle", [("uniform", 0.5), ("logit-normal", 0.7280)])
+def test_training_times_follow_time_sampling(monkeypatch, sampling, middle):
+    """The flow loss's times: U(0, 1), or sigmoid(N(0, 1)), whose mass in [1/4, 3/4] is P(|z| < ln 3) = 0.7280."""
+    model = Diffusion(cfg(objective="flow", time_sampling=sampling))
+    seen = []
+    real = model._training_pair
+    monkeypatch.setattr(model, "_training_pair", lambda x0, noise, u: seen.append(u) or real(x0, noise, u))
+    torch.manual_seed(0)
+    batch = {"x": torch.randint(0, 256, (4000, 1, 8, 8), dtype=torch.uint8), "y": torch.randint(0, 10, (4000,))}
+    model.losses(batch)
+    u = seen[0]
+    assert u.shape == (4000,) and 0 < float(u.min()) and float(u.max()) < 1
+    assert abs(float(((u > 0.25) & (u < 0.75)).float().mean()) - middle) < 0.03
+    assert abs(float(u.mean()) - 0.5) < 0.02
+
+
+def test_logit_normal_times_are_refused_for_ddpm():
+    with pytest.raises(ValueError, match="time_sampling.*flow objective"):
+        cfg(time_sampling="logit-normal")
+
+
 def test_guidance_0_is_the_unconditional_prediction_and_1_the_conditional():
     torch.manual_seed(0)
     model = Diffusion(cfg()).eval()
