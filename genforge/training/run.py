@@ -307,7 +307,7 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         if world.is_main:
             _decide(run, resume)  # refuse early: before the data is loaded or anything is created
         task, cache = get_task(cfg.task), Path(cache_dir) if cache_dir else None
-        data = task.load_data(cfg.data, cache_dir=cache)
+        data = task.load_data(cfg.data, cache_dir=cache, progress=bool(cfg.train.progress))  # --no-progress: silent
         cfg = task.fit(cfg, data)
         if resume and world.is_main and latest_checkpoint(run.path) is not None:
             _check_resumable(cfg, run, data)
