@@ -35,6 +35,7 @@ class GPTStep:
                                config.block_size, k.shape[1])
         self.ptrs = (ctypes.c_void_p * len(tensors))(*(None if t is None else t.data_ptr() for t in tensors))
         self.vocab, self.block = config.vocab_size, config.block_size
+        self.shape = tuple(self.dims)[:5]  # (L, C, H, V, block): what the thread race is remembered by
         self._out_rows = [(_I64 * m)(*range(m)) for m in range(k.shape[1] + 1)]  # every row's logits, B ≤ S
         self.config, self.plan = config, plan
         self._set: tuple[int, int] | None = (1, 1)  # (prefill, step) threads, 0 = PyTorch; None: race per thread
@@ -53,7 +54,7 @@ class GPTStep:
         can get a different answer from the main thread)."""
         if self._set is not None:
             return self._set
-        key = (tuple(self.dims)[:5], threading.get_ident())
+        key = (self.shape, threading.get_ident())  # (looked up at every step: nothing rebuilt here)
         if key not in _CHOICES:
             _CHOICES[key] = _race(self, *self._race_with[:2], self._race_with[2]())
         return _CHOICES[key]
