@@ -1,11 +1,10 @@
-"""ASGI pieces of the app: the body-size limit, the API-key / readiness gate, the bridge that carries
-engine events from the engine's thread onto the event loop, and cancellation when a client leaves."""
+"""ASGI pieces of the app: the body-size limit, the API-key / readiness gate, and cancellation when a
+client leaves (engine events reach the loop through :mod:`genforge.serve.events`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from genforge.serve import errors
 
@@ -94,38 +93,6 @@ class WriteTimeout:
 
 class SlowClient(Exception):
     """The client did not take a write within the write timeout."""
-
-
-class Overflow:
-    """The event a request's queue gets, once, when its client fell ``limit`` events behind."""
-
-
-class EventBridge:
-    """Engine events (from its thread) into an asyncio queue on the server's loop, as ``(key, event)``:
-    the jobs of one request share a queue, each tagged with its own key. At most ``limit`` events wait
-    in the queue: beyond, ``on_overflow()`` runs (it cancels the request), :class:`Overflow` is queued
-    and later events are dropped, so a client that reads slower than generation holds bounded memory."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, key: int = 0, *,
-                 limit: int | None = None, on_overflow=None) -> None:
-        self.loop, self.queue, self.key = loop, queue, key
-        self.limit, self.on_overflow = limit, on_overflow
-
-    def __call__(self, event: Any) -> None:
-        self.loop.call_soon_threadsafe(self._put, event)
-
-    def _put(self, event: Any) -> None:
-        if self.limit is None:
-            return self.queue.put_nowait((self.key, event))
-        if getattr(self.queue, "overflowed", False):
-            return None
-        if self.queue.qsize() >= self.limit:
-            self.queue.overflowed = True
-            self.queue.put_nowait((self.key, Overflow()))
-            if self.on_overflow is not None:
-                self.on_overflow()
-            return None
-        return self.queue.put_nowait((self.key, event))
 
 
 async def cancel_on_disconnect(request, jobs: list) -> None:

@@ -28,7 +28,8 @@ from genforge.sampling.text import TextRequest
 from genforge.serve import errors
 from genforge.serve.errors import APIError
 from genforge.serve.metrics import Tracker
-from genforge.serve.middleware import EventBridge, Overflow, cancel_on_disconnect
+from genforge.serve.events import EventBridge, EventQueue, Overflow
+from genforge.serve.middleware import cancel_on_disconnect
 from genforge.serve.registry import ServedModel
 from genforge.serve.schemas import ChatRequest, CompletionRequest
 from genforge.serve.settings import ServeSettings
@@ -54,7 +55,7 @@ class Generation:
     """The queued jobs of one completion (job k = prompt k) and the queue of their ``(k, event)``."""
 
     jobs: list[Job]
-    queue: asyncio.Queue
+    queue: EventQueue
     tracker: Tracker
     deadline: float | None  # perf_counter time past which the request is cancelled (504)
 
@@ -168,18 +169,19 @@ def parse_prompt(model: ServedModel, body: CompletionRequest, prompt: str | None
 def predict(state: ServerState, call: Completion) -> Generation:
     """Queue one engine job per prompt, all or none (a full queue cancels those already queued)."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
     jobs: list[Job] = []
-    limit = state.settings.stream_buffer if call.body.stream else None  # a whole response is read as it comes
 
     def overflow() -> None:
         for job in jobs:
             job.cancel()
 
+    limit = state.settings.stream_buffer if call.body.stream else None  # a whole response is read as it comes
+    queue = EventQueue(limit, overflow)
+
     try:
         with errors.queue_errors():
             for k, (request, options) in enumerate(call.prompts):
-                bridge = EventBridge(loop, queue, k, limit=limit, on_overflow=overflow)
+                bridge = EventBridge(loop, queue, k)
                 jobs.append(call.model.engine.submit(request, options, sink=bridge))
     except APIError:
         for job in jobs:
