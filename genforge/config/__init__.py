@@ -25,6 +25,7 @@ __all__ = [
     "FieldError",
     "did_you_mean",
     "DataConfig",
+    "parse_colour",
     "TrainConfig",
     "lr_factor",
     "RunConfig",
@@ -52,6 +53,30 @@ MAX_THREADS = 1024  # torch intra-op threads (more than any machine has; torch c
 # --------------------------------------------------------------------------- sections
 
 
+_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "grey": (128, 128, 128)}
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """A background colour: ``black``, ``white``, ``gray``, ``#RRGGBB`` or ``R,G,B`` (0..255) → (R, G, B).
+
+    Raises:
+        ValueError: anything else, with the accepted forms.
+    """
+    t = text.strip().lower()
+    if t in _COLOURS:
+        return _COLOURS[t]
+    try:
+        if t.startswith("#") and len(t) == 7:
+            return tuple(int(t[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        parts = [int(p) for p in t.split(",")]
+        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
+            return tuple(parts)  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not a colour: use black, white, gray, #RRGGBB or R,G,B with values 0..255")
+
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     """Which dataset to train on and how to present it.
@@ -73,6 +98,11 @@ class DataConfig:
     # text datasets (text:PATH, tinyshakespeare): test_fraction is the validation tail of the corpus
     tokenizer: Literal["char", "byte", "bpe"] = "char"
     vocab_size: int = 2048  # BPE vocabulary size (char/byte derive theirs from the data)
+    # colour and captions
+    background: str | None = None  # under transparent pixels: black, white, gray, #RRGGBB or R,G,B; None = the dataset's
+    caption_column: str = "text"  # imagefolder metadata.jsonl/csv: the column holding each image's caption
+    label_column: str | None = None  # imagefolder metadata: a column whose values become class labels
+    caption_template: str | None = None  # captions made from labels when the data has none, e.g. "digit {label}"
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "name must not be empty")
@@ -82,6 +112,16 @@ class DataConfig:
         _require(self.channels in (None, 1, 3, 4), f"channels must be 1, 3 or 4, got {self.channels}")
         _require(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}")
         _require(self.max_train is None or self.max_train > 0, f"max_train must be positive, got {self.max_train}")
+        if self.background is not None:
+            try:
+                parse_colour(self.background)
+            except ValueError as e:
+                raise FieldError("background", str(e)) from None
+        _require(bool(self.caption_column), "caption_column must not be empty")
+        template = self.caption_template
+        if template is not None and ("{label}" not in template or any(b in template.replace("{label}", "")
+                                                                       for b in "{}")):
+            raise FieldError("caption_template", f"must hold {{label}} and no other braces, got {template!r}")
 
 
 @dataclass(kw_only=True)

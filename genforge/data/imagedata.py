@@ -22,6 +22,9 @@ class ImageData:
         test_y: int64 ``[M]`` or None (None exactly when ``train_y`` is None).
         classes: label names in label order (``classes[k]`` names label ``k``);
             ``[]`` when unlabelled.
+        train_text: one caption per training image, or None when uncaptioned.
+        test_text: one caption per test image, or None (None exactly when ``train_text`` is None).
+        split: how the test split was drawn, one line for the evaluation protocol ("" = the dataset's own).
     """
 
     name: str
@@ -30,6 +33,9 @@ class ImageData:
     test_x: Tensor
     test_y: Tensor | None
     classes: list[str]
+    train_text: list[str] | None = None
+    test_text: list[str] | None = None
+    split: str = ""
 
     def __post_init__(self) -> None:
         for key in ("train_x", "test_x"):
@@ -52,6 +58,14 @@ class ImageData:
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
                 raise ValueError(f"{yk} holds labels outside 0..{len(self.classes) - 1} ({len(self.classes)} classes)")
         self.classes = list(self.classes)
+        if (self.train_text is None) != (self.test_text is None):
+            raise ValueError("train_text and test_text must both be captions or both be None")
+        for xk, tk in (("train_x", "train_text"), ("test_x", "test_text")):
+            text = getattr(self, tk)
+            if text is not None:
+                if len(text) != getattr(self, xk).shape[0] or not all(isinstance(t, str) for t in text):
+                    raise ValueError(f"{tk} must hold one caption (a str) per image of {xk}")
+                setattr(self, tk, list(text))
 
     @property
     def channels(self) -> int:
@@ -72,7 +86,11 @@ class ImageData:
     def labelled(self) -> bool:
         return self.train_y is not None
 
+    @property
+    def captioned(self) -> bool:
+        return self.train_text is not None
+
     def __repr__(self) -> str:
         c, h, w = self.train_x.shape[1:]
         return (f"ImageData({self.name!r}, train={self.train_x.shape[0]}, test={self.test_x.shape[0]}, "
-                f"shape={c}x{h}x{w}, classes={self.num_classes})")
+                f"shape={c}x{h}x{w}, classes={self.num_classes}{', captioned' if self.captioned else ''})")

@@ -2,7 +2,9 @@
 
 Layout: images in immediate sub-folders of PATH are labelled by sub-folder
 (sorted names → labels 0, 1, …; files are found recursively inside each);
-images directly in PATH are unlabelled. Each image is decoded with Pillow
+images directly in PATH are unlabelled. A ``metadata.jsonl`` or ``metadata.csv``
+in PATH (Hugging Face's ``imagefolder`` convention, :mod:`genforge.data.captions`)
+lists the images instead, with a caption each and optionally a label column. Each image is decoded with Pillow
 (any mode: 1, L, LA, P, RGB, RGBA, CMYK, 16-bit …), converted to the target
 channels, resized (shorter side → ``image_size``, antialiased) and centre-cropped
 to a square, then everything is held in memory as uint8.
@@ -11,7 +13,8 @@ Channels: ``data.channels`` when set. Otherwise native: 3 if any image is in
 colour (RGB, palette, CMYK, …), else 1; a folder that mixes grayscale and
 colour images prints one warning line on stderr with the count per mode, the
 channels chosen and how to choose (``data.channels``). Transparency is kept
-only when ``channels=4`` is asked for; otherwise images are composited over black.
+only when ``channels=4`` is asked for; otherwise images are composited over
+``data.background`` (black by default).
 
 Unreadable files are skipped and reported in one warning (path + reason each).
 So are images above :data:`MAX_PIXELS` (width × height read from the header,
@@ -32,8 +35,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from genforge.config import DataConfig
+from genforge.config import DataConfig, parse_colour
 
+from .captions import find_metadata, read_metadata
 from .errors import DataError
 from .imagedata import ImageData
 from .transforms import convert_channels, resize_center_crop, split_indices
@@ -52,6 +56,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 class _Entry:
     path: Path
     label: int | None
+    caption: str | None = None
     mode: str = ""
     size: tuple[int, int] = (0, 0)  # (width, height) as Pillow reports
 
@@ -103,7 +108,8 @@ def read_image(path: str | Path, channels: int) -> tuple[torch.Tensor, str]:
         raise DataError(f"{path}: not a readable image ({why})") from None
 
 
-def _decode(entry: _Entry, channels: int, size: int | None) -> torch.Tensor:
+def _decode(entry: _Entry, channels: int, size: int | None,
+            background: tuple[int, int, int] = (0, 0, 0)) -> torch.Tensor:
     """One file → uint8 ``[channels, S, S]`` (``[channels, H, W]`` when ``size`` is None)."""
     with Image.open(entry.path) as im:
         if size is not None and im.format == "JPEG":
@@ -118,7 +124,7 @@ def _decode(entry: _Entry, channels: int, size: int | None) -> torch.Tensor:
             mode = "RGBA"  # one alpha path for all: LA → RGBA keeps gray values
         a = np.asarray(im.convert(mode), dtype=np.uint8)
     t = torch.from_numpy(a.copy()).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1).unsqueeze(0)
-    t = convert_channels(t, channels)
+    t = convert_channels(t, channels, background)
     if size is not None:
         t = resize_center_crop(t, size)
     return t[0]
@@ -197,7 +203,14 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; imagefolder:PATH needs a folder of images "
                         f"(or of class sub-folders of images)")
-    entries, classes = _scan(root)
+    metadata = find_metadata(root)
+    if metadata is not None:
+        entries, classes = _listed(metadata, cfg)
+    elif cfg.label_column is not None:
+        raise DataError(f"data.label_column={cfg.label_column!r} needs a metadata.jsonl or metadata.csv in {root} "
+                        f"(file_name, text and {cfg.label_column} columns)")
+    else:
+        entries, classes = _scan(root)
     exts = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
     if not entries:
         raise DataError(f"image folder {root} holds no {exts} images (directly or in class sub-folders)")
@@ -226,11 +239,13 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
     if cfg.channels is None:
         _warn_mixed_modes(root, ok, channels)
 
-    images, labels = [], []
+    background = parse_colour(cfg.background or "black")
+    images, labels, captions = [], [], []
     for e in ok:  # pass 2: decode
         try:
-            images.append(_decode(e, channels, size))
+            images.append(_decode(e, channels, size, background))
             labels.append(e.label)
+            captions.append(e.caption)
         except Exception as err:
             skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
     if skipped:
@@ -245,5 +260,22 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
     x = torch.stack(images)  # [N, C, S, S]
     y = torch.tensor(labels, dtype=torch.int64) if classes else None
     train, test = split_indices(len(x), cfg.test_fraction, cfg.split_seed, labels=y, what=f"image folder {root}")
+    text = captions if metadata is not None else None
     return ImageData(name=cfg.name, train_x=x[train].contiguous(), train_y=None if y is None else y[train],
-                     test_x=x[test].contiguous(), test_y=None if y is None else y[test], classes=classes)
+                     test_x=x[test].contiguous(), test_y=None if y is None else y[test], classes=classes,
+                     train_text=None if text is None else [text[i] for i in train.tolist()],
+                     test_text=None if text is None else [text[i] for i in test.tolist()])
+
+
+def _listed(metadata: Path, cfg: DataConfig) -> tuple[list[_Entry], list[str]]:
+    """The images a metadata file lists, with their captions, and the class names of its label column."""
+    meta = read_metadata(metadata, cfg.caption_column, cfg.label_column)
+    unlisted = sum(1 for p in metadata.parent.rglob("*") if _is_image(p)) - len(meta.files)
+    if unlisted > 0:
+        print(f"genforge: note: {unlisted} image(s) in {metadata.parent} are not listed in {metadata.name} and are "
+              f"not used", file=sys.stderr, flush=True)
+    if meta.labels is None:
+        return [_Entry(f, None, c) for f, c in zip(meta.files, meta.captions)], []
+    classes = sorted(set(meta.labels))
+    index = {name: k for k, name in enumerate(classes)}
+    return [_Entry(f, index[v], c) for f, c, v in zip(meta.files, meta.captions, meta.labels)], classes

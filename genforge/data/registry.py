@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from genforge.config import DataConfig, did_you_mean
+from genforge.config import DataConfig, did_you_mean, parse_colour
 
 from .cache import default_cache_dir
 from .digits import load_digits
 from .download import RemoteFile
+from .emoji import FILES as EMOJI_FILES
+from .emoji import load_emoji
 from .errors import DataError
 from .imagedata import ImageData
 from .imagefolder import PREFIX as IMAGEFOLDER
@@ -132,6 +134,16 @@ DATASETS: dict[str, DatasetInfo] = {
             mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                      "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
         ),
+        DatasetInfo(
+            name="emoji",
+            description="Twemoji colour drawings, 64x64, captioned from their names (3781; test split by whole "
+                        "emoji; CC-BY 4.0 Twemoji)",
+            labelled=True, image_size=64, channels=3,
+            classes=("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
+                     "Smileys & Emotion", "Symbols", "Travel & Places"),
+            loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
+            files=EMOJI_FILES,
+        ),
     )
 }
 
@@ -203,22 +215,32 @@ def _finish(data: ImageData, cfg: DataConfig) -> ImageData:
     The subset is taken first and channel conversion runs on whichever side of
     the resize has fewer channels (alpha is composited before resampling).
     """
-    train_x, test_x, train_y = data.train_x, data.test_x, data.train_y
+    train_x, test_x, train_y, train_text = data.train_x, data.test_x, data.train_y, data.train_text
     if cfg.max_train is not None and cfg.max_train < train_x.shape[0]:
         keep = shuffled_subset(train_x.shape[0], cfg.max_train, cfg.split_seed)
         train_x = train_x.index_select(0, keep)
         train_y = None if train_y is None else train_y.index_select(0, keep)
+        train_text = None if train_text is None else [train_text[i] for i in keep.tolist()]
     c, h, w = train_x.shape[1:]
     convert = cfg.channels is not None and cfg.channels != c
+    background = parse_colour(cfg.background) if cfg.background else (0, 0, 0)
     if convert and cfg.channels < c:
-        train_x, test_x = (convert_channels(t, cfg.channels) for t in (train_x, test_x))
+        train_x, test_x = (convert_channels(t, cfg.channels, background) for t in (train_x, test_x))
     if cfg.image_size is not None and (h, w) != (cfg.image_size, cfg.image_size):
         train_x, test_x = (resize_center_crop(t, cfg.image_size) for t in (train_x, test_x))
     elif h != w:
         raise DataError(f"dataset {data.name!r} has {h}x{w} images; set data.image_size to make them square")
     if convert and cfg.channels > c:
-        train_x, test_x = (convert_channels(t, cfg.channels) for t in (train_x, test_x))
-    return replace(data, train_x=train_x.contiguous(), test_x=test_x.contiguous(), train_y=train_y)
+        train_x, test_x = (convert_channels(t, cfg.channels, background) for t in (train_x, test_x))
+    test_text = data.test_text
+    if cfg.caption_template is not None and train_text is None:
+        if train_y is None or data.test_y is None:
+            raise DataError(f"data.caption_template makes captions from labels, but dataset {data.name!r} is "
+                            f"unlabelled")
+        train_text, test_text = ([cfg.caption_template.replace("{label}", data.classes[k]) for k in y.tolist()]
+                                 for y in (train_y, data.test_y))
+    return replace(data, train_x=train_x.contiguous(), test_x=test_x.contiguous(), train_y=train_y,
+                   train_text=train_text, test_text=test_text)
 
 
 def load_images(cfg: DataConfig, *, cache_dir: Path | None = None, download: bool = True) -> ImageData:

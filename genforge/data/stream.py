@@ -41,18 +41,23 @@ class BatchStream:
             (the incomplete last batch is dropped).
         seed: seed of the epoch permutations and flips.
         hflip: flip each image left-right with probability 1/2 (needs 4-D ``x``).
+        text: caption token ids int64 ``[N, L]`` or None.
 
     Yields:
-        ``{"x": [B, C, H, W] (x's dtype), "y": int64 [B]}``; ``"y"`` only when labelled.
+        ``{"x": [B, C, H, W] (x's dtype), "y": int64 [B], "text": int64 [B, L]}``; ``"y"`` only when
+        labelled, ``"text"`` only when captioned.
         Each batch is a fresh tensor (``index_select``), safe to modify.
     """
 
-    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, *, seed: int, hflip: bool = False) -> None:
+    def __init__(self, x: Tensor, y: Tensor | None, batch_size: int, *, seed: int, hflip: bool = False,
+                 text: Tensor | None = None) -> None:
         if x.dim() < 1 or x.shape[0] == 0:
             raise DataError(f"BatchStream needs at least one example, got x of shape {list(x.shape)}")
         n = x.shape[0]
         if y is not None and y.shape != (n,):
             raise DataError(f"labels y must have shape [{n}] to match x, got {list(y.shape)}")
+        if text is not None and (text.dim() != 2 or text.shape[0] != n):
+            raise DataError(f"caption ids must have shape [{n}, L] to match x, got {list(text.shape)}")
         if batch_size < 1:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         if batch_size > n:
@@ -62,6 +67,7 @@ class BatchStream:
             raise DataError(f"hflip needs images [N, C, H, W], got x of shape {list(x.shape)}")
         self.x = x.contiguous()
         self.y = None if y is None else y.to(torch.int64).contiguous()
+        self.text = None if text is None else text.to(torch.int64).contiguous()
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.hflip = bool(hflip)
@@ -103,6 +109,8 @@ class BatchStream:
         batch = {"x": x}
         if self.y is not None:
             batch["y"] = self.y.index_select(0, idx)
+        if self.text is not None:
+            batch["text"] = self.text.index_select(0, idx)
         return batch
 
     def state_dict(self) -> dict[str, int]:

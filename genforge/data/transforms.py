@@ -7,13 +7,16 @@ chunks so a 60k-image dataset never needs a full float copy.
 
 from __future__ import annotations
 
+from typing import Hashable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import DataError
 
-__all__ = ["resize_center_crop", "convert_channels", "split_indices", "shuffled_subset"]
+__all__ = ["resize_center_crop", "convert_channels", "split_indices", "split_groups",
+           "shuffled_subset"]
 
 _CHUNK = 2048  # images per chunk of float work
 _LUMA = (299, 587, 114)  # ITU-R 601-2 weights ×1000, as Pillow's convert("L")
@@ -60,18 +63,19 @@ def _luma(rgb: Tensor) -> Tensor:
     return ((r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2] + 500) // 1000).unsqueeze(1)
 
 
-def convert_channels(x: Tensor, channels: int) -> Tensor:
+def convert_channels(x: Tensor, channels: int, background: tuple[int, int, int] = (0, 0, 0)) -> Tensor:
     """Convert between grayscale (1), RGB (3) and RGBA (4).
 
     Gray → RGB repeats the channel; → RGBA adds an opaque alpha (255).
     RGB → gray uses Pillow's luma weights ``(299 R + 587 G + 114 B) / 1000``.
-    RGBA → RGB or gray first composites the image over **black**
-    (``rgb * alpha / 255``), so hidden colour under transparent pixels never
-    leaks into the result.
+    RGBA → RGB or gray first composites the image over ``background``
+    (``(rgb * alpha + bg * (255 - alpha)) / 255``, black by default), so hidden
+    colour under transparent pixels never leaks into the result.
 
     Args:
         x: uint8 ``[N, C, H, W]`` with C in {1, 3, 4}.
         channels: 1, 3 or 4.
+        background: (R, G, B) 0..255 under transparent pixels.
 
     Returns:
         uint8 ``[N, channels, H, W]``, contiguous.
@@ -84,8 +88,9 @@ def convert_channels(x: Tensor, channels: int) -> Tensor:
 
     def one(chunk: Tensor) -> Tensor:
         v = chunk.to(torch.int32)
-        if c == 4:  # composite over black
-            v = (v[:, :3] * v[:, 3:] + 127) // 255
+        if c == 4:  # composite over the background
+            bg = torch.tensor(background, dtype=torch.int32, device=v.device).view(1, 3, 1, 1)
+            v = (v[:, :3] * v[:, 3:] + bg * (255 - v[:, 3:]) + 127) // 255
         if channels == 1:
             out = v if c == 1 else _luma(v)
         else:
@@ -136,6 +141,37 @@ def split_indices(n: int, test_fraction: float, seed: int, labels: Tensor | None
     mask = torch.ones(n, dtype=torch.bool)
     mask[test] = False
     return torch.nonzero(mask).flatten(), torch.sort(test).values
+
+
+def split_groups(groups: Sequence[Hashable], test_fraction: float, seed: int,
+                 what: str = "dataset") -> tuple[Tensor, Tensor]:
+    """Seeded train/test split that keeps every group whole: examples with the same key (e.g. an emoji
+    and its skin-tone variants, near-duplicates) all land on one side.
+
+    ``round(test_fraction * G)`` of the G groups (at least 1, at most G - 1) go to the test side, drawn
+    by a seeded permutation of the sorted keys, so the test side holds about that share of examples
+    too, without one large group deciding it.
+
+    Args:
+        groups: one hashable, sortable key per example.
+        test_fraction: share of the groups for the test side, in (0, 1).
+        seed: split seed.
+        what: names the data in error messages.
+
+    Returns:
+        ``(train_idx, test_idx)``: sorted int64 tensors, disjoint, covering ``range(n)``, both non-empty.
+    """
+    keys = sorted(set(groups))
+    if len(keys) < 2:
+        raise DataError(f"{what} has {len(keys)} group(s) of examples; a train/test split by group needs at least 2")
+    members: dict[Hashable, list[int]] = {k: [] for k in keys}
+    for i, k in enumerate(groups):
+        members[k].append(i)
+    n_test = min(max(int(test_fraction * len(keys) + 0.5), 1), len(keys) - 1)
+    test = [i for j in torch.randperm(len(keys), generator=_generator(seed))[:n_test].tolist() for i in members[keys[j]]]
+    mask = torch.ones(len(groups), dtype=torch.bool)
+    mask[test] = False
+    return torch.nonzero(mask).flatten(), torch.sort(torch.tensor(test, dtype=torch.int64)).values
 
 
 def shuffled_subset(n: int, k: int, seed: int) -> Tensor:

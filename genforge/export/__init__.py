@@ -54,9 +54,12 @@ def export_run(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) 
     from genforge.models import load
 
     model = load(run.path).eval()  # refuses a missing or changed parent before anything is written
+    if fmt == "onnx":
+        try:
+            model.onnx_graphs()  # the family's own refusal: a family, or a configuration of one, it cannot trace
+        except NotImplementedError as e:
+            raise ExportError(str(e)) from None
     if fmt not in type(model).export_formats:
-        if fmt == "onnx":
-            model.onnx_graphs()  # raises the family's own error
         raise ExportError(f"family {model.family} cannot be exported as {fmt}; formats it supports: "
                           f"{', '.join(type(model).export_formats)}")
     path = output_dir(run.path, fmt, out)

@@ -106,8 +106,17 @@ class ImageModelConfig(ModelConfig):
     num_classes: int = 0  # number of labels in the data (filled in when conditional)
     conditional: bool = False  # class-conditional generation
     class_names: list[str] = field(default_factory=list)  # names of labels 0..K-1 (filled in when conditional)
+    prompted: bool = False  # text-to-image: conditioned on each image's caption (a captioned dataset)
+    text_words: list[str] = field(default_factory=list)  # prompted: the caption vocabulary (filled from the data)
+    text_len: int = 0  # prompted: words read per caption (0 = the longest training caption's, at most 32)
+    sample_prompts: list[str] = field(default_factory=list)  # prompted: captions drawn when no prompt is given
 
     def __post_init__(self) -> None:
+        if self.prompted and self.conditional:
+            raise FieldError("prompted", "and conditional cannot both be set: a model is conditioned on labels or "
+                                         "on captions")
+        if not 0 <= self.text_len <= 256:
+            raise FieldError("text_len", f"must be in [0, 256], got {self.text_len}")
         if self.channels not in (0, 1, 3, 4):
             raise FieldError("channels", f"must be 1, 3 or 4, got {self.channels}")
         if self.image_size != 0 and not 4 <= self.image_size <= 1024:
@@ -121,6 +130,9 @@ class ImageModelConfig(ModelConfig):
             raise ValueError("model.channels and model.image_size must be set (the trainer fills them from the data)")
         if self.conditional and self.num_classes < 2:
             raise ValueError("model.conditional needs a labelled dataset with at least 2 classes")
+        if self.prompted and (not self.text_words or not self.text_len):
+            raise ValueError("model.prompted needs model.text_words and model.text_len (filled from a captioned "
+                             "dataset's training captions)")
 
 
 def images_to_unit(x: Tensor) -> Tensor:
@@ -265,6 +277,10 @@ class GenerativeModel(nn.Module):
     def required_conditions(self) -> tuple[str, ...]:
         """Kinds of condition ``sample`` cannot do without (super-resolution needs its ``image``)."""
         return ()
+
+    def check_condition(self, condition: Any) -> None:
+        """Refuse, before any work, a condition of an accepted kind that this model still cannot take (a
+        prompt with a word its text encoder never saw): a ``FieldError`` naming the part. Default: none."""
 
     def capabilities(self) -> tuple[str, ...]:
         """Names of what this model can do, for listings (e.g. ``/v1/models``): declared, not probed."""

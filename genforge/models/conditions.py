@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import Tensor
 
-from genforge.config import ConfigError
+from genforge.config import ConfigError, FieldError
 
 if TYPE_CHECKING:
     from genforge.models.base import GenerativeModel
@@ -196,4 +196,9 @@ def parse_condition(model: GenerativeModel, raw: dict[str, Any], *, extra: Seque
     if not 0.0 <= strength <= 1.0:
         raise ConfigError(f"strength must be in [0, 1], got {strength}", key="sample.strength")
     text = _prompts(given["prompt"]) if "prompt" in given else None
-    return Condition(label=label, text=text, image=given.get("image"), strength=strength, mask=given.get("mask"))
+    condition = Condition(label=label, text=text, image=given.get("image"), strength=strength, mask=given.get("mask"))
+    try:
+        model.check_condition(condition)
+    except FieldError as e:
+        raise ConfigError(f"invalid value: sample.{e}", key=f"sample.{e.field}") from None
+    return condition

@@ -14,6 +14,12 @@ sampling time, so one trained model samples with any of them. Objectives (``mode
 Conditional models drop the label with probability ``label_dropout`` in training (the "no label" class),
 so one network gives conditional and unconditional predictions; ``guidance`` w combines them as
 uncond + w · (cond - uncond): w = 0 is unconditional, 1 conditional, > 1 guided.
+
+Text-to-image (``prompted: true``): the caption is encoded by the model's own word tokenizer and small
+transformer (:mod:`genforge.models.text_encoder`); its tokens enter the U-Net through cross-attention at
+sides ≤ 16 and its pooled vector joins the time embedding. The caption is replaced by the empty caption
+with probability ``label_dropout``, so guidance works as for labels, and a ``negative_prompt`` takes the
+empty caption's place in the unconditional pass.
 Pixels are mapped from uint8 to [-1, 1]. Shape legend: B batch, C channels, S side, T timesteps, K classes.
 """
 
@@ -25,17 +31,19 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genforge.config import ConfigError, FieldError
 from genforge.models import rng
 from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, OnnxGraphs, SampleOptions,
                                   eval_mode, labels_for, unpack_image_batch)
 from genforge.models.capabilities import ImageModel, Inpaints, Inverts
+from genforge.models.conditions import Condition
 from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
 from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
+from genforge.models.text_encoder import TextEncoder, WordTokenizer
 from genforge.models.unet import UNet
 
 
@@ -57,7 +65,9 @@ class DiffusionConfig(ImageModelConfig):
     blocks: int = 1  # residual blocks per level
     attention: bool = True  # self-attention at the lowest resolution
     dropout: float = 0.0
-    label_dropout: float = 0.1  # conditional: probability of training on the "no label" class
+    label_dropout: float = 0.1  # conditional / prompted: probability of training on no label / the empty caption
+    text_width: int = 128  # prompted: width of the caption encoder
+    text_layers: int = 2  # prompted: its transformer layers
     vlb_timesteps: int = 50  # k of log_likelihood: stratified timesteps per image (T = exact sum)
 
     def __post_init__(self) -> None:
@@ -73,6 +83,10 @@ class DiffusionConfig(ImageModelConfig):
             raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_dropout < 1.0:
             raise FieldError("label_dropout", f"must be in [0, 1), got {self.label_dropout}")
+        if not 8 <= self.text_width <= 4096 or self.text_width % 4:
+            raise FieldError("text_width", f"must be a multiple of 4 in [8, 4096], got {self.text_width}")
+        if not 0 <= self.text_layers <= 48:
+            raise FieldError("text_layers", f"must be in [0, 48], got {self.text_layers}")
         if not 1 <= self.vlb_timesteps <= self.timesteps:
             raise FieldError("vlb_timesteps", f"must be in [1, timesteps={self.timesteps}], got {self.vlb_timesteps}")
         if self.time_sampling != "uniform" and self.objective != "flow":
@@ -85,12 +99,14 @@ class DiffusionSampleOptions(SampleOptions):
     """``sampler``: ddpm, ddim, dpm++ (ddpm objective) or euler (flow); None = dpm++ / euler.
     ``steps``: model evaluations per sample (≤ T). ``eta``: DDIM noise (0 = deterministic).
     ``guidance``: classifier-free guidance w (0 unconditional, 1 conditional, > 1 guided); None = 1 for a
-    conditional model; an unconditional model takes none."""
+    conditional model; an unconditional model takes none. ``negative_prompt`` (text-to-image): the
+    caption guidance steers away from, in place of the empty caption."""
 
     sampler: str | None = None
     steps: int = 20
     eta: float = 0.0
     guidance: float | None = None
+    negative_prompt: str | None = None  # prompted: what the unconditional pass of guidance is conditioned on
 
     def __post_init__(self) -> None:
         if self.sampler is not None and self.sampler not in SAMPLERS:
@@ -135,9 +151,14 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         super().__init__(config)
         config.check_complete()
         self.config: DiffusionConfig = config
+        self.prompted = config.prompted
         self.unet = UNet(config.channels, config.image_size, width=config.width, blocks=config.blocks,
                          max_mult=config.max_mult, attention=config.attention, dropout=config.dropout,
-                         num_classes=self.num_classes)
+                         num_classes=self.num_classes, context=config.text_width if config.prompted else 0)
+        if config.prompted:
+            self.tokenizer = WordTokenizer(config.text_words, config.text_len)
+            self.text = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.text_width, config.text_layers)
+            self.text_pool = nn.Linear(config.text_width, 4 * config.width)  # pooled caption → time embedding
         if config.objective == "ddpm":
             self.schedule: NoiseSchedule | FlowSchedule = NoiseSchedule(config.schedule, config.timesteps)
         else:
@@ -145,9 +166,19 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
+    def accepted_conditions(self) -> tuple[str, ...]:
+        return ("text",) if self.prompted else super().accepted_conditions()
+
+    def check_condition(self, condition: Any) -> None:
+        if self.prompted and isinstance(condition, Condition) and condition.text is not None:
+            self.tokenizer.encode(list(condition.text))  # words outside the vocabulary, too many words
+
     def onnx_graphs(self) -> OnnxGraphs:
         """``denoiser``: x_t float32 [B, C, S, S], t float32 [B] (+ y int64 [B] when conditional; K = no label)
         → the U-Net's prediction float32 [B, C, S, S] (no guidance: the caller mixes two passes)."""
+        if self.prompted:
+            raise NotImplementedError("ONNX export of a text-to-image diffusion model is not supported yet: export "
+                                      "--format hf, or serve the run with genforge serve")
         c, s = self.config.channels, self.config.image_size
         x = torch.randn(2, c, s, s, device=self.device)
         t = torch.tensor([1.0, float(self.config.timesteps // 2)], device=self.device)
@@ -163,12 +194,15 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             raise ValueError(f"unknown loss groups {sorted(set(groups) - {'loss'})}; the diffusion family has "
                              f"['loss']")
         x, y = unpack_image_batch(batch, self.config, self.device, "diffusion model")
+        if self.prompted:
+            y = self._batch_text(batch, x.shape[0])
         x0 = x * 2 - 1  # [B, C, S, S] in [-1, 1]
         noise = rng.train_randn(x0.shape, x0.device).to(x0.dtype)
         b = x0.shape[0]
         if y is not None and self.config.label_dropout > 0:  # classifier-free guidance: sometimes no label
             drop = rng.train_rand((b,), x0.device) < self.config.label_dropout
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+            null = self._null(y)
+            y = torch.where(drop.view(-1, *[1] * (y.dim() - 1)), null, y)
         if self.config.objective == "ddpm":
             u = rng.train_randint(0, self.config.timesteps, (b,), x0.device)  # (B,) int64
         elif self.config.time_sampling == "logit-normal":
@@ -176,8 +210,30 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         else:
             u = rng.train_rand((b,), x0.device)  # (B,) in [0, 1)
         x_t, fed, target = self._training_pair(x0, noise, u)
-        out = self.unet(x_t, fed, y)
+        out = self._predict(x_t, fed, y)
         return {"loss": F.mse_loss(out.float(), target.float())}
+
+    def _batch_text(self, batch: Batch, b: int) -> Tensor:
+        """A prompted model's batch captions: int64 [B, L] ids in the vocabulary."""
+        ids = batch.get("text")
+        if ids is None:
+            raise ValueError("a text-to-image diffusion model needs captions: the batch has no 'text'")
+        ids = torch.as_tensor(ids).to(self.device, torch.long)
+        if ids.shape != (b, self.config.text_len) or int(ids.min()) < 0 or int(ids.max()) >= self.tokenizer.vocab_size:
+            raise ValueError(f"batch 'text' must be {b} × {self.config.text_len} caption ids in "
+                             f"[0, {self.tokenizer.vocab_size - 1}], got {list(ids.shape)}")
+        return ids
+
+    def _predict(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """The U-Net's prediction for x [B, C, S, S] at times t [B] under y: labels / class weights, or (prompted)
+        caption ids int64 [B, L] through the text encoder; None = no label."""
+        if not self.prompted:
+            return self.unet(x, t, y)
+        if y is None:
+            y = self._null(torch.zeros(x.shape[0], self.config.text_len, dtype=torch.long, device=x.device))
+        tokens, keep, pooled = self.text(y)  # [B, L, D], [B, L], [B, D]
+        emb = self.unet.embed(t, None) + self.text_pool(pooled).to(x.dtype)
+        return self.unet.trunk(x, emb, (tokens, keep))
 
     def _training_pair(self, x0: Tensor, noise: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(noisy x, what the U-Net is fed, its target) at times ``u`` [B]: int64 timesteps (DDPM) or s in
@@ -210,22 +266,31 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         return err.argmin(dim=1)
 
     # ---- sampling
+    def _null(self, y: Tensor) -> Tensor:
+        """The "no condition" rows like y: the empty caption [B, L] (prompted), or the "no label" labels."""
+        if self.prompted:
+            return self.tokenizer.encode([""] * y.shape[0]).to(y.device)
+        return self._with_null(y)[1]
+
     def _with_null(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """(y, the "no label" labels like it): int64 [B] → index K; class weights [B, K] → [B, K+1] one-hot K."""
+        if self.prompted:
+            return y, self._null(y)
         if not y.is_floating_point():
             return y, torch.full_like(y, self.num_classes)
         y = F.pad(y, (0, self.num_classes + 1 - y.shape[1]))
         return y, F.one_hot(torch.full((y.shape[0],), self.num_classes, device=y.device),
                             self.num_classes + 1).to(y.dtype)
 
-    def _guided(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:
-        """The U-Net's prediction with classifier-free guidance w: uncond + w · (cond - uncond)."""
+    def _guided(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float, null: Tensor | None = None) -> Tensor:
+        """The U-Net's prediction with classifier-free guidance w: uncond + w · (cond - uncond); ``null``
+        replaces the unconditional rows (a negative prompt's ids)."""
         if y is None or guidance == 1.0:
-            return self.unet(x, t, y)
-        if guidance == 0.0:
-            return self.unet(x, t, None)
-        y, null = self._with_null(y)
-        both = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+            return self._predict(x, t, y)
+        if guidance == 0.0 and null is None:
+            return self._predict(x, t, None)
+        y, empty = self._with_null(y)
+        both = self._predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, empty if null is None else null]))
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
 
@@ -239,8 +304,16 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             if opts.steps > self.config.timesteps:
                 raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, "
                                           f"got {opts.steps}")
-            if opts.guidance is not None and not self.num_classes:
-                raise FieldError("guidance", "needs a class-conditional model; this one is unconditional")
+            if opts.guidance is not None and not (self.num_classes or self.prompted):
+                raise FieldError("guidance", "needs a class-conditional or text-to-image model; this one is "
+                                             "unconditional")
+            if opts.guidance is not None and opts.guidance != 1.0 and self.config.label_dropout == 0:
+                raise FieldError("guidance", "needs a model trained with label_dropout > 0 (it never learned the "
+                                             "unconditional prediction guidance mixes in); use guidance 1")
+            if opts.negative_prompt is not None:
+                if not self.prompted:
+                    raise FieldError("negative_prompt", "needs a text-to-image model (model.prompted)")
+                self.tokenizer.encode([opts.negative_prompt], field="negative_prompt")  # unknown or too many words
             self._sampler(opts.sampler, opts.steps, opts.eta)
         except FieldError as e:
             raise ConfigError(f"invalid value: sample.{e}", key=f"sample.{e.field}") from None
@@ -266,10 +339,11 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         guidance = 1.0 if opts.guidance is None else opts.guidance
         sampler = self._sampler(opts.sampler, opts.steps, opts.eta)
         n, device = x.shape[0], x.device
-        with eval_mode(self.unet):
+        null = None if opts.negative_prompt is None else self.tokenizer.encode([opts.negative_prompt] * n).to(device)
+        with eval_mode(self):
             for i, t in enumerate(sampler.timesteps):
                 fed = torch.full((n,), float(t), device=device)
-                x = sampler.step(self._guided(x, fed, y, guidance), i, x, generator)
+                x = sampler.step(self._guided(x, fed, y, guidance, null), i, x, generator)
         return ((x.float() + 1) / 2).clamp_(0, 1)
 
     @torch.no_grad()
@@ -291,9 +365,26 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
             raise FieldError("n", f"must be >= 1, got {n}")
-        y = labels_for(n, condition, self.num_classes, self.device, generator)
+        y = self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
+            n, condition, self.num_classes, self.device, generator)
         c, s = self.config.channels, self.config.image_size
         return rng.randn((n, c, s, s), generator).to(self.device), y  # noise [n, C, S, S]
+
+    def _prompt_ids(self, n: int, condition: Any, generator: rng.Generator) -> Tensor:
+        """Caption ids int64 [n, L]: the condition's prompts (one, or one per row; unknown words refused), or
+        with none the config's ``sample_prompts`` in turn from a seeded start."""
+        text = condition.text if isinstance(condition, Condition) else None
+        if condition is not None and text is None:
+            raise FieldError("condition", "a text-to-image model takes a prompt (Condition(text=...)), not a label")
+        if text is None:
+            prompts = self.config.sample_prompts or [""]
+            start = int(rng.randint(len(prompts), (1,), generator)[0]) if len(prompts) > 1 else 0
+            text = tuple(prompts[(start + i) % len(prompts)] for i in range(n))
+        elif len(text) == 1:
+            text = tuple(text) * n
+        if len(text) != n:
+            raise FieldError("prompt", f"must be one prompt or {n}, got {len(text)}")
+        return self.tokenizer.encode(list(text)).to(self.device)
 
     def _deterministic(self, options: dict[str, Any]) -> DiffusionSampleOptions:
         opts = self.parse_sample_options(options)
@@ -350,12 +441,17 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         self._check_sampler(opts.sampler, REPAINT_SAMPLERS[self.config.objective])
         if opts.steps > self.config.timesteps:
             raise FieldError("steps", f"must be <= the {self.config.timesteps} training timesteps, got {opts.steps}")
-        if opts.guidance is not None and (not self.num_classes or (condition is None and not opts.classify)):
-            raise ValueError("guidance needs a class-conditional model and a label (given, or classify > 0)")
+        if opts.guidance is not None and not (self.prompted and condition is not None) and (
+                not self.num_classes or (condition is None and not opts.classify)):
+            raise ValueError("guidance needs a class-conditional model and a label (given, or classify > 0), or a "
+                             "text-to-image model and a prompt")
         b = x.shape[0]
         x0 = x.to(self.device).float() * 2 - 1
         fill = fill.to(self.device)
-        y = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
+        if self.prompted:
+            y = None if condition is None else self._prompt_ids(b, condition, None)
+        else:
+            y = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
         if y is None and self.num_classes and opts.classify > 0:
             with eval_mode(self.unet):
                 y = self.classify_known(x0, ~fill, opts.classify, generator)
@@ -363,7 +459,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         sampler = self._sampler(opts.sampler or REPAINT_SAMPLERS[self.config.objective][0], opts.steps)
         lv = levels(sampler, self.schedule.alphas_cumprod if self.config.objective == "ddpm" else None)
         path = jump_schedule(opts.steps, opts.jump_length, opts.resamples)
-        with torch.no_grad(), eval_mode(self.unet):
+        with torch.no_grad(), eval_mode(self):
             out = repaint(lambda h, fed: self._guided(h, fed, y, guidance), sampler, lv, x0, fill, path, generator)
         return torch.where(fill, ((out.float() + 1) / 2).clamp(0, 1), x.to(self.device).float())
 
@@ -388,7 +484,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         x0 = x0.double()
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, torch.float64)
         x_t = sch.add_noise(x0, noise, t)
-        out = self.unet(x_t.float(), t.float(), y).double()
+        out = self._predict(x_t.float(), t.float(), y).double()
         true_mean, log_var = sch.posterior(x0, x_t, t)
         model_mean, _ = sch.posterior(sch.predict_x0(out, x_t, t, self.config.prediction), x_t, t)
         lv = log_var.expand_as(x_t)
@@ -406,6 +502,8 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             raise NotImplementedError("a flow-matching diffusion model has no likelihood bound here; "
                                       "train with model.objective=ddpm for one")
         x, y = unpack_image_batch(batch, self.config, self.device, "diffusion model")
+        if self.prompted:
+            y = self._batch_text(batch, x.shape[0])
         x0 = (x * 2 - 1).double()
         b, T, k = x0.shape[0], self.config.timesteps, info.importance_samples
         ab_last = self.schedule.alphas_cumprod[-1].item()

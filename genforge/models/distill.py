@@ -148,6 +148,9 @@ class DiffusionDistill(GenerativeModel, ImageModel):
                               f"family {teacher.family!r}" + (f" objective {tc.objective!r}"
                                                              if teacher.family == "diffusion" else ""),
                               key="parents.teacher")
+        if tc.prompted:
+            raise ConfigError("distilling a text-to-image teacher (model.prompted) is not supported yet: the student "
+                              "has no caption encoder", key="parents.teacher")
         for name in ARCHITECTURE:
             if getattr(tc, name) != getattr(self.config, name):
                 raise ConfigError(f"model.{name} is {getattr(self.config, name)!r} but the teacher run's is "

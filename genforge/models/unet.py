@@ -1,6 +1,7 @@
 """A small U-Net denoiser for 8-64 px images: residual blocks with GroupNorm, sinusoidal time embedding, an
-optional class embedding (with a "no label" entry for classifier-free guidance) and self-attention at the
-lowest resolution.
+optional class embedding (with a "no label" entry for classifier-free guidance), self-attention at the
+lowest resolution, and optional cross-attention to a text encoding after every residual block at sides
+≤ ``cross_size`` (text-to-image).
 
 GroupNorm (never BatchNorm) keeps every example independent of the rest of its batch, so the model runs the
 same under data-parallel training and in any batch size. Shape legend: B batch, C image channels, S side,
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .text_encoder import CrossAttention
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ class UNet(nn.Module):
     """
 
     def __init__(self, channels: int, image_size: int, *, width: int = 32, blocks: int = 1, max_mult: int = 4,
-                 attention: bool = True, dropout: float = 0.0, num_classes: int = 0, cond_channels: int = 0) -> None:
+                 attention: bool = True, dropout: float = 0.0, num_classes: int = 0, cond_channels: int = 0,
+                 context: int = 0, cross_size: int = 16) -> None:
         super().__init__()
         self.shape = plan_levels(image_size, width, max_mult)
         self.num_classes = num_classes
@@ -109,24 +113,30 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         skips = [ws[0]]
         w = ws[0]
+        cross = [bool(context) and side <= cross_size for side in self.shape.sizes]
         for i, wl in enumerate(ws):
             level = nn.ModuleList()
             for _ in range(blocks):
                 level.append(ResBlock(w, wl, emb, dropout))
                 w = wl
                 skips.append(w)
+                if cross[i]:
+                    level.append(CrossAttention(w, context))
             if i < len(ws) - 1:
                 level.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
                 skips.append(w)
             self.down.append(level)
         self.mid = nn.ModuleList([ResBlock(w, w, emb, dropout), ResBlock(w, w, emb, dropout)])
         self.mid_attn = Attention(w) if attention else nn.Identity()
+        self.mid_cross = CrossAttention(w, context) if context else None
         self.up = nn.ModuleList()
         for i, wl in reversed(list(enumerate(ws))):
             level = nn.ModuleList()
             for _ in range(blocks + 1):
                 level.append(ResBlock(w + skips.pop(), wl, emb, dropout))
                 w = wl
+                if cross[i]:
+                    level.append(CrossAttention(w, context))
             if i > 0:
                 level.append(nn.Conv2d(w, w, 3, padding=1))  # after a nearest ×2 upsample
             self.up.append(level)
@@ -148,20 +158,29 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         return self.trunk(x, self.embed(t, y))
 
-    def trunk(self, x: Tensor, emb: Tensor) -> Tensor:
-        """The network after the conditioning embedding: x [B, C, S, S], emb [B, E] → [B, C, S, S]."""
+    def trunk(self, x: Tensor, emb: Tensor, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The network after the conditioning embedding: x [B, C, S, S], emb [B, E], and for a text-conditioned
+        U-Net ``text`` = (token vectors [B, L, D], key mask bool [B, L]) → [B, C, S, S]."""
         h = self.stem(x)
         hs = [h]
         for level in self.down:
             for layer in level:
+                if isinstance(layer, CrossAttention):
+                    h = hs[-1] = layer(h, *text)  # refines the block's output, which is also its skip
+                    continue
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
                 hs.append(h)
         h = self.mid[0](h, emb)
-        h = self.mid[1](self.mid_attn(h), emb)
+        h = self.mid_attn(h)
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, *text)
+        h = self.mid[1](h, emb)
         for level in self.up:
             for layer in level:
                 if isinstance(layer, ResBlock):
                     h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+                elif isinstance(layer, CrossAttention):
+                    h = layer(h, *text)
                 else:  # upsample to the next level's side (7 → 14 → 28)
                     h = layer(F.interpolate(h, size=hs[-1].shape[-1], mode="nearest"))
         return self.head(h)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -61,6 +62,31 @@ def make_grid(images: Tensor, *, nrow: int = 0, padding: int = 2, scale: int = 1
     return grid
 
 
+def caption_tiles(grid: np.ndarray, captions: list[str], tile: int, padding: int, ncol: int) -> np.ndarray:
+    """The grid with each tile's caption written in a white strip under its row of tiles (Pillow's built-in
+    bitmap font, wrapped to the tile's width, at most 3 lines): uint8 [H', W', C] → [H'', W', C]."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    per_line = max(4, tile // 6)
+    lines = [textwrap.wrap(c, per_line)[:3] or [""] for c in captions]
+    strip = 11 * max(len(ls) for ls in lines) + 2
+    rows = math.ceil(len(captions) / ncol)
+    h = (grid.shape[0] - padding) // rows - padding
+    c = grid.shape[2]
+    out = Image.new("RGB", (grid.shape[1], grid.shape[0] + rows * strip), (255, 255, 255))
+    canvas = Image.fromarray(grid[..., 0] if c == 1 else grid[..., :3]).convert("RGB")
+    draw = ImageDraw.Draw(out)
+    for r in range(rows):
+        top = r * (h + padding + strip)
+        out.paste(canvas.crop((0, r * (h + padding), grid.shape[1], (r + 1) * (h + padding) + padding)), (0, top))
+        for k in range(r * ncol, min(len(captions), (r + 1) * ncol)):
+            x = padding + (k % ncol) * (tile + padding)
+            for j, line in enumerate(lines[k]):
+                draw.text((x, top + h + padding + 1 + 11 * j), line, fill=(0, 0, 0), font=font)
+    return np.asarray(out, dtype=np.uint8)
+
+
 def display_scale(image_size: int, target: int = 64) -> int:
     """Integer upscaling so each tile is about ``target`` pixels wide."""
     return max(1, target // image_size)
@@ -79,8 +105,11 @@ def image_format(path: str | Path) -> str:
 
 
 def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict[str, Any] | None = None,
-              scale: int | None = None, padding: int = 2) -> Path:
+              scale: int | None = None, padding: int = 2, captions: list[str] | None = None) -> Path:
     """Write uint8 [n, C, H, W] as one image grid, atomically, in the format the suffix names.
+
+    ``captions`` (one per image) are written under the tiles, which are then enlarged to about 128 px
+    so the text fits; the grid becomes RGB.
 
     ``scale=1, padding=0`` writes a single image as it is. PNG (lossless) stores ``metadata`` (e.g. model, seed, label, step) as tEXt chunks, readable
     with ``PIL.Image.open(path).text``; JPEG (quality 95, no alpha) stores it as a comment and
@@ -89,8 +118,11 @@ def save_grid(images: Tensor, path: str | Path, *, nrow: int = 0, metadata: dict
     path = Path(path)
     fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scale = display_scale(images.shape[-1]) if scale is None else scale
+    scale = display_scale(images.shape[-1], 128 if captions else 64) if scale is None else scale
     grid = make_grid(images, nrow=nrow, scale=scale, padding=padding)
+    if captions is not None:
+        grid = caption_tiles(grid, captions, images.shape[-1] * scale, padding,
+                             nrow or math.ceil(math.sqrt(images.shape[0])))
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[grid.shape[2]]
     img = Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode)
     text = {str(k): str(v) for k, v in (metadata or {}).items()}
@@ -257,7 +289,11 @@ class ImagePipeline:
         if given is None and "image" in self.model.required_conditions():
             return self.write_sources(path, request, options, step=step)
         condition: Any = request.label if given is None or given.kinds() == ("label",) else given
-        nrow = request.nrow
+        nrow, captions = request.nrow, None
+        prompts = self.model.config.sample_prompts if "text" in self.model.accepted_conditions() else []
+        if given is None and prompts:  # a preview: the run's own list of prompts, one per tile, written under it
+            captions = [prompts[i % len(prompts)] for i in range(request.n)]
+            condition = Condition(text=tuple(captions))
         if request.label is None and self.num_classes:
             labels, columns = self.grid_condition(request.n)
             condition = labels if given is None else dataclasses.replace(given, label=torch.tensor(labels))
@@ -272,7 +308,9 @@ class ImagePipeline:
             meta["prompt"] = request.prompt
         if request.image is not None:
             meta.update(image=Path(request.image).name, strength=given.strength)
-        return save_grid(images, path, nrow=nrow, metadata=meta)
+        if captions is not None:
+            meta["prompts"] = " | ".join(captions)
+        return save_grid(images, path, nrow=nrow, metadata=meta, captions=captions)
 
     def write_sources(self, path: str | Path, request: ImageRequest, options: SampleOptions | None = None, *,
                       step: int | None = None) -> Path:

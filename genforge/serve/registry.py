@@ -70,14 +70,14 @@ class ServedModel:
         options = {f.name: _plain(getattr(model.sample_options(), f.name))
                    for f in dataclasses.fields(model.sample_options)}
         out: dict[str, Any] = {"family": model.family, "task": self.task, "capabilities": list(model.capabilities()),
-                               "sample_options": options}
+                               "conditions": list(model.accepted_conditions()), "sample_options": options}
         if self.task == "text":
             out["context_length"] = model.context_length
             out["vocab_size"] = model.vocab_size
         else:
             c, h, w = model.image_shape
             out.update(channels=c, image_size=h, num_classes=model.num_classes,
-                       class_names=model.class_names)
+                       class_names=model.class_names, sample_prompts=list(model.config.sample_prompts))
         return out
 
 

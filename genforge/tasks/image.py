@@ -13,6 +13,7 @@ from genforge.data import BatchStream, ImageData, is_text_dataset, load_images
 from genforge.evaluation.images import IMAGE_METRICS, ImageEvalOptions, evaluate_images, proxy_fid_hook
 from genforge.evaluation.protocol import Report
 from genforge.models.base import GenerativeModel
+from genforge.models.text_encoder import WordTokenizer, words_of
 from genforge.sampling.images import ImagePipeline
 from genforge.sampling.options import pick_fields
 from genforge.tasks.base import Task, TrainingHooks
@@ -28,10 +29,38 @@ def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
                               f"set data.{field} to convert the data instead")
     if m.conditional and data.num_classes < 2:
         raise ConfigError(f"model.conditional=true but dataset {data.name!r} has no class labels")
+    if m.prompted and not data.captioned:
+        raise ConfigError(f"model.prompted=true but dataset {data.name!r} has no captions; use a captioned dataset "
+                          f"(emoji, or imagefolder:PATH with a metadata.jsonl/csv holding a text column)",
+                          key="model.prompted")
     model = dataclasses.replace(m, channels=data.channels, image_size=data.image_size,
                                 num_classes=data.num_classes if m.conditional else 0,
                                 class_names=list(data.classes) if m.conditional else [])
+    if m.prompted and not m.text_words:  # a resumed or derived run keeps the vocabulary it was trained with
+        tokenizer = WordTokenizer.fit(data.train_text, m.text_len or MAX_TEXT_LEN)
+        model = dataclasses.replace(model, text_words=tokenizer.words, text_len=tokenizer.length,
+                                    sample_prompts=m.sample_prompts or preview_prompts(data))
     return dataclasses.replace(cfg, model=model)
+
+
+MAX_TEXT_LEN = 32  # words read per caption when the recipe does not say
+
+
+def preview_prompts(data: ImageData, n_train: int = 12, n_test: int = 4) -> list[str]:
+    """Captions for preview grids: ``n_train`` training captions and ``n_test`` held-out ones (whose words the
+    vocabulary knows), spread evenly over each list."""
+    def spread(captions: list[str], k: int) -> list[str]:
+        unique = list(dict.fromkeys(captions))
+        return [unique[i * len(unique) // k] for i in range(min(k, len(unique)))]
+
+    known = set(word for c in data.train_text for word in words_of(c))
+    held_out = [c for c in data.test_text if all(w in known for w in words_of(c))]
+    return spread(data.train_text, n_train) + spread(held_out, n_test)
+
+
+def caption_ids(cfg: RunConfig, captions: list[str]) -> Tensor:
+    """The training captions as the model reads them: int64 [N, L] (words outside the vocabulary → unknown)."""
+    return WordTokenizer(cfg.model.text_words, cfg.model.text_len).encode(captions, strict=False)
 
 
 class ImageTask(Task):
@@ -52,8 +81,9 @@ class ImageTask(Task):
         return fit_model_to_data(cfg, data)
 
     def batches(self, cfg: RunConfig, data: ImageData) -> Iterator[dict[str, Tensor]]:
+        text = caption_ids(cfg, data.train_text) if cfg.model.prompted else None
         return BatchStream(data.train_x, data.train_y, cfg.train.batch_size, seed=cfg.train.seed,
-                           hflip=cfg.data.hflip)
+                           hflip=cfg.data.hflip, text=text)
 
     def training_hooks(self, cfg: RunConfig, data: ImageData, *, cache_dir: Path | None = None) -> TrainingHooks:
         evaluate = None

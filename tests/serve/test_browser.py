@@ -85,3 +85,33 @@ def test_the_page_streams_text_and_renders_images(served_runs, browser, tmp_path
         assert widths == {8}
         assert "label 3" in browser.find_element(By.ID, "status").text
         browser.save_screenshot(str(tmp_path / "images.png"))
+
+
+def test_a_text_to_image_model_gets_a_prompt_box(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from genforge.cli import main
+
+    from .conftest import FAST
+
+    run = tmp_path / "t2i"
+    assert main(["train", "tiny-t2i", "--out", str(run), "--set", "train.max_steps=2", *FAST]) == 0
+    with running_server([str(run)]) as (url, _):
+        browser.get(url + "/")
+        _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#model option")) == 1, what="the model list")
+        Select(browser.find_element(By.ID, "model")).select_by_value("t2i")
+        box = browser.find_element(By.ID, "image_prompt")
+        assert box.is_displayed() and not browser.find_element(By.ID, "label").is_displayed()
+        assert box.get_attribute("value").startswith("digit ")  # the run's first preview prompt
+        box.clear()
+        box.send_keys("digit 3")
+        browser.find_element(By.ID, "n").clear()
+        browser.find_element(By.ID, "n").send_keys("2")
+        browser.find_element(By.ID, "go").click()
+        _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#images img")) == 2, what="2 images")
+        assert "prompt \u201cdigit 3\u201d" in browser.find_element(By.ID, "status").text
+        box.clear()
+        box.send_keys("digit three")
+        browser.find_element(By.ID, "go").click()
+        _wait(lambda: "never saw in a caption" in browser.find_element(By.ID, "status").text, what="the refusal")

@@ -1,0 +1,219 @@
+"""``emoji``: Twemoji's 64 px colour drawings with captions made from their names (a built-in data set).
+
+Source: two npm packages, version 16.0.0, downloaded once from the npm registry and checked by sha256:
+``emoji-datasource-twitter`` (``package/img/twitter/64/*.png``; graphics by Twemoji, (c) Twitter, Inc. and
+other contributors, CC-BY 4.0) and ``emoji-datasource`` (``package/emoji.json``: names, categories,
+skin-tone variations; MIT, (c) 2013 Cal Henderson). ``--data-dir DIR`` reads either the two ``.tgz``
+files or their unpacked form (``DIR/emoji.json`` and ``DIR/img/twitter/64/*.png``) instead.
+
+Each emoji and each of its skin-tone variations is one image (3,781 with the 5 "Component" colour
+swatches left out), captioned "<name>[, <skin tones>] — <category>", e.g. "woman in a wheelchair, medium
+skin tone — people & body"; its label is its category (9 classes). The test split holds whole emoji:
+an emoji and all its skin-tone variants (near-duplicates) fall on the same side
+(:func:`~genforge.data.transforms.split_groups` over ``test_fraction`` / ``split_seed``).
+
+Images are RGBA; unless ``data.channels=4`` they are composited over ``data.background`` (white by
+default: the drawings are made to sit on a light page).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genforge.config import DataConfig, parse_colour
+
+from .download import RemoteFile, download_url, verify_file, verify_local_file
+from .errors import DataError
+from .imagedata import ImageData
+from .transforms import convert_channels, split_groups
+
+if TYPE_CHECKING:
+    from .registry import DatasetInfo
+
+__all__ = ["FILES", "URLS", "CATEGORIES", "SKIN_TONES", "caption", "load_emoji"]
+
+IMAGES = RemoteFile("emoji-datasource-twitter-16.0.0.tgz",
+                    sha256="f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877")
+NAMES = RemoteFile("emoji-datasource-16.0.0.tgz",
+                   sha256="2006725061dc0098daa832d65f854a7bec0740af2eb47cb5b23d89f7e2c849f9")
+FILES = (IMAGES, NAMES)
+URLS = {IMAGES.name: ("https://registry.npmjs.org/emoji-datasource-twitter/-/",),
+        NAMES.name: ("https://registry.npmjs.org/emoji-datasource/-/",)}
+JSON = RemoteFile("emoji.json", sha256="1d602e65be88772bf8cc368ce16b855d719eeddbafe128d471b80203f494d29f")
+IMAGE_DIR = "img/twitter/64"
+CATEGORIES = ("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
+              "Smileys & Emotion", "Symbols", "Travel & Places")
+SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
+              "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
+SIDE = 64
+CREDIT = "Twemoji, (c) Twitter, Inc. and other contributors, CC-BY 4.0"
+
+
+def caption(name: str, category: str, tones: str = "") -> str:
+    """"<name>[, <tones>] — <category>", lower case: ("WOMAN IN A WHEELCHAIR", "People & Body", "1F3FD") →
+    "woman in a wheelchair, medium skin tone — people & body"."""
+    words = [SKIN_TONES.get(t, t.lower()) for t in tones.split("-")] if tones else []
+    described = ", ".join([name.lower(), *dict.fromkeys(words)])  # "1F3FB-1F3FB": one tone said once
+    return f"{described} — {category.lower()}"
+
+
+def _examples(entries: list[dict]) -> Iterator[tuple[str, str, int, str]]:
+    """(image file name, caption, category index, group key) of every drawing, in emoji.json's order."""
+    for e in entries:
+        if not isinstance(e, dict) or e.get("category") not in CATEGORIES or not e.get("has_img_twitter"):
+            continue  # the "Component" swatches, and emoji Twemoji does not draw
+        name, category = e.get("name") or e.get("short_name") or "", e["category"]
+        label = CATEGORIES.index(category)
+        yield e["image"], caption(name, category), label, e["unified"]
+        for tones, variant in sorted((e.get("skin_variations") or {}).items()):
+            if variant.get("has_img_twitter", True):
+                yield variant["image"], caption(name, category, tones), label, e["unified"]
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    """PNG bytes → uint8 [4, 64, 64] RGBA."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            a = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{where}: not a readable PNG ({e})") from None
+    if a.shape != (SIDE, SIDE, 4):
+        raise DataError(f"{where}: a {a.shape[1]}x{a.shape[0]} image, expected {SIDE}x{SIDE}")
+    return a.transpose(2, 0, 1)
+
+
+class _Folder:
+    """The unpacked layout: ``root/emoji.json`` and ``root/img/twitter/64/*.png``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def entries(self, verify: bool) -> list[dict]:
+        path = self.root / JSON.name
+        if verify:
+            verify_local_file(path, JSON, "emoji")
+        return _json(path.read_bytes(), str(path))
+
+    def image(self, name: str) -> np.ndarray:
+        path = self.root / IMAGE_DIR / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing: the emoji folder needs every image emoji.json names")
+        return _decode(path.read_bytes(), str(path))
+
+
+class _Tarballs:
+    """The two npm tarballs (verified by sha256): images read straight from the first, names from the second."""
+
+    def __init__(self, images: Path, names: Path) -> None:
+        self.images, self.names = images, names
+
+    def entries(self, verify: bool) -> list[dict]:
+        with _open_tar(self.names) as tar:
+            member = _member(tar, "package/emoji.json", self.names)
+            return _json(tar.extractfile(member).read(), f"{self.names}:package/emoji.json")
+
+    def read_all(self, wanted: set[str]) -> dict[str, np.ndarray]:
+        found = {}
+        prefix = f"package/{IMAGE_DIR}/"
+        with _open_tar(self.images) as tar:
+            for member in tar:  # one pass over the stream: members are read in archive order
+                name = member.name[len(prefix):] if member.name.startswith(prefix) else None
+                if name in wanted and member.isfile():
+                    found[name] = _decode(tar.extractfile(member).read(), f"{self.images}:{member.name}")
+        return found
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:gz")
+    except (tarfile.TarError, OSError) as e:
+        raise DataError(f"{path}: not a readable .tgz file ({e})") from None
+
+
+def _member(tar: tarfile.TarFile, name: str, path: Path) -> tarfile.TarInfo:
+    try:
+        return tar.getmember(name)
+    except KeyError:
+        raise DataError(f"{path} holds no {name}: it is not the emoji-datasource package") from None
+
+
+def _json(data: bytes, where: str) -> list[dict]:
+    try:
+        entries = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{where}: not readable JSON ({e})") from None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{where}: expected a list of emoji, got {type(entries).__name__}")
+    return entries
+
+
+def _source(cfg: DataConfig, cache_dir: Path, download: bool, progress: bool) -> _Folder | _Tarballs:
+    """Where the files are: ``--data-dir`` (unpacked or the tarballs), else the cache (downloading)."""
+    if cfg.data_dir is not None:
+        root = Path(cfg.data_dir).expanduser()
+        if (root / JSON.name).is_file():
+            return _Folder(root)
+        paths = [root / f.name for f in FILES]
+        if not all(p.is_file() for p in paths):
+            raise DataError(f"--data-dir {root} holds neither emoji.json + {IMAGE_DIR}/*.png nor "
+                            f"{' and '.join(f.name for f in FILES)}")
+        if cfg.verify:
+            for path, spec in zip(paths, FILES):
+                verify_local_file(path, spec, "emoji")
+        return _Tarballs(*paths)
+    folder = cache_dir / "emoji"
+    paths = []
+    for spec in FILES:
+        path = folder / spec.name
+        if path.is_file():
+            verify_file(path, spec)
+        elif not download:
+            raise DataError(f"dataset 'emoji' is not in the cache: {folder} lacks {spec.name} and downloads are "
+                            f"off; pass --data-dir with the unpacked files or the two tarballs")
+        else:
+            urls = [base.rstrip("/") + "/" + spec.name for base in URLS[spec.name]]
+            download_url(urls, path, spec.digest, progress=progress,
+                         hint=f"put {spec.name} into {folder}, or pass --data-dir")
+        paths.append(path)
+    return _Tarballs(*paths)
+
+
+def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool = True,
+               progress: bool = True) -> ImageData:
+    """The emoji data set at 64 px: uint8 [N, 3, 64, 64] over ``data.background`` (white by default), or
+    RGBA with ``data.channels=4``; captions, category labels, a split by whole emoji."""
+    source = _source(cfg, cache_dir, download, progress)
+    examples = list(_examples(source.entries(cfg.verify)))
+    if not examples:
+        raise DataError("emoji.json lists no emoji Twemoji draws")
+    if isinstance(source, _Tarballs):
+        pixels = source.read_all({name for name, *_ in examples})
+        missing = [name for name, *_ in examples if name not in pixels]
+        if missing:
+            raise DataError(f"{source.images} lacks {len(missing)} image(s) emoji.json names, e.g. {missing[0]}")
+        images = [pixels[name] for name, *_ in examples]
+    else:
+        images = [source.image(name) for name, *_ in examples]
+    x = torch.from_numpy(np.stack(images))  # [N, 4, 64, 64]
+    if cfg.channels != 4:
+        x = convert_channels(x, 3, parse_colour(cfg.background or "white"))
+    captions = [c for _, c, _, _ in examples]
+    y = torch.tensor([k for _, _, k, _ in examples], dtype=torch.int64)
+    train, test = split_groups([g for *_, g in examples], cfg.test_fraction, cfg.split_seed, what="emoji")
+    if progress:
+        print(f"emoji: {len(examples)} drawings ({CREDIT})", file=sys.stderr, flush=True)
+    return ImageData(name=cfg.name, train_x=x[train].contiguous(), train_y=y[train], test_x=x[test].contiguous(),
+                     test_y=y[test], classes=list(CATEGORIES),
+                     train_text=[captions[i] for i in train.tolist()],
+                     test_text=[captions[i] for i in test.tolist()],
+                     split=f"whole emoji (an emoji and its skin-tone variants on one side), test_fraction "
+                           f"{cfg.test_fraction}, split_seed {cfg.split_seed}")

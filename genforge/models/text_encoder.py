@@ -1,0 +1,132 @@
+"""The text side of a text-to-image model: a word tokenizer over the training captions and a small
+transformer that encodes a caption into a sequence of vectors for cross-attention.
+
+The vocabulary is the set of words of the training captions (lower case; words are runs of letters and
+digits, and ``&``), saved in the model's config, so a run encodes prompts with nothing but its own
+files. Ids: 0 padding, 1 a word outside the vocabulary (only ever from held-out captions read with
+``strict=False``), 2 the empty caption (what classifier-free guidance conditions on when it drops the
+caption, and an empty negative prompt), then the words in sorted order.
+
+Shape legend: n captions, L tokens (``text_len``), D width.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genforge.config import FieldError, did_you_mean
+
+__all__ = ["WordTokenizer", "TextEncoder", "words_of", "PAD", "UNKNOWN", "EMPTY"]
+
+PAD, UNKNOWN, EMPTY = 0, 1, 2
+SPECIAL = 3
+_WORD = re.compile(r"[^\W_]+|&")
+
+
+def words_of(text: str) -> list[str]:
+    """A caption's words: lower-cased runs of letters/digits, and ``&`` ("Cat face — Animals & Nature"
+    → ["cat", "face", "animals", "&", "nature"])."""
+    return _WORD.findall(text.lower())
+
+
+class WordTokenizer:
+    """Captions → int64 [n, L] ids over a fixed word list (see the module docstring for the ids)."""
+
+    def __init__(self, words: list[str], length: int) -> None:
+        if length < 1:
+            raise ValueError(f"text_len must be >= 1, got {length}")
+        self.words, self.length = list(words), int(length)
+        self.index = {w: SPECIAL + i for i, w in enumerate(self.words)}
+
+    @property
+    def vocab_size(self) -> int:
+        return SPECIAL + len(self.words)
+
+    @classmethod
+    def fit(cls, captions: list[str], max_length: int) -> WordTokenizer:
+        """The sorted words of ``captions``; the length is the longest caption's word count, at most
+        ``max_length``."""
+        split = [words_of(c) for c in captions]
+        return cls(sorted({w for ws in split for w in ws}), min(max_length, max(1, *map(len, split))))
+
+    def encode(self, texts: list[str] | tuple[str, ...], *, strict: bool = True, field: str = "prompt") -> Tensor:
+        """Captions → int64 [n, L], padded with 0; a caption with no word is the empty caption.
+
+        Args:
+            strict: refuse (FieldError on ``field``) a word outside the vocabulary or more than L words;
+                when False those become the unknown id and the caption is cut at L words.
+        """
+        out = torch.zeros(len(texts), self.length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = words_of(text)
+            if strict:
+                self._check(text, words, field)
+            ids = [self.index.get(w, UNKNOWN) for w in words[: self.length]] or [EMPTY]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def _check(self, text: str, words: list[str], field: str) -> None:
+        unknown = [w for w in dict.fromkeys(words) if w not in self.index]
+        if unknown:
+            hint = did_you_mean(unknown[0], self.words, cutoff=0.7)
+            raise FieldError(field, f"{text!r} has word(s) the model never saw in a caption: "
+                                       f"{', '.join(map(repr, unknown[:8]))}{hint} (its vocabulary holds "
+                                       f"{len(self.words)} words)")
+        if len(words) > self.length:
+            raise FieldError(field, f"{text!r} has {len(words)} words; this model reads at most {self.length}")
+
+
+class TextEncoder(nn.Module):
+    """Token + position embeddings and pre-norm transformer layers: ids int64 [n, L] → ([n, L, D] token
+    vectors, bool [n, L] key mask (True = a token to attend to), [n, D] mean of the attended vectors)."""
+
+    def __init__(self, vocab_size: int, length: int, width: int, layers: int, heads: int = 4) -> None:
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, width)
+        self.position = nn.Parameter(torch.zeros(length, width))
+        nn.init.normal_(self.position, std=0.02)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        keep = ids != PAD  # [n, L]; every caption has at least one token (the empty caption is id 2)
+        h = self.token(ids) + self.position[: ids.shape[1]]  # [n, L, D]
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=~keep)
+        h = self.norm(h)
+        w = keep.to(h.dtype).unsqueeze(-1)  # [n, L, 1]
+        pooled = (h * w).sum(1) / w.sum(1)  # [n, D]
+        return h, keep, pooled
+
+
+class CrossAttention(nn.Module):
+    """Image positions attend to text tokens, residual: x [B, W, S, S], context [B, L, D], keep bool [B, L]
+    → [B, W, S, S]. Heads split W; keys and values are projections of the context."""
+
+    def __init__(self, width: int, context: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads if width % heads == 0 else 1
+        self.norm = nn.GroupNorm(_groups(width), width)
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(context, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, context: Tensor, keep: Tensor) -> Tensor:
+        b, w, s, _ = x.shape
+        h, d = self.heads, w // self.heads
+        q = self.q(self.norm(x).flatten(2).transpose(1, 2))  # [B, S·S, W]
+        k, v = self.kv(context).chunk(2, dim=-1)  # [B, L, W] each
+        q, k, v = (t.reshape(b, -1, h, d).transpose(1, 2) for t in (q, k, v))  # [B, h, ·, d]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # [B, h, S·S, d]
+        y = self.out(y.transpose(1, 2).reshape(b, s * s, w))  # [B, S·S, W]
+        return x + y.transpose(1, 2).reshape(b, w, s, s)
+
+
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)

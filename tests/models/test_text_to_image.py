@@ -1,0 +1,222 @@
+"""Text-to-image diffusion: the contract for a prompted model, the word tokenizer, cross-attention against
+a reference computation, guidance with a negative prompt, and the CLI / HTTP path from a caption folder."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from genforge import models
+from genforge.cli import main
+from genforge.config import ConfigError, FieldError
+from genforge.models.conditions import Condition
+from genforge.models.diffusion import Diffusion, DiffusionConfig
+from genforge.models.text_encoder import EMPTY, PAD, UNKNOWN, CrossAttention, WordTokenizer, words_of
+from tests.models.contract import ImageModelContract, image_batch
+
+CAPTIONS = ["red apple — food & drink", "green apple — food & drink", "cat face — animals & nature",
+            "grinning face — smileys & emotion"]
+
+
+def tokenizer() -> WordTokenizer:
+    return WordTokenizer.fit(CAPTIONS, 8)
+
+
+def cfg(**kw) -> DiffusionConfig:
+    tok = tokenizer()
+    return DiffusionConfig(**{"channels": 3, "image_size": 8, "prompted": True, "text_words": tok.words,
+                              "text_len": tok.length, "width": 8, "text_width": 16, "text_layers": 1,
+                              "timesteps": 50, "vlb_timesteps": 4, "sample_prompts": CAPTIONS[:2], **kw})
+
+
+def prompted_batch(config: DiffusionConfig, n: int = 4) -> dict[str, torch.Tensor]:
+    batch = image_batch(config, n)
+    del batch["y"]
+    batch["text"] = WordTokenizer(config.text_words, config.text_len).encode([CAPTIONS[i % 4] for i in range(n)])
+    return batch
+
+
+class TestPromptedFlow(ImageModelContract):
+    def tiny_config(self):
+        return cfg(objective="flow")
+
+    def dummy_batch(self):
+        return prompted_batch(self.tiny_config())
+
+    def test_condition_argument(self):
+        model = self.make_model()
+        with pytest.raises(ValueError, match="takes a prompt"):
+            model.sample(2, condition=1, generator=torch.Generator().manual_seed(0))
+        a = model.sample(2, condition=Condition(text=("red apple",)), generator=torch.Generator().manual_seed(0))
+        b = model.sample(2, condition=Condition(text=("red apple", "red apple")),
+                         generator=torch.Generator().manual_seed(0))
+        c = model.sample(2, condition=Condition(text=("cat face",)), generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+    def test_conditional_batch_without_labels_is_a_value_error(self):
+        model = self.make_model()
+        batch = self.dummy_batch()
+        with pytest.raises(ValueError, match="needs captions"):
+            model.losses({"x": batch["x"]})
+        with pytest.raises(ValueError, match="caption ids in"):
+            model.losses({"x": batch["x"], "text": batch["text"] + model.tokenizer.vocab_size})
+
+
+class TestPromptedDDPM(ImageModelContract):
+    def tiny_config(self):
+        return cfg()
+
+    def dummy_batch(self):
+        return prompted_batch(self.tiny_config())
+
+    test_condition_argument = TestPromptedFlow.test_condition_argument
+    test_conditional_batch_without_labels_is_a_value_error = (
+        TestPromptedFlow.test_conditional_batch_without_labels_is_a_value_error)
+
+
+def test_the_word_tokenizer_reads_captions_and_refuses_what_it_cannot_encode():
+    tok = tokenizer()
+    assert words_of("Cat  Face — Animals & Nature!") == ["cat", "face", "animals", "&", "nature"]
+    assert tok.words == sorted({w for c in CAPTIONS for w in words_of(c)}) and tok.length == 5
+    ids = tok.encode(["red apple", "", "APPLE, red"])
+    assert ids.shape == (3, 5) and ids.dtype == torch.long
+    assert ids[0, :2].tolist() == [tok.index["red"], tok.index["apple"]] and ids[0, 2:].tolist() == [PAD] * 3
+    assert ids[1].tolist() == [EMPTY] + [PAD] * 4  # the empty caption is one token, never all padding
+    assert ids[2, :2].tolist() == [tok.index["apple"], tok.index["red"]]
+    with pytest.raises(FieldError, match=r"'aple'.*did you mean 'apple'"):
+        tok.encode(["red aple"])
+    with pytest.raises(FieldError, match="has 6 words; this model reads at most 5"):
+        tok.encode(["red apple red apple red apple"])
+    lenient = tok.encode(["blue apple red apple red apple"], strict=False)
+    assert lenient[0].tolist() == [UNKNOWN, tok.index["apple"], tok.index["red"], tok.index["apple"], tok.index["red"]]
+
+
+def test_cross_attention_equals_a_reference_computation():
+    torch.manual_seed(0)
+    layer = CrossAttention(8, 6, heads=2)
+    x, context = torch.randn(2, 8, 3, 3), torch.randn(2, 5, 6)
+    keep = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    got = layer(x, context, keep)
+    h = layer.norm(x).flatten(2).transpose(1, 2)  # [B, 9, 8]
+    q = h @ layer.q.weight.T + layer.q.bias
+    kv = context @ layer.kv.weight.T + layer.kv.bias
+    k, v = kv[..., :8], kv[..., 8:]
+    out = torch.zeros(2, 9, 8)
+    for b in range(2):
+        m = int(keep[b].sum())  # only the kept tokens exist for the reference
+        for head in range(2):
+            sl = slice(4 * head, 4 * head + 4)
+            w = torch.softmax(q[b, :, sl] @ k[b, :m, sl].T / math.sqrt(4), dim=-1)  # [9, m]
+            out[b, :, sl] = w @ v[b, :m, sl]
+    want = x + (out @ layer.out.weight.T + layer.out.bias).transpose(1, 2).reshape(2, 8, 3, 3)
+    assert torch.allclose(got, want, atol=1e-5)
+    moved = context.clone()
+    moved[:, 3:] = 99.0  # what stands at masked positions changes nothing
+    assert torch.allclose(layer(x, moved, keep), got, atol=1e-6)
+
+
+def test_guidance_mixes_the_prompt_with_the_empty_caption_or_a_negative_prompt():
+    torch.manual_seed(0)
+    model = Diffusion(cfg(objective="flow"))
+    x, t = torch.randn(2, 3, 8, 8), torch.full((2,), 25.0)
+    y = model.tokenizer.encode(["red apple"] * 2)
+    cond, empty = model._predict(x, t, y), model._predict(x, t, model.tokenizer.encode([""] * 2))
+    assert torch.allclose(model._guided(x, t, y, 3.0), empty + 3.0 * (cond - empty), atol=1e-5)
+    neg = model.tokenizer.encode(["cat face"] * 2)
+    assert torch.allclose(model._guided(x, t, y, 3.0, neg), model._predict(x, t, neg) + 3.0 * (
+        cond - model._predict(x, t, neg)), atol=1e-5)
+    with pytest.raises(ConfigError, match="sample.negative_prompt"):
+        model.parse_sample_options({"negative_prompt": "purple cow"})
+    with pytest.raises(ConfigError, match="label_dropout > 0"):
+        Diffusion(cfg(label_dropout=0.0)).parse_sample_options({"guidance": 3})
+
+
+def test_a_prompted_model_cannot_also_take_labels_and_needs_its_vocabulary():
+    with pytest.raises(ValueError, match="prompted and conditional"):
+        DiffusionConfig(prompted=True, conditional=True)
+    with pytest.raises(ValueError, match="text_words"):
+        Diffusion(DiffusionConfig(channels=3, image_size=8, prompted=True))
+
+
+@pytest.fixture(scope="module")
+def caption_folder(tmp_path_factory):
+    """24 coloured 12-px squares and circles with captions, in the Hugging Face metadata.jsonl layout."""
+    root = tmp_path_factory.mktemp("shapes")
+    rows = []
+    colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
+    for i in range(24):
+        colour, shape = list(colours)[i % 3], ("square", "circle")[i // 3 % 2]
+        im = Image.new("RGBA", (12, 12), (0, 0, 0, 0))
+        px = im.load()
+        for u in range(12):
+            for w in range(12):
+                if shape == "square" and 2 <= u < 10 and 2 <= w < 10 or shape == "circle" and (u - 5.5) ** 2 + (
+                        w - 5.5) ** 2 < 16:
+                    px[u, w] = (*colours[colour], 255)
+        im.save(root / f"{i:02d}.png")
+        rows.append({"file_name": f"{i:02d}.png", "text": f"a {colour} {shape}"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def t2i_run(caption_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "t2i"
+    code = main(["train", "tiny-t2i", "--out", str(out), "--no-progress", "--set",
+                 f"data.name=imagefolder:{caption_folder}", "--set", "data.background=white", "--set",
+                 "train.num_threads=1"])
+    assert code == 0
+    return out
+
+
+def test_a_captioned_folder_trains_with_no_other_change_and_samples_from_a_prompt(t2i_run, tmp_path, capsys):
+    model = models.load(t2i_run)
+    assert model.accepted_conditions() == ("text",) and model.config.channels == 3
+    assert set(model.config.text_words) == {"a", "red", "green", "blue", "square", "circle"}
+    assert Image.open(t2i_run / "samples.png").size[0] > 12  # a grid of the preview prompts
+    out = tmp_path / "red.png"
+    assert main(["sample", str(t2i_run), "--prompt", "a red circle", "--n", "4", "--guidance", "2",
+                 "--negative-prompt", "a blue square", "--seed", "3", "-o", str(out)]) == 0
+    assert Image.open(out).text["prompt"] == "a red circle"
+    code = main(["sample", str(t2i_run), "--prompt", "a purple circle", "-o", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'purple'" in err and "never saw in a caption" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_official_openai_client_generates_from_a_prompt(t2i_run):
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("fastapi")
+    from tests.serve.conftest import running_server
+
+    with running_server([f"shapes={t2i_run}"]) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        got = client.images.generate(model="shapes", prompt="a green square", n=2, response_format="b64_json")
+        images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in got.data]
+        assert len(images) == 2 and images[0].size == (12, 12) and images[0].mode == "RGB"
+        with pytest.raises(openai.BadRequestError, match="never saw in a caption"):
+            client.images.generate(model="shapes", prompt="a green triangle", n=1)
+
+
+def test_onnx_export_is_refused_in_one_line_and_the_hf_export_loads(t2i_run, tmp_path, capsys):
+    assert main(["export", str(t2i_run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX export of a text-to-image diffusion model is not supported yet" in err
+    assert not (tmp_path / "onnx").exists()
+    assert main(["export", str(t2i_run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["model"]["prompted"] and set(cfg["model"]["text_words"]) == set(models.load(t2i_run).config.text_words)
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (t2i_run / "model.safetensors").read_bytes()
+
+
+def test_a_text_to_image_teacher_is_refused_for_distillation(t2i_run, tmp_path, capsys):
+    code = main(["train", "mnist-diffusion-distill", "--out", str(tmp_path / "student"), "--no-progress",
+                 "--set", f"parents.teacher={t2i_run}", "--set", "data.name=digits"])
+    err = capsys.readouterr().err
+    assert code == 2 and "text-to-image teacher" in err
