@@ -11,15 +11,18 @@ from pathlib import Path
 from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
 from genforge.rundir import Parent, RunDir, check_parent
+from genforge.models.autoencoder import Autoencoder
 from genforge.models.diffusion import Diffusion
 from genforge.models.distill import DiffusionDistill
 from genforge.models.gan import GAN
 from genforge.models.gpt import GPT
+from genforge.models.latent_diffusion import LatentDiffusion
 from genforge.models.superres import SuperRes
 from genforge.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion,
-                                        "superres": SuperRes, "diffusion-distill": DiffusionDistill}
+                                        "superres": SuperRes, "diffusion-distill": DiffusionDistill,
+                                        "autoencoder": Autoencoder, "latent-diffusion": LatentDiffusion}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load", "load_parents"]
 

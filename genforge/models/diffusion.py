@@ -52,6 +52,7 @@ from genforge.models.unet import UNet
 class DiffusionConfig(ImageModelConfig):
     """Diffusion hyper-parameters; the shape fields come from :class:`ImageModelConfig`."""
 
+    FAMILY: ClassVar[str] = "diffusion"
     family: str = "diffusion"
     objective: Literal["ddpm", "flow"] = "ddpm"
     prediction: Literal["epsilon", "v"] = "epsilon"  # ddpm only (flow predicts the velocity)
@@ -72,8 +73,8 @@ class DiffusionConfig(ImageModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.family != "diffusion":
-            raise FieldError("family", f"must be 'diffusion' for a DiffusionConfig, got {self.family!r}")
+        if self.family != self.FAMILY:
+            raise FieldError("family", f"must be {self.FAMILY!r} for a {type(self).__name__}, got {self.family!r}")
         if not 2 <= self.timesteps <= 100_000:
             raise FieldError("timesteps", f"must be in [2, 100000], got {self.timesteps}")
         for name in ("width", "max_mult", "blocks"):
@@ -152,7 +153,8 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         config.check_complete()
         self.config: DiffusionConfig = config
         self.prompted = config.prompted
-        self.unet = UNet(config.channels, config.image_size, width=config.width, blocks=config.blocks,
+        c, side = self.space[0], self.space[1]
+        self.unet = UNet(c, side, width=config.width, blocks=config.blocks,
                          max_mult=config.max_mult, attention=config.attention, dropout=config.dropout,
                          num_classes=self.num_classes, context=config.text_width if config.prompted else 0)
         if config.prompted:
@@ -165,6 +167,23 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             self.schedule = FlowSchedule(config.timesteps)
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+
+    @property
+    def space(self) -> tuple[int, int, int]:
+        """(C, S, S) of what the U-Net denoises: the images themselves (a latent model: their latents)."""
+        return (self.config.channels, self.config.image_size, self.config.image_size)
+
+    def to_space(self, x: Tensor) -> Tensor:
+        """Images float [B, C, S, S] in [0, 1] → what the U-Net denoises, [B, *space], about unit scale."""
+        return x * 2 - 1
+
+    def from_space(self, h: Tensor) -> Tensor:
+        """The inverse of :meth:`to_space`: [B, *space] → images float32 [B, C, S, S] in [0, 1]."""
+        return ((h.float() + 1) / 2).clamp_(0, 1)
+
+    def space_mask(self, fill: Tensor) -> Tensor:
+        """A pixel mask bool [B, 1, S, S] (True = to generate) at the side of :attr:`space`."""
+        return fill
 
     def accepted_conditions(self) -> tuple[str, ...]:
         return ("text",) if self.prompted else super().accepted_conditions()
@@ -196,7 +215,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         x, y = unpack_image_batch(batch, self.config, self.device, "diffusion model")
         if self.prompted:
             y = self._batch_text(batch, x.shape[0])
-        x0 = x * 2 - 1  # [B, C, S, S] in [-1, 1]
+        x0 = self.to_space(x)  # [B, *space]: pixels in [-1, 1] (or scaled latents)
         noise = rng.train_randn(x0.shape, x0.device).to(x0.dtype)
         b = x0.shape[0]
         if y is not None and self.config.label_dropout > 0:  # classifier-free guidance: sometimes no label
@@ -344,7 +363,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             for i, t in enumerate(sampler.timesteps):
                 fed = torch.full((n,), float(t), device=device)
                 x = sampler.step(self._guided(x, fed, y, guidance, null), i, x, generator)
-        return ((x.float() + 1) / 2).clamp_(0, 1)
+        return self.from_space(x)
 
     @torch.no_grad()
     def sample(self, n: int, *, condition: Any = None, generator: torch.Generator | None = None,
@@ -367,8 +386,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             raise FieldError("n", f"must be >= 1, got {n}")
         y = self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
             n, condition, self.num_classes, self.device, generator)
-        c, s = self.config.channels, self.config.image_size
-        return rng.randn((n, c, s, s), generator).to(self.device), y  # noise [n, C, S, S]
+        return rng.randn((n, *self.space), generator).to(self.device), y  # noise [n, *space]
 
     def _prompt_ids(self, n: int, condition: Any, generator: rng.Generator) -> Tensor:
         """Caption ids int64 [n, L]: the condition's prompts (one, or one per row; unknown words refused), or
@@ -397,8 +415,8 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
     def render(self, z: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
         """Initial noise z [n, C, S, S] through the ODE sampler (dpm++ / ddim η=0 / euler) → images in [0, 1]."""
         opts = self._deterministic(options)
-        if tuple(z.shape[1:]) != self.image_shape:
-            raise FieldError("latents", f"must be [n, {', '.join(map(str, self.image_shape))}], got {list(z.shape)}")
+        if tuple(z.shape[1:]) != self.space:
+            raise FieldError("latents", f"must be [n, {', '.join(map(str, self.space))}], got {list(z.shape)}")
         return self._integrate(z.to(self.device), y, opts, None)
 
     @torch.no_grad()
@@ -408,7 +426,7 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         opts = self._deterministic(options)
         guidance = 1.0 if opts.guidance is None else opts.guidance
         y = None if y is None else y.to(self.device)
-        h = x.to(self.device).float() * 2 - 1
+        h = self.to_space(x.to(self.device).float())
         n, device = h.shape[0], h.device
         with eval_mode(self.unet):
             if self.config.objective == "flow":
@@ -446,22 +464,25 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             raise ValueError("guidance needs a class-conditional model and a label (given, or classify > 0), or a "
                              "text-to-image model and a prompt")
         b = x.shape[0]
-        x0 = x.to(self.device).float() * 2 - 1
+        x0 = self.to_space(x.to(self.device).float())  # [B, *space]
         fill = fill.to(self.device)
+        fill_space = self.space_mask(fill)  # [B, 1, *space side]
         if self.prompted:
             y = None if condition is None else self._prompt_ids(b, condition, None)
         else:
             y = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
         if y is None and self.num_classes and opts.classify > 0:
             with eval_mode(self.unet):
-                y = self.classify_known(x0, ~fill, opts.classify, generator)
+                y = self.classify_known(x0, ~fill_space, opts.classify, generator)
         guidance = 1.0 if opts.guidance is None else opts.guidance
         sampler = self._sampler(opts.sampler or REPAINT_SAMPLERS[self.config.objective][0], opts.steps)
         lv = levels(sampler, self.schedule.alphas_cumprod if self.config.objective == "ddpm" else None)
         path = jump_schedule(opts.steps, opts.jump_length, opts.resamples)
         with torch.no_grad(), eval_mode(self):
-            out = repaint(lambda h, fed: self._guided(h, fed, y, guidance), sampler, lv, x0, fill, path, generator)
-        return torch.where(fill, ((out.float() + 1) / 2).clamp(0, 1), x.to(self.device).float())
+            out = repaint(lambda h, fed: self._guided(h, fed, y, guidance), sampler, lv, x0, fill_space, path,
+                          generator)
+            out = self.from_space(out)
+        return torch.where(fill, out, x.to(self.device).float())
 
     # ---- likelihood
     def describe_likelihood(self, *, k: int | None = None) -> Likelihood | None:

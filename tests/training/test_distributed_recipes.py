@@ -49,9 +49,11 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def _tiny_by_family() -> dict[str, dict]:
+def _tiny_for(recipe: dict) -> dict:
+    """The shipped tiny recipe of the recipe's family (and kind: a text-to-image recipe gets tiny-t2i)."""
     tiny = [_load(p) for p in sorted(RECIPES.glob("tiny-*.yaml"))]
-    return {r["model"]["family"]: r for r in tiny}
+    key = (recipe["model"]["family"], bool(recipe["model"].get("prompted")))
+    return next(r for r in tiny if (r["model"]["family"], bool(r["model"].get("prompted"))) == key)
 
 
 def scaled_train(train: dict) -> dict:
@@ -81,7 +83,7 @@ def recipe_config(name: str, corpus: Path) -> dict:
     """Recipe ``name`` with its own (scaled) training intervals and the family's tiny model, data and samples."""
     recipe = _load(RECIPES / f"{name}.yaml")
     family = recipe["model"]["family"]
-    tiny = _tiny_by_family()[family]
+    tiny = _tiny_for(recipe)
     data = dict(tiny["data"])
     if family == "gpt":  # the recipe's tokenizer on a small local corpus
         data = {"name": f"text:{corpus}", "tokenizer": recipe["data"].get("tokenizer", "char")}

@@ -48,11 +48,17 @@ def final_tensors(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("recipe", ["tiny-gan", pytest.param("tiny-vae", marks=pytest.mark.slow), "tiny-gpt",
-                                    "tiny-diffusion"])  # the VAE's state is a subset of the others' (run: -m slow)
+                                    "tiny-diffusion", "latent-chain"])  # the VAE's state is a subset of the others'
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path, recipe):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     extra: tuple[str, ...] = ()
     env = None
+    if recipe == "latent-chain":  # text-to-image latent diffusion standing on a tiny autoencoder run
+        ae = tmp_path / "ae"
+        assert main(["train", "tiny-autoencoder", "--out", str(ae), "--no-progress", "--set", "train.num_threads=1"]) == 0
+        recipe = "tiny-t2i"
+        extra += ("--set", "model.family=latent-diffusion", "--set", "model.latent_factor=2", "--set",
+                  f"parents.autoencoder={ae}")
     if recipe == "tiny-gpt":  # a small corpus of its own, tokenized into a private cache
         corpus = tmp_path / "corpus"
         corpus.mkdir()
