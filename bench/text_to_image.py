@@ -1,0 +1,139 @@
+"""Text–image alignment of text-to-image runs: CLIP score and R-precision in a contrastive evaluator that
+genforge trains on the runs' own training split (never the model that conditions them), with the ceiling
+(real test images with their captions) and the floor (real test images with shuffled captions) beside
+every run, and the time to sample 16 images.
+
+For each run: one image per prompt, for the distinct held-out captions (whole emoji training never saw)
+and as many distinct training captions (a seeded pick). The generator is given each caption's words that
+its vocabulary knows (a held-out emoji's new words dropped; it refuses unknown words, as it does for users);
+the evaluator scores the image against the whole caption. R-precision ranks each image's prompt among ``--k`` captions: the true one and
+k - 1 others from the same list (held-out or training). The evaluator is cached by the data's sha256 and
+its config under the genforge cache (``evaluators/``); its file's sha256 is printed.
+
+    python bench/text_to_image.py RUN [RUN ...] [--data-dir DIR] [--steps 20] [--guidance W] [--k 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_machine, require_idle  # noqa: E402
+
+
+def _evaluator(data, cache: Path, steps: int, seed: int):
+    from genforge.evaluation.features.contrastive import (CONTRASTIVE_VERSION, ContrastiveConfig, load_contrastive,
+                                                          save_contrastive, train_contrastive)
+    from genforge.evaluation.features.evaluators import data_sha256
+
+    config = ContrastiveConfig(channels=data.channels, image_size=data.image_size, steps=steps, seed=seed)
+    key = hashlib.sha256(f"{data_sha256(data)}|{'|'.join(data.train_text)}|{dataclasses.asdict(config)}|"
+                         f"{CONTRASTIVE_VERSION}".encode()).hexdigest()[:16]
+    path = cache / f"contrastive-{data.name}-{key}.safetensors"
+    if not path.is_file():
+        t0 = time.perf_counter()
+        net, report = train_contrastive(data, config)
+        save_contrastive(net, path, report)
+        print(f"trained the contrastive evaluator in {time.perf_counter() - t0:.0f} s", flush=True)
+    net, report, sha = load_contrastive(path)
+    print(f"evaluator: {path.name} (sha256 {sha[:16]}…, seed {seed}, {steps} steps); held-out R-precision of "
+          f"real test images among {report['heldout_r_precision_k']}: {report['heldout_r_precision']:.3f}",
+          flush=True)
+    return net
+
+
+def _distinct(captions: list[str], n: int, seed: int) -> list[str]:
+    unique = sorted(set(captions))
+    pick = torch.randperm(len(unique), generator=torch.Generator().manual_seed(seed))[:n]
+    return [unique[i] for i in sorted(pick.tolist())]
+
+
+def _scores(net, images: torch.Tensor, captions: list[str], k: int, seed: int) -> tuple[float, float]:
+    from genforge.metrics.text_image import clip_score
+
+    clip = clip_score(net.embed_images(images), net.embed_texts(captions))
+    return clip, net.r_precision(images, captions, captions, k=min(k, len(set(captions))), seed=seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--data-dir", default=None, help="the runs' dataset files (as for genforge train)")
+    ap.add_argument("--steps", type=int, default=20, help="sampler steps")
+    ap.add_argument("--guidance", type=float, default=None, help="guidance (default: each run's sample.guidance)")
+    ap.add_argument("--k", type=int, default=100, help="R-precision candidates")
+    ap.add_argument("--n", type=int, default=400, help="prompts per list (held-out, training)")
+    ap.add_argument("--evaluator-steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from genforge.config import DataConfig, from_dict, load_yaml
+    from genforge.data import load_images
+    from genforge.data.cache import default_cache_dir
+    from genforge.models.conditions import Condition
+    from genforge.models.text_encoder import words_of
+    from genforge.sampling.images import ImagePipeline
+
+    require_idle()
+    print_machine()
+    cfg = load_yaml(args.runs[0] / "config.yaml")
+    data_cfg = from_dict(DataConfig, {**cfg["data"], **({"data_dir": args.data_dir} if args.data_dir else {})})
+    data = load_images(data_cfg)
+    net = _evaluator(data, default_cache_dir() / "evaluators", args.evaluator_steps, args.seed)
+    lists = {"held-out": _distinct(data.test_text, args.n, args.seed),
+             "training": _distinct(data.train_text, args.n, args.seed)}
+    ks = {name: min(args.k, len(set(p))) for name, p in lists.items()}
+    print(f"prompts: {len(lists['held-out'])} held-out, {len(lists['training'])} training captions; R-precision "
+          f"among k = {ks['held-out']} / {ks['training']} (chance {1 / ks['held-out']:.3f} / "
+          f"{1 / ks['training']:.3f})", flush=True)
+
+    rows = []
+    first = {c: i for i, c in reversed(list(enumerate(data.test_text)))}
+    real = data.test_x[[first[c] for c in lists["held-out"]]]
+    rows.append(("real test images (ceiling)", *_scores(net, real, lists["held-out"], args.k, args.seed), None,
+                 None, None))
+    shuffled = [lists["held-out"][i] for i in torch.randperm(len(real), generator=torch.Generator().manual_seed(1))]
+    rows.append(("real images, shuffled captions (floor)", *_scores(net, real, shuffled, args.k, args.seed), None,
+                 None, None))
+    for run in args.runs:
+        pipe = ImagePipeline.from_run(run)
+        options = {"steps": args.steps}
+        guidance = args.guidance if args.guidance is not None else load_yaml(run / "config.yaml")["sample"].get(
+            "guidance")
+        if guidance is not None:
+            options["guidance"] = guidance
+        _, opts = pipe.parse(options)
+        tok = pipe.model.tokenizer
+
+        def readable(caption: str) -> str:
+            return " ".join([w for w in words_of(caption) if w in tok.index][: tok.length])
+
+        t0 = time.perf_counter()
+        sixteen = tuple(lists["training"][i % len(lists["training"])] for i in range(16))
+        pipe.generate(16, condition=Condition(text=tuple(map(readable, sixteen))), seed=args.seed, options=opts)
+        t16 = time.perf_counter() - t0
+        result = []
+        for name, prompts in lists.items():
+            images = pipe.generate(len(prompts), condition=Condition(text=tuple(map(readable, prompts))),
+                                   seed=args.seed, options=opts, batch_size=64)
+            result += list(_scores(net, images, prompts, args.k, args.seed))
+        rows.append((f"{run.name} ({pipe.model.family}, guidance {guidance})", result[0], result[1], result[2],
+                     result[3], t16))
+    print(f"\n| images | CLIP score held-out | R-precision held-out | CLIP score training | R-precision training "
+          f"| 16 images, {args.steps} steps |")
+    print("|---|---|---|---|---|---|")
+    for name, c1, r1, c2, r2, t in rows:
+        cells = [f"{c1:.1f}", f"{r1:.3f}", "—" if c2 is None else f"{c2:.1f}", "—" if r2 is None else f"{r2:.3f}",
+                 "—" if t is None else f"{t:.2f} s"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
