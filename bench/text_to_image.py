@@ -78,7 +78,6 @@ def main() -> None:
     from genforge.data import load_images
     from genforge.data.cache import default_cache_dir
     from genforge.models.conditions import Condition
-    from genforge.models.text_encoder import words_of
     from genforge.sampling.images import ImagePipeline
 
     require_idle()
@@ -110,11 +109,7 @@ def main() -> None:
         if guidance is not None:
             options["guidance"] = guidance
         _, opts = pipe.parse(options)
-        tok = pipe.model.tokenizer
-
-        def readable(caption: str) -> str:
-            return " ".join([w for w in words_of(caption) if w in tok.index][: tok.length])
-
+        readable = pipe.model.readable_prompt
         t0 = time.perf_counter()
         sixteen = tuple(lists["training"][i % len(lists["training"])] for i in range(16))
         pipe.generate(16, condition=Condition(text=tuple(map(readable, sixteen))), seed=args.seed, options=opts)

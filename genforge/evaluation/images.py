@@ -72,7 +72,7 @@ from genforge.evaluation.proxy import proxy_fid_hook
 from genforge.evaluation.reference import Reference, balanced_labels, reference_features, reference_subsample
 from genforge.metrics.guards import SampleSizeError, check_sample_sizes
 from genforge.models.base import GenerativeModel
-from genforge.models.conditions import label_classes
+from genforge.models.conditions import Condition, label_classes
 from genforge.sampling.images import ImagePipeline
 
 __all__ = [
@@ -323,6 +323,11 @@ def _generated(data: ImageData, opts: ImageEvalOptions, ref: Reference, n_gen: i
         if k:
             labels, how = balanced_labels(ref.y if data.num_classes == k else None, n_gen, k, opts.seed)
             generation["conditioning"] = how
+        elif "text" in pipeline.model.accepted_conditions() and ref.text:
+            prompts = [pipeline.model.readable_prompt(ref.text[i % ref.n]) for i in range(n_gen)]
+            labels = Condition(text=tuple(prompts))
+            generation["conditioning"] = (f"the captions of the {ref.split} reference images, in order (cycled past "
+                                          f"{ref.n}), in the words the model knows")
         else:
             generation["conditioning"] = "unconditional"
         generation.update(source="model", family=pipeline.model.family, n=n_gen, seed=opts.seed)
@@ -378,6 +383,8 @@ def evaluate_images(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOption
             raise EvalError("metric 'modes' needs a labelled reference (class sub-folders)")
         metrics.remove("modes")
         notes.append("modes: skipped (the reference has no labels)")
+    if data.split:
+        notes.append(f"test split of {data_cfg.name}: {data.split}")
     n_gen = opts.n if pipeline is not None else min(opts.n, int(samples.shape[0]))
     _evaluator_trust(features, evaluator, warns, notes)
     kid_ss = _size_policy(opts, metrics, features, n_gen, ref.n, warns, notes)

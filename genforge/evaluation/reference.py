@@ -33,7 +33,8 @@ REFERENCE_DIR = "eval-reference"
 
 @dataclass
 class Reference:
-    """A seeded subsample of one split: images uint8 [N, C, S, S], labels [N] or None, and their digest."""
+    """A seeded subsample of one split: images uint8 [N, C, S, S], labels [N] or None, and their digest;
+    ``text`` their captions when the data set has them."""
 
     x: Tensor
     y: Tensor | None
@@ -41,6 +42,7 @@ class Reference:
     n_split: int
     seed: int
     sha256: str
+    text: list[str] | None = None
 
     @property
     def n(self) -> int:
@@ -51,11 +53,13 @@ def reference_subsample(data: ImageData, split: str, n: int, seed: int) -> Refer
     """``min(n, split size)`` images of ``split`` (``test`` or ``train``) chosen by a permutation seeded with
     ``seed``: never the first N (MNIST's test set is ordered by writer)."""
     x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    t_all = data.test_text if split == "test" else data.train_text
     n_split = int(x_all.shape[0])
     idx = shuffled_subset(n_split, min(n, n_split), seed)
     x = x_all.index_select(0, idx).contiguous()
     y = None if y_all is None else y_all.index_select(0, idx)
-    return Reference(x, y, split, n_split, seed, images_sha256(x))
+    text = None if t_all is None else [t_all[i] for i in idx.tolist()]
+    return Reference(x, y, split, n_split, seed, images_sha256(x), text)
 
 
 def images_sha256(x: Tensor) -> str:

@@ -278,6 +278,11 @@ class GenerativeModel(nn.Module):
         """Kinds of condition ``sample`` cannot do without (super-resolution needs its ``image``)."""
         return ()
 
+    def readable_prompt(self, caption: str) -> str:
+        """A data set's caption as this model can take it as a prompt (a text-to-image model keeps the words
+        its vocabulary knows); evaluation conditions on reference captions through it. Default: as is."""
+        return caption
+
     def check_condition(self, condition: Any) -> None:
         """Refuse, before any work, a condition of an accepted kind that this model still cannot take (a
         prompt with a word its text encoder never saw): a ``FieldError`` naming the part. Default: none."""

@@ -43,7 +43,7 @@ from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_sched
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
 from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
-from genforge.models.text_encoder import TextEncoder, WordTokenizer
+from genforge.models.text_encoder import TextEncoder, WordTokenizer, words_of
 from genforge.models.unet import UNet
 
 
@@ -187,6 +187,12 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
 
     def accepted_conditions(self) -> tuple[str, ...]:
         return ("text",) if self.prompted else super().accepted_conditions()
+
+    def readable_prompt(self, caption: str) -> str:
+        if not self.prompted:
+            return caption
+        known = [w for w in words_of(caption) if w in self.tokenizer.index][: self.tokenizer.length]
+        return " ".join(known)
 
     def check_condition(self, condition: Any) -> None:
         if self.prompted and isinstance(condition, Condition) and condition.text is not None:

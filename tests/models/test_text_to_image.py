@@ -220,3 +220,14 @@ def test_a_text_to_image_teacher_is_refused_for_distillation(t2i_run, tmp_path, 
                  "--set", f"parents.teacher={t2i_run}", "--set", "data.name=digits"])
     err = capsys.readouterr().err
     assert code == 2 and "text-to-image teacher" in err
+
+
+def test_evaluation_draws_from_the_reference_captions(t2i_run, tmp_path, capsys):
+    digits = tmp_path / "digits"  # captions from the labels: "digit 3"; the digits evaluator scores them
+    assert main(["train", "tiny-t2i", "--out", str(digits), "--no-progress", "--set", "train.max_steps=2"]) == 0
+    assert main(["eval", str(digits), "--metrics", "fid", "--n", "24", "--allow-small", "--no-progress"]) == 0
+    capsys.readouterr()
+    report = json.loads((digits / "eval.json").read_text())
+    assert report["generation"]["conditioning"].startswith("the captions of the test reference images")
+    model = models.load(t2i_run)
+    assert model.readable_prompt("A RED triangle, circle!") == "a red circle"  # unknown words dropped
