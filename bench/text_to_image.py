@@ -1,7 +1,8 @@
 """Text–image alignment of text-to-image runs: CLIP score and R-precision in a contrastive evaluator that
 genforge trains on the runs' own training split (never the model that conditions them), with the ceiling
 (real test images with their captions) and the floor (real test images with shuffled captions) beside
-every run, and the time to sample 16 images.
+every run, the category accuracy of the data set's classifier evaluator on images generated from prompts
+of each category (the prompt's label), and the time to sample 16 images.
 
 For each run: one image per prompt, for the distinct held-out captions (whole emoji training never saw)
 and as many distinct training captions (a seeded pick). The generator is given each caption's words that
@@ -55,11 +56,14 @@ def _distinct(captions: list[str], n: int, seed: int) -> list[str]:
     return [unique[i] for i in sorted(pick.tolist())]
 
 
-def _scores(net, images: torch.Tensor, captions: list[str], k: int, seed: int) -> tuple[float, float]:
+def _scores(net, images: torch.Tensor, captions: list[str], k: int, seed: int, classify=None,
+            labels: torch.Tensor | None = None) -> tuple[float, float, float | None]:
     from genforge.metrics.text_image import clip_score
 
     clip = clip_score(net.embed_images(images), net.embed_texts(captions))
-    return clip, net.r_precision(images, captions, captions, k=min(k, len(set(captions))), seed=seed)
+    rp = net.r_precision(images, captions, captions, k=min(k, len(set(captions))), seed=seed)
+    acc = None if classify is None else float((classify(images) == labels).float().mean())
+    return clip, rp, acc
 
 
 def main() -> None:
@@ -86,6 +90,16 @@ def main() -> None:
     data_cfg = from_dict(DataConfig, {**cfg["data"], **({"data_dir": args.data_dir} if args.data_dir else {})})
     data = load_images(data_cfg)
     net = _evaluator(data, default_cache_dir() / "evaluators", args.evaluator_steps, args.seed)
+    classify, label_of = None, {}
+    if data.labelled:
+        from genforge.evaluation.features.evaluators import evaluator_for
+
+        clf, info = evaluator_for(data, data_cfg, progress=True)
+        print(f"category evaluator: {info.id} (sha256 {info.sha256[:12]}…), {info.test_accuracy:.1%} on its held-out "
+              f"images", flush=True)
+        classify = lambda x: clf.extract(x)[0].argmax(1)  # noqa: E731
+        label_of = {t: int(y) for t, y in zip(data.train_text + data.test_text,
+                                              torch.cat([data.train_y, data.test_y]).tolist())}
     lists = {"held-out": _distinct(data.test_text, args.n, args.seed),
              "training": _distinct(data.train_text, args.n, args.seed)}
     ks = {name: min(args.k, len(set(p))) for name, p in lists.items()}
@@ -93,14 +107,18 @@ def main() -> None:
           f"among k = {ks['held-out']} / {ks['training']} (chance {1 / ks['held-out']:.3f} / "
           f"{1 / ks['training']:.3f})", flush=True)
 
+    def labels(prompts: list[str]) -> torch.Tensor | None:
+        return torch.tensor([label_of[p] for p in prompts]) if classify is not None else None
+
     rows = []
     first = {c: i for i, c in reversed(list(enumerate(data.test_text)))}
     real = data.test_x[[first[c] for c in lists["held-out"]]]
-    rows.append(("real test images (ceiling)", *_scores(net, real, lists["held-out"], args.k, args.seed), None,
-                 None, None))
-    shuffled = [lists["held-out"][i] for i in torch.randperm(len(real), generator=torch.Generator().manual_seed(1))]
-    rows.append(("real images, shuffled captions (floor)", *_scores(net, real, shuffled, args.k, args.seed), None,
-                 None, None))
+    held = lists["held-out"]
+    rows.append(("real test images (ceiling)", *_scores(net, real, held, args.k, args.seed, classify, labels(held)),
+                 None, None, None, None))
+    shuffled = [held[i] for i in torch.randperm(len(real), generator=torch.Generator().manual_seed(1))]
+    rows.append(("real images, shuffled captions (floor)",
+                 *_scores(net, real, shuffled, args.k, args.seed, classify, labels(shuffled)), None, None, None, None))
     for run in args.runs:
         pipe = ImagePipeline.from_run(run)
         options = {"steps": args.steps}
@@ -118,14 +136,17 @@ def main() -> None:
         for name, prompts in lists.items():
             images = pipe.generate(len(prompts), condition=Condition(text=tuple(map(readable, prompts))),
                                    seed=args.seed, options=opts, batch_size=64)
-            result += list(_scores(net, images, prompts, args.k, args.seed))
-        rows.append((f"{run.name} ({pipe.model.family}, guidance {guidance})", result[0], result[1], result[2],
-                     result[3], t16))
-    print(f"\n| images | CLIP score held-out | R-precision held-out | CLIP score training | R-precision training "
-          f"| 16 images, {args.steps} steps |")
-    print("|---|---|---|---|---|---|")
-    for name, c1, r1, c2, r2, t in rows:
-        cells = [f"{c1:.1f}", f"{r1:.3f}", "—" if c2 is None else f"{c2:.1f}", "—" if r2 is None else f"{r2:.3f}",
+            result += list(_scores(net, images, prompts, args.k, args.seed, classify, labels(prompts)))
+        rows.append((f"{run.name} ({pipe.model.family}, guidance {guidance})", *result, t16))
+    print(f"\n| images | held-out: CLIP score | R-precision | category acc. | training: CLIP score | R-precision "
+          f"| category acc. | 16 images, {args.steps} steps |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def cell(v, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    for name, c1, r1, a1, c2, r2, a2, t in rows:
+        cells = [cell(c1, ".1f"), cell(r1, ".3f"), cell(a1, ".1%"), cell(c2, ".1f"), cell(r2, ".3f"), cell(a2, ".1%"),
                  "—" if t is None else f"{t:.2f} s"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
