@@ -30,7 +30,6 @@ from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, ImageModelConfig, images_to_unit, unpack_image_batch
 from genforge.models.capabilities import ImageConditioned, ImageModel, Reconstructs
-from genforge.models.conditions import Condition
 
 LOGVAR_LIMIT = 30.0
 STD_MOMENTUM = 0.99  # running latent standard deviation: new = m · old + (1 - m) · batch
@@ -210,12 +209,7 @@ class Autoencoder(GenerativeModel, ImageModel, ImageConditioned, Reconstructs):
         :class:`Condition` whose ``image`` is uint8 or float in [0, 1], [n, C, S, S]) → float32 [n, C, S, S]
         in [0, 1]."""
         self.parse_sample_options(options)
-        image = condition.image if isinstance(condition, Condition) else None
-        if image is None:
-            raise ValueError("an autoencoder reconstructs the images you give it; it draws nothing from noise "
-                             "(give a source image: --image IMG, condition=Condition(image=…))")
-        if image.shape[0] != n:
-            raise ValueError(f"condition must hold {n} images, got {image.shape[0]}")
+        image = self.source_images(condition, n, does="reconstructs", hint="`genforge sample RUN --image IMG`")
         self.check_source(image[0])
         x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
         was = self.training

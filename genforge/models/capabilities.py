@@ -140,6 +140,20 @@ class ImageConditioned:
     def check_source(self, image: Tensor, what: str = "the image") -> None:
         """Refuse a source image [C, H, W] the model cannot take (``ValueError`` naming what it takes)."""
 
+    def source_images(self, condition: Any, n: int, *, does: str, hint: str) -> Tensor:
+        """The ``n`` source images of ``condition`` (a ``Condition`` whose ``image`` is uint8 or float in
+        [0, 1], [n, C, s, s]); ``ValueError`` when there are none ("a superres model {does} the images you
+        give it …", then ``hint``) or not ``n``."""
+        from genforge.models.conditions import Condition
+
+        image = condition.image if isinstance(condition, Condition) else None
+        if image is None:
+            raise ValueError(f"a {self.family} model {does} the images you give it; it draws nothing from noise "
+                             f"alone (give a source image: {hint}, condition=Condition(image=…))")
+        if image.shape[0] != n:
+            raise ValueError(f"condition must hold {n} source images, got {image.shape[0]}")
+        return image
+
 
 class Upscales(ImageConditioned):
     """Super-resolution: a low-resolution image in, the model's image size out."""

@@ -26,7 +26,6 @@ from genforge.config import FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, ImageModelConfig, SampleOptions, eval_mode, unpack_image_batch
 from genforge.models.capabilities import ImageModel, Upscales
-from genforge.models.conditions import Condition
 from genforge.models.samplers import FlowEuler
 from genforge.models.schedules import FlowSchedule
 from genforge.models.unet import UNet
@@ -195,10 +194,5 @@ class SuperRes(GenerativeModel, ImageModel, Upscales):
                **options: Any) -> Tensor:
         """Upscale the ``n`` low-resolution images of ``condition`` (a :class:`Condition` whose ``image`` is
         uint8 or float in [0, 1], [n, C, s, s]) → float32 [n, C, S, S] in [0, 1]."""
-        image = condition.image if isinstance(condition, Condition) else None
-        if image is None:
-            raise ValueError("a superres model upscales the images you give it; it draws nothing from noise alone "
-                             "(give a source image: `genforge upscale RUN --image IMG`, condition=Condition(image=…))")
-        if image.shape[0] != n:
-            raise ValueError(f"condition must hold {n} low-resolution images, got {image.shape[0]}")
+        image = self.source_images(condition, n, does="upscales", hint="`genforge upscale RUN --image IMG`")
         return self.upscale(image, generator=generator, **options)
