@@ -69,7 +69,9 @@ def caption_tiles(grid: np.ndarray, captions: list[str], tile: int, padding: int
 
     font = ImageFont.load_default()
     per_line = max(4, tile // 6)
-    lines = [textwrap.wrap(c, per_line)[:3] or [""] for c in captions]
+    plain = [c.replace("\u2014", "-").replace("\u2013", "-").encode("latin-1", "replace").decode("latin-1")
+             for c in captions]  # the bitmap font draws Latin-1 only
+    lines = [textwrap.wrap(c, per_line)[:3] or [""] for c in plain]
     strip = 11 * max(len(ls) for ls in lines) + 2
     rows = math.ceil(len(captions) / ncol)
     h = (grid.shape[0] - padding) // rows - padding

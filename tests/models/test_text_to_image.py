@@ -179,7 +179,9 @@ def test_a_captioned_folder_trains_with_no_other_change_and_samples_from_a_promp
     model = models.load(t2i_run)
     assert model.accepted_conditions() == ("text",) and model.config.channels == 3
     assert set(model.config.text_words) == {"a", "red", "green", "blue", "square", "circle"}
-    assert Image.open(t2i_run / "samples.png").size[0] > 12  # a grid of the preview prompts
+    grid = Image.open(t2i_run / "samples.png")  # the preview: one tile per prompt of the run's list, captioned
+    assert grid.text["prompts"].split(" | ")[0] == model.config.sample_prompts[0]
+    assert grid.size[1] > grid.size[0]  # caption strips under the square tiles
     out = tmp_path / "red.png"
     assert main(["sample", str(t2i_run), "--prompt", "a red circle", "--n", "4", "--guidance", "2",
                  "--negative-prompt", "a blue square", "--seed", "3", "-o", str(out)]) == 0
