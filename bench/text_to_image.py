@@ -76,18 +76,23 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="prompts per list (held-out, training)")
     ap.add_argument("--evaluator-steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=None,
+                    help="evaluate at this side: the data and every run's images are resized to it (antialiased "
+                         "bicubic; default: the first run's data size)")
     args = ap.parse_args()
 
     from genforge.config import DataConfig, from_dict, load_yaml
     from genforge.data import load_images
     from genforge.data.cache import default_cache_dir
+    from genforge.data.transforms import resize_center_crop
     from genforge.models.conditions import Condition
     from genforge.sampling.images import ImagePipeline
 
     require_idle()
     print_machine()
     cfg = load_yaml(args.runs[0] / "config.yaml")
-    data_cfg = from_dict(DataConfig, {**cfg["data"], **({"data_dir": args.data_dir} if args.data_dir else {})})
+    data_cfg = from_dict(DataConfig, {**cfg["data"], **({"data_dir": args.data_dir} if args.data_dir else {}),
+                                      **({"image_size": args.size} if args.size else {})})
     data = load_images(data_cfg)
     net = _evaluator(data, default_cache_dir() / "evaluators", args.evaluator_steps, args.seed)
     classify, label_of = None, {}
@@ -136,6 +141,7 @@ def main() -> None:
         for name, prompts in lists.items():
             images = pipe.generate(len(prompts), condition=Condition(text=tuple(map(readable, prompts))),
                                    seed=args.seed, options=opts, batch_size=64)
+            images = resize_center_crop(images, data.image_size)  # as is when the sizes agree
             result += list(_scores(net, images, prompts, args.k, args.seed, classify, labels(prompts)))
         rows.append((f"{run.name} ({pipe.model.family}, guidance {guidance})", *result, t16))
     print(f"\n| images | held-out: CLIP score | R-precision | category acc. | training: CLIP score | R-precision "
