@@ -39,15 +39,18 @@ from .transforms import convert_channels, split_groups
 if TYPE_CHECKING:
     from .registry import DatasetInfo
 
-__all__ = ["FILES", "URLS", "CATEGORIES", "SKIN_TONES", "caption", "load_emoji"]
+__all__ = ["FILES", "MIRRORS", "URLS", "CATEGORIES", "SKIN_TONES", "caption", "load_emoji"]
 
-IMAGES = RemoteFile("emoji-datasource-twitter-16.0.0.tgz",
+IMAGES = RemoteFile("emoji-datasource-twitter-16.0.0.tgz", md5="19fb55ef34e83997e985f687762798eb",
                     sha256="f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877")
-NAMES = RemoteFile("emoji-datasource-16.0.0.tgz",
+NAMES = RemoteFile("emoji-datasource-16.0.0.tgz", md5="c83822ed3e55bfbf46abb541243e94cc",
                    sha256="2006725061dc0098daa832d65f854a7bec0740af2eb47cb5b23d89f7e2c849f9")
 FILES = (IMAGES, NAMES)
-URLS = {IMAGES.name: ("https://registry.npmjs.org/emoji-datasource-twitter/-/",),
-        NAMES.name: ("https://registry.npmjs.org/emoji-datasource/-/",)}
+# npm's registry and two registries that serve its tarballs unchanged; a package's tarball is
+# <registry>/<package>/-/<package>-<version>.tgz
+MIRRORS = ("https://registry.npmjs.org/", "https://registry.yarnpkg.com/", "https://registry.npmmirror.com/")
+PACKAGES = {IMAGES.name: "emoji-datasource-twitter", NAMES.name: "emoji-datasource"}
+URLS = {name: tuple(f"{base}{package}/-/" for base in MIRRORS) for name, package in PACKAGES.items()}
 JSON = RemoteFile("emoji.json", sha256="1d602e65be88772bf8cc368ce16b855d719eeddbafe128d471b80203f494d29f")
 IMAGE_DIR = "img/twitter/64"
 CATEGORIES = ("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",

@@ -215,16 +215,7 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
     if not entries:
         raise DataError(f"image folder {root} holds no {exts} images (directly or in class sub-folders)")
 
-    skipped: list[str] = []
-    ok: list[_Entry] = []
-    for e in entries:  # pass 1: headers only, to choose size and channels before decoding
-        try:
-            _header(e)
-            ok.append(e)
-        except _TooLarge as err:
-            skipped.append(f"  {e.path}: too large: {err}")
-        except Exception as err:  # Pillow raises many types for bad files
-            skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
+    ok, skipped = _read_headers(entries)  # pass 1: headers only, to choose size and channels before decoding
 
     size = cfg.image_size
     if size is None and ok:
@@ -265,6 +256,21 @@ def load_imagefolder(cfg: DataConfig) -> ImageData:
                      test_x=x[test].contiguous(), test_y=None if y is None else y[test], classes=classes,
                      train_text=None if text is None else [text[i] for i in train.tolist()],
                      test_text=None if text is None else [text[i] for i in test.tolist()])
+
+
+def _read_headers(entries: list[_Entry]) -> tuple[list[_Entry], list[str]]:
+    """The entries whose headers read (mode and size filled in), and one line per file skipped."""
+    skipped: list[str] = []
+    ok: list[_Entry] = []
+    for e in entries:
+        try:
+            _header(e)
+            ok.append(e)
+        except _TooLarge as err:
+            skipped.append(f"  {e.path}: too large: {err}")
+        except Exception as err:  # Pillow raises many types for bad files
+            skipped.append(f"  {e.path}: {type(err).__name__}: {err}")
+    return ok, skipped
 
 
 def _listed(metadata: Path, cfg: DataConfig) -> tuple[list[_Entry], list[str]]:

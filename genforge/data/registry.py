@@ -20,6 +20,7 @@ from .cache import default_cache_dir
 from .digits import load_digits
 from .download import RemoteFile
 from .emoji import FILES as EMOJI_FILES
+from .emoji import MIRRORS as EMOJI_MIRRORS
 from .emoji import load_emoji
 from .errors import DataError
 from .imagedata import ImageData
@@ -142,7 +143,7 @@ DATASETS: dict[str, DatasetInfo] = {
             classes=("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
                      "Smileys & Emotion", "Symbols", "Travel & Places"),
             loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
-            files=EMOJI_FILES,
+            files=EMOJI_FILES, mirrors=EMOJI_MIRRORS,  # registries; each file's URL adds its package's path
         ),
     )
 }

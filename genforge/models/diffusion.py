@@ -35,16 +35,16 @@ from torch import Tensor, nn
 
 from genforge.config import ConfigError, FieldError
 from genforge.models import rng
-from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, Likelihood, OnnxGraphs, SampleOptions,
+from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, OnnxGraphs, SampleOptions,
                                   eval_mode, labels_for, unpack_image_batch)
 from genforge.models.capabilities import ImageModel, Inpaints, Inverts
-from genforge.models.conditions import Condition
 from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
 from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
-from genforge.models.text_encoder import TextEncoder, WordTokenizer, words_of
+from genforge.models.text_encoder import Captioned, TextEncoder, WordTokenizer
 from genforge.models.unet import UNet
+from genforge.models.diffusion_vlb import VLBLikelihood
 
 
 
@@ -123,23 +123,7 @@ class DiffusionSampleOptions(SampleOptions):
         return self.steps
 
 
-def _normal_kl(m1: Tensor, lv1: Tensor, m2: Tensor, lv2: Tensor) -> Tensor:
-    """KL(N(m1, e^lv1) ‖ N(m2, e^lv2)) elementwise, nats."""
-    return 0.5 * (-1.0 + lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2))
-
-
-def _discretized_gaussian_nll(x: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
-    """-log P(x) of 8-bit pixels x in [-1, 1] (bins 2/255 wide, edges open) under N(mean, e^log_var), nats."""
-    inv_std = torch.exp(-0.5 * log_var)
-    cdf_plus = torch.special.ndtr((x - mean + 1 / 255) * inv_std)
-    cdf_min = torch.special.ndtr((x - mean - 1 / 255) * inv_std)
-    log_p = torch.where(x < -0.999, torch.log(cdf_plus.clamp(min=1e-12)),
-                        torch.where(x > 0.999, torch.log((1 - cdf_min).clamp(min=1e-12)),
-                                    torch.log((cdf_plus - cdf_min).clamp(min=1e-12))))
-    return -log_p
-
-
-class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
+class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, Inpaints):
     """U-Net denoiser + schedule; one parameter group ``loss``."""
 
     config_class: ClassVar[type[DiffusionConfig]] = DiffusionConfig
@@ -188,16 +172,6 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
     def accepted_conditions(self) -> tuple[str, ...]:
         return ("text",) if self.prompted else super().accepted_conditions()
 
-    def readable_prompt(self, caption: str) -> str:
-        if not self.prompted:
-            return caption
-        known = [w for w in words_of(caption) if w in self.tokenizer.index][: self.tokenizer.length]
-        return " ".join(known)
-
-    def check_condition(self, condition: Any) -> None:
-        if self.prompted and isinstance(condition, Condition) and condition.text is not None:
-            self.tokenizer.encode(list(condition.text))  # words outside the vocabulary, too many words
-
     def onnx_graphs(self) -> OnnxGraphs:
         """``denoiser``: x_t float32 [B, C, S, S], t float32 [B] (+ y int64 [B] when conditional; K = no label)
         → the U-Net's prediction float32 [B, C, S, S] (no guidance: the caller mixes two passes)."""
@@ -237,17 +211,6 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
         x_t, fed, target = self._training_pair(x0, noise, u)
         out = self._predict(x_t, fed, y)
         return {"loss": F.mse_loss(out.float(), target.float())}
-
-    def _batch_text(self, batch: Batch, b: int) -> Tensor:
-        """A prompted model's batch captions: int64 [B, L] ids in the vocabulary."""
-        ids = batch.get("text")
-        if ids is None:
-            raise ValueError("a text-to-image diffusion model needs captions: the batch has no 'text'")
-        ids = torch.as_tensor(ids).to(self.device, torch.long)
-        if ids.shape != (b, self.config.text_len) or int(ids.min()) < 0 or int(ids.max()) >= self.tokenizer.vocab_size:
-            raise ValueError(f"batch 'text' must be {b} × {self.config.text_len} caption ids in "
-                             f"[0, {self.tokenizer.vocab_size - 1}], got {list(ids.shape)}")
-        return ids
 
     def _predict(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """The U-Net's prediction for x [B, C, S, S] at times t [B] under y: labels / class weights, or (prompted)
@@ -394,22 +357,6 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
             n, condition, self.num_classes, self.device, generator)
         return rng.randn((n, *self.space), generator).to(self.device), y  # noise [n, *space]
 
-    def _prompt_ids(self, n: int, condition: Any, generator: rng.Generator) -> Tensor:
-        """Caption ids int64 [n, L]: the condition's prompts (one, or one per row; unknown words refused), or
-        with none the config's ``sample_prompts`` in turn from a seeded start."""
-        text = condition.text if isinstance(condition, Condition) else None
-        if condition is not None and text is None:
-            raise FieldError("condition", "a text-to-image model takes a prompt (Condition(text=...)), not a label")
-        if text is None:
-            prompts = self.config.sample_prompts or [""]
-            start = int(rng.randint(len(prompts), (1,), generator)[0]) if len(prompts) > 1 else 0
-            text = tuple(prompts[(start + i) % len(prompts)] for i in range(n))
-        elif len(text) == 1:
-            text = tuple(text) * n
-        if len(text) != n:
-            raise FieldError("prompt", f"must be one prompt or {n}, got {len(text)}")
-        return self.tokenizer.encode(list(text)).to(self.device)
-
     def _deterministic(self, options: dict[str, Any]) -> DiffusionSampleOptions:
         opts = self.parse_sample_options(options)
         if opts.sampler == "ddpm" or opts.eta > 0:
@@ -489,60 +436,3 @@ class Diffusion(GenerativeModel, ImageModel, Inverts, Inpaints):
                           generator)
             out = self.from_space(out)
         return torch.where(fill, out, x.to(self.device).float())
-
-    # ---- likelihood
-    def describe_likelihood(self, *, k: int | None = None) -> Likelihood | None:
-        if self.config.objective != "ddpm":
-            return None
-        k = min(self.config.vlb_timesteps if k is None else int(k), self.config.timesteps)
-        exact = k >= self.config.timesteps
-        how = "all T timesteps" if exact else f"{k} stratified timesteps of T={self.config.timesteps} per image"
-        return Likelihood(kind="bound", importance_samples=k, stochastic=True,
-                          estimate=f"DDPM variational bound with a discretised Gaussian decoder, {how} "
-                                   f"(an upper bound on the NLL)",
-                          params={"likelihood": "discretised gaussian, 8-bit", "schedule": self.config.schedule,
-                                  "prediction": self.config.prediction})
-
-    def _vlb_terms(self, x0: Tensor, t: Tensor, y: Tensor | None, generator: torch.Generator | None) -> Tensor:
-        """Per-image VLB term at timestep t (nats): the decoder NLL at t = 0, else KL(q(x_{t-1}|x_t,x0) ‖ p).
-
-        x0 [B, C, S, S] in [-1, 1], t int64 [B]; computed in float64 from the schedule's posterior."""
-        sch = self.schedule
-        x0 = x0.double()
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, torch.float64)
-        x_t = sch.add_noise(x0, noise, t)
-        out = self._predict(x_t.float(), t.float(), y).double()
-        true_mean, log_var = sch.posterior(x0, x_t, t)
-        model_mean, _ = sch.posterior(sch.predict_x0(out, x_t, t, self.config.prediction), x_t, t)
-        lv = log_var.expand_as(x_t)
-        kl = _normal_kl(true_mean, lv, model_mean, lv).flatten(1).sum(1)
-        decoder = _discretized_gaussian_nll(x0, model_mean, lv).flatten(1).sum(1)
-        return torch.where(t == 0, decoder, kl)
-
-    @torch.no_grad()
-    def log_likelihood(self, batch: Batch, *, generator: torch.Generator | None = None,
-                       k: int | None = None) -> Tensor:
-        """Lower bound on log p(x | y) in nats per image [B] (see the module docstring); the prior term
-        KL(q(x_{T-1}|x0) ‖ N(0, I)) is exact, the sum over timesteps is estimated on ``k`` strata."""
-        info = self.describe_likelihood(k=k)
-        if info is None:
-            raise NotImplementedError("a flow-matching diffusion model has no likelihood bound here; "
-                                      "train with model.objective=ddpm for one")
-        x, y = unpack_image_batch(batch, self.config, self.device, "diffusion model")
-        if self.prompted:
-            y = self._batch_text(batch, x.shape[0])
-        x0 = (x * 2 - 1).double()
-        b, T, k = x0.shape[0], self.config.timesteps, info.importance_samples
-        ab_last = self.schedule.alphas_cumprod[-1].item()
-        prior = _normal_kl(math.sqrt(ab_last) * x0, torch.full_like(x0, math.log(1 - ab_last)),
-                           torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
-        bounds = torch.linspace(0, T, k + 1)
-        total = prior.clone()
-        for j in range(k):
-            lo, hi = int(bounds[j]), max(int(bounds[j]) + 1, int(bounds[j + 1]))
-            if k >= T:
-                t = torch.full((b,), j, dtype=torch.long)
-            else:
-                t = torch.randint(lo, hi, (b,), generator=generator)
-            total += (hi - lo) * self._vlb_terms(x0, t.to(x0.device), y, generator)
-        return -total.float()

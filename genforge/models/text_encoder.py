@@ -13,14 +13,17 @@ Shape legend: n captions, L tokens (``text_len``), D width.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genforge.config import FieldError, did_you_mean
+from genforge.models import rng
+from genforge.models.conditions import Condition
 
-__all__ = ["WordTokenizer", "TextEncoder", "words_of", "PAD", "UNKNOWN", "EMPTY"]
+__all__ = ["Captioned", "WordTokenizer", "TextEncoder", "words_of", "PAD", "UNKNOWN", "EMPTY"]
 
 PAD, UNKNOWN, EMPTY = 0, 1, 2
 SPECIAL = 3
@@ -130,3 +133,46 @@ class CrossAttention(nn.Module):
 
 def _groups(channels: int) -> int:
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class Captioned:
+    """The caption side of a text-to-image family whose ``config.prompted`` is set: it holds ``tokenizer``
+    (a :class:`WordTokenizer` of ``config.text_words``) and reads prompts, batch captions and data set
+    captions through it. Rows of caption ids are int64 [n, L]."""
+
+    def readable_prompt(self, caption: str) -> str:
+        if not self.prompted:
+            return caption
+        known = [w for w in words_of(caption) if w in self.tokenizer.index][: self.tokenizer.length]
+        return " ".join(known)
+
+    def check_condition(self, condition: Any) -> None:
+        if self.prompted and isinstance(condition, Condition) and condition.text is not None:
+            self.tokenizer.encode(list(condition.text))  # words outside the vocabulary, too many words
+
+    def _batch_text(self, batch: dict[str, Tensor], b: int) -> Tensor:
+        """A prompted model's batch captions: int64 [B, L] ids in the vocabulary."""
+        ids = batch.get("text")
+        if ids is None:
+            raise ValueError("a text-to-image diffusion model needs captions: the batch has no 'text'")
+        ids = torch.as_tensor(ids).to(self.device, torch.long)
+        if ids.shape != (b, self.config.text_len) or int(ids.min()) < 0 or int(ids.max()) >= self.tokenizer.vocab_size:
+            raise ValueError(f"batch 'text' must be {b} × {self.config.text_len} caption ids in "
+                             f"[0, {self.tokenizer.vocab_size - 1}], got {list(ids.shape)}")
+        return ids
+
+    def _prompt_ids(self, n: int, condition: Any, generator: rng.Generator) -> Tensor:
+        """Caption ids int64 [n, L]: the condition's prompts (one, or one per row; unknown words refused), or
+        with none the config's ``sample_prompts`` in turn from a seeded start."""
+        text = condition.text if isinstance(condition, Condition) else None
+        if condition is not None and text is None:
+            raise FieldError("condition", "a text-to-image model takes a prompt (Condition(text=...)), not a label")
+        if text is None:
+            prompts = self.config.sample_prompts or [""]
+            start = int(rng.randint(len(prompts), (1,), generator)[0]) if len(prompts) > 1 else 0
+            text = tuple(prompts[(start + i) % len(prompts)] for i in range(n))
+        elif len(text) == 1:
+            text = tuple(text) * n
+        if len(text) != n:
+            raise FieldError("prompt", f"must be one prompt or {n}, got {len(text)}")
+        return self.tokenizer.encode(list(text)).to(self.device)

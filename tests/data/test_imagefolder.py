@@ -216,7 +216,7 @@ def test_huge_image_is_skipped_before_decoding(tmp_path, monkeypatch, side):
                 assert im.size == (side, side) and im.mode == "1"
     decoded = []
     real = imagefolder._decode
-    monkeypatch.setattr(imagefolder, "_decode", lambda e, c, s: decoded.append(e.path.name) or real(e, c, s))
+    monkeypatch.setattr(imagefolder, "_decode", lambda e, *a: decoded.append(e.path.name) or real(e, *a))
     data, messages = load(DataConfig(name=f"imagefolder:{tmp_path}"))
     assert len(data.train_x) + len(data.test_x) == 3 and data.image_size == 8
     assert "bomb.png" not in decoded  # refused from the header, never decoded

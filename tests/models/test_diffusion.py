@@ -126,7 +126,7 @@ def test_bad_sample_options_name_the_option(options, match):
 
 
 def test_guidance_on_an_unconditional_model_and_labels_out_of_range_are_refused():
-    with pytest.raises(ValueError, match="guidance needs a class-conditional model"):
+    with pytest.raises(ValueError, match="guidance needs a class-conditional or text-to-image model"):
         Diffusion(cfg(conditional=False, num_classes=0)).sample(2, guidance=2.0)
     with pytest.raises(ValueError, match="label"):
         Diffusion(cfg()).sample(2, condition=10)

@@ -61,7 +61,8 @@ def test_image_options_are_the_familys_and_a_seed_reproduces(server):
     b = httpx.post(f"{url}/v1/images/generations", json=body, timeout=60).json()
     assert [d["b64_json"] for d in a["data"]] == [d["b64_json"] for d in b["data"]]
     assert a["genforge"]["seed"] == 11 and a["genforge"]["label"] == 7
-    assert a["genforge"]["options"] == {"sampler": "ddim", "steps": 4, "eta": 0.0, "guidance": 2.0}
+    assert a["genforge"]["options"] == {"sampler": "ddim", "steps": 4, "eta": 0.0, "guidance": 2.0,
+                                         "negative_prompt": None}
     c = httpx.post(f"{url}/v1/images/generations", json={**body, "seed": 12}, timeout=60).json()
     assert c["data"][0]["b64_json"] != a["data"][0]["b64_json"]
     unseeded = httpx.post(f"{url}/v1/images/generations", json={"model": "tiny-gan"}, timeout=60).json()
