@@ -3,8 +3,6 @@ round trip, the running latent scale, and the chain through ``genforge train`` /
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import pytest
@@ -20,7 +18,7 @@ from genforge.models.latent_diffusion import LatentDiffusion, LatentDiffusionCon
 from genforge.rundir import weights_sha256
 from tests.models.contract import ImageModelContract, image_batch
 from tests.models.test_text_to_image import cfg as t2i_cfg
-from tests.models.test_text_to_image import prompted_batch
+from tests.models.test_text_to_image import prompted_batch, served_images
 
 
 def ae_config(**kw) -> AutoencoderConfig:
@@ -168,24 +166,10 @@ def test_the_chain_trains_samples_and_refuses_a_changed_autoencoder(tmp_path, ca
     chain = json.loads((tmp_path / "hf" / "chain.json").read_text())["parents"]["autoencoder"]
     assert chain["sha256"] == weights_sha256(ae / "model.safetensors")
     assert (tmp_path / "hf" / chain["path"] / "model.safetensors").read_bytes() == (ae / "model.safetensors").read_bytes()
-    _served_from_a_prompt(ldm)
+    images = served_images(ldm, {"digit 7": 2})["digit 7"]
+    assert len(images) == 2 and images[0].size == (8, 8)
     weights = ae / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     capsys.readouterr()
     assert main(["sample", str(ldm), "--prompt", "digit 3", "-o", str(tmp_path / "x.png")]) != 0
     assert "autoencoder" in capsys.readouterr().err
-
-
-def _served_from_a_prompt(run) -> None:
-    """The official openai client's images.generate(prompt=...) against the served chain."""
-    openai = pytest.importorskip("openai")
-    pytest.importorskip("fastapi")
-    from PIL import Image
-
-    from tests.serve.conftest import running_server
-
-    with running_server([f"chain={run}"]) as (url, _):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        got = client.images.generate(model="chain", prompt="digit 7", n=2, response_format="b64_json")
-        images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in got.data]
-        assert len(images) == 2 and images[0].size == (8, 8)

@@ -192,18 +192,28 @@ def test_a_captioned_folder_trains_with_no_other_change_and_samples_from_a_promp
     assert not (tmp_path / "x.png").exists()
 
 
-def test_the_official_openai_client_generates_from_a_prompt(t2i_run):
+def served_images(run, prompts: dict[str, int], refused: str | None = None) -> dict[str, list]:
+    """Images the official openai client's ``images.generate`` gets from ``genforge serve RUN`` for each prompt
+    (n each); ``refused``: a prompt whose 400 must say the model never saw a word."""
     openai = pytest.importorskip("openai")
     pytest.importorskip("fastapi")
     from tests.serve.conftest import running_server
 
-    with running_server([f"shapes={t2i_run}"]) as (url, _):
+    out = {}
+    with running_server([f"t2i={run}"]) as (url, _):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        got = client.images.generate(model="shapes", prompt="a green square", n=2, response_format="b64_json")
-        images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in got.data]
-        assert len(images) == 2 and images[0].size == (12, 12) and images[0].mode == "RGB"
-        with pytest.raises(openai.BadRequestError, match="never saw in a caption"):
-            client.images.generate(model="shapes", prompt="a green triangle", n=1)
+        for prompt, n in prompts.items():
+            got = client.images.generate(model="t2i", prompt=prompt, n=n, response_format="b64_json")
+            out[prompt] = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in got.data]
+        if refused is not None:
+            with pytest.raises(openai.BadRequestError, match="never saw in a caption"):
+                client.images.generate(model="t2i", prompt=refused, n=1)
+    return out
+
+
+def test_the_official_openai_client_generates_from_a_prompt(t2i_run):
+    images = served_images(t2i_run, {"a green square": 2}, refused="a green triangle")["a green square"]
+    assert len(images) == 2 and images[0].size == (12, 12) and images[0].mode == "RGB"
 
 
 def test_onnx_export_is_refused_in_one_line_and_the_hf_export_loads(t2i_run, tmp_path, capsys):
