@@ -330,8 +330,9 @@ class ImagePipeline:
             method, base = self.model.baseline(source)
             f = max(1, size // source.shape[-1])
             out = self.generate(n, condition=Condition(image=source), seed=request.seed, options=options)
-            rows += [source.repeat_interleave(f, 2).repeat_interleave(f, 3), base, out]
-            names.append(f"{variant}: source, {method.split(' (')[0]}, model")
+            shown = [] if torch.equal(source, real) else [source.repeat_interleave(f, 2).repeat_interleave(f, 3)]
+            rows += [*shown, base, out]  # a source that is the original itself (an autoencoder's) is not repeated
+            names.append(f"{variant}: {'source, ' if shown else ''}{method.split(' (')[0]}, model")
         meta: dict[str, Any] = {"genforge_model": self.model.family, "run": self.name, "seed": request.seed,
                                 "rows": "original; " + "; ".join(names)}
         if step is not None:
