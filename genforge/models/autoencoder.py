@@ -28,8 +28,10 @@ from torch import Tensor, nn
 
 from genforge.config import FieldError
 from genforge.models import rng
-from genforge.models.base import Batch, GenerativeModel, ImageModelConfig, images_to_unit, unpack_image_batch
+from genforge.models.base import (Batch, GenerativeModel, ImageModelConfig, eval_mode, images_to_unit,
+                                  unpack_image_batch)
 from genforge.models.capabilities import ImageConditioned, ImageModel, Reconstructs
+from genforge.models.layers import group_norm
 
 LOGVAR_LIMIT = 30.0
 STD_MOMENTUM = 0.99  # running latent standard deviation: new = m · old + (1 - m) · batch
@@ -66,17 +68,13 @@ class AutoencoderConfig(ImageModelConfig):
             raise FieldError("factor", f"{self.factor} does not divide the image side {self.image_size}")
 
 
-def _groups(channels: int) -> int:
-    return math.gcd(channels, 8)
-
-
 class Block(nn.Module):
     """GroupNorm → SiLU → conv → GroupNorm → SiLU → conv, residual (1×1 conv skip when the width changes)."""
 
     def __init__(self, w_in: int, w_out: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(_groups(w_in), w_in), nn.SiLU(), nn.Conv2d(w_in, w_out, 3, padding=1),
-                                  nn.GroupNorm(_groups(w_out), w_out), nn.SiLU(), nn.Conv2d(w_out, w_out, 3, padding=1))
+        self.body = nn.Sequential(group_norm(w_in), nn.SiLU(), nn.Conv2d(w_in, w_out, 3, padding=1),
+                                  group_norm(w_out), nn.SiLU(), nn.Conv2d(w_out, w_out, 3, padding=1))
         self.skip = nn.Conv2d(w_in, w_out, 1) if w_in != w_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,7 +94,7 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, ws[0], 3, padding=1)]
         for i in range(levels):
             layers += [Block(ws[i], ws[i]), nn.Conv2d(ws[i], ws[i + 1], 3, stride=2, padding=1)]
-        layers += [Block(ws[-1], ws[-1]), nn.GroupNorm(_groups(ws[-1]), ws[-1]), nn.SiLU(),
+        layers += [Block(ws[-1], ws[-1]), group_norm(ws[-1]), nn.SiLU(),
                    nn.Conv2d(ws[-1], 2 * latent, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
@@ -115,7 +113,7 @@ class Decoder(nn.Module):
         for i in range(levels):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ws[i], ws[i + 1], 3, padding=1),
                        Block(ws[i + 1], ws[i + 1])]
-        layers += [nn.GroupNorm(_groups(ws[-1]), ws[-1]), nn.SiLU(), nn.Conv2d(ws[-1], channels, 3, padding=1)]
+        layers += [group_norm(ws[-1]), nn.SiLU(), nn.Conv2d(ws[-1], channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -212,11 +210,7 @@ class Autoencoder(GenerativeModel, ImageModel, ImageConditioned, Reconstructs):
         image = self.source_images(condition, n, does="reconstructs", hint="`genforge sample RUN --image IMG`")
         self.check_source(image[0])
         x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             mean, logvar = self.encoder(x.to(self.device) * 2 - 1)
             z = mean + torch.exp(0.5 * logvar) * rng.randn(tuple(mean.shape), generator).to(mean.device)
             return self.decode(z)
-        finally:
-            self.train(was)

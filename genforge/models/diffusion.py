@@ -218,7 +218,7 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         if not self.prompted:
             return self.unet(x, t, y)
         if y is None:
-            y = self._null(torch.zeros(x.shape[0], self.config.text_len, dtype=torch.long, device=x.device))
+            y = self.tokenizer.empty(x.shape[0]).to(x.device)
         tokens, keep, pooled = self.text(y)  # [B, L, D], [B, L], [B, D]
         emb = self.unet.embed(t, None) + self.text_pool(pooled).to(x.dtype)
         return self.unet.trunk(x, emb, (tokens, keep))
@@ -256,14 +256,13 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
     # ---- sampling
     def _null(self, y: Tensor) -> Tensor:
         """The "no condition" rows like y: the empty caption [B, L] (prompted), or the "no label" labels."""
-        if self.prompted:
-            return self.tokenizer.encode([""] * y.shape[0]).to(y.device)
         return self._with_null(y)[1]
 
     def _with_null(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(y, the "no label" labels like it): int64 [B] → index K; class weights [B, K] → [B, K+1] one-hot K."""
+        """(y, the "no condition" rows like it): caption ids [B, L] → the empty caption (prompted); labels int64
+        [B] → index K; class weights [B, K] → [B, K+1] one-hot K."""
         if self.prompted:
-            return y, self._null(y)
+            return y, self.tokenizer.empty(y.shape[0]).to(y.device)
         if not y.is_floating_point():
             return y, torch.full_like(y, self.num_classes)
         y = F.pad(y, (0, self.num_classes + 1 - y.shape[1]))

@@ -82,6 +82,12 @@ def stage_widths(width: int, stages: int, max_width: int) -> list[int]:
     return [min(width * 2 ** i, max_width) for i in range(max(stages, 1))]
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm over ``channels`` in gcd(channels, 8) groups (8 where the width allows): the norm of the
+    U-Net, the autoencoder, cross-attention and the contrastive evaluator, independent of the batch."""
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
 def center_crop(x: Tensor, size: int) -> Tensor:
     """[B, C, S', S'] → [B, C, size, size] (no-op when S' == size)."""
     s = x.shape[-1]

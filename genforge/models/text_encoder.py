@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from genforge.config import FieldError, did_you_mean
 from genforge.models import rng
+from genforge.models.layers import group_norm
 from genforge.models.conditions import Condition
 
 __all__ = ["Captioned", "WordTokenizer", "TextEncoder", "words_of", "PAD", "UNKNOWN", "EMPTY"]
@@ -55,6 +56,13 @@ class WordTokenizer:
         ``max_length``."""
         split = [words_of(c) for c in captions]
         return cls(sorted({w for ws in split for w in ws}), min(max_length, max(1, *map(len, split))))
+
+    def empty(self, n: int) -> Tensor:
+        """``n`` empty captions, int64 [n, L] (what :meth:`encode` gives for ""): what guidance conditions on
+        when there is no caption."""
+        out = torch.zeros(n, self.length, dtype=torch.long)
+        out[:, 0] = EMPTY
+        return out
 
     def encode(self, texts: list[str] | tuple[str, ...], *, strict: bool = True, field: str = "prompt") -> Tensor:
         """Captions → int64 [n, L], padded with 0; a caption with no word is the empty caption.
@@ -115,7 +123,7 @@ class CrossAttention(nn.Module):
     def __init__(self, width: int, context: int, heads: int = 4) -> None:
         super().__init__()
         self.heads = heads if width % heads == 0 else 1
-        self.norm = nn.GroupNorm(_groups(width), width)
+        self.norm = group_norm(width)
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(context, 2 * width)
         self.out = nn.Linear(width, width)
@@ -129,10 +137,6 @@ class CrossAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # [B, h, S·S, d]
         y = self.out(y.transpose(1, 2).reshape(b, s * s, w))  # [B, S·S, W]
         return x + y.transpose(1, 2).reshape(b, w, s, s)
-
-
-def _groups(channels: int) -> int:
-    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
 class Captioned:

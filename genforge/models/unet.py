@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import group_norm
 from .text_encoder import CrossAttention
 
 
@@ -38,10 +39,6 @@ def plan_levels(image_size: int, width: int, max_mult: int = 4, min_size: int = 
     return UNetShape(tuple(sizes), tuple(widths))
 
 
-def _groups(channels: int) -> int:
-    return math.gcd(channels, 8)
-
-
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps: float [B] → [B, dim] (cos half, sin half)."""
     half = dim // 2
@@ -57,10 +54,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, w_in: int, w_out: int, emb: int, dropout: float) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(w_in), w_in)
+        self.norm1 = group_norm(w_in)
         self.conv1 = nn.Conv2d(w_in, w_out, 3, padding=1)
         self.emb = nn.Linear(emb, 2 * w_out)
-        self.norm2 = nn.GroupNorm(_groups(w_out), w_out)
+        self.norm2 = group_norm(w_out)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(w_out, w_out, 3, padding=1)
         self.skip = nn.Conv2d(w_in, w_out, 1) if w_in != w_out else nn.Identity()
@@ -79,7 +76,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int = 4) -> None:
         super().__init__()
         self.heads = heads if width % heads == 0 else 1
-        self.norm = nn.GroupNorm(_groups(width), width)
+        self.norm = group_norm(width)
         self.qkv = nn.Conv2d(width, 3 * width, 1)
         self.out = nn.Conv2d(width, width, 1)
 
@@ -140,7 +137,7 @@ class UNet(nn.Module):
             if i > 0:
                 level.append(nn.Conv2d(w, w, 3, padding=1))  # after a nearest ×2 upsample
             self.up.append(level)
-        self.head = nn.Sequential(nn.GroupNorm(_groups(w), w), nn.SiLU(), nn.Conv2d(w, channels, 3, padding=1))
+        self.head = nn.Sequential(group_norm(w), nn.SiLU(), nn.Conv2d(w, channels, 3, padding=1))
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         """[B, E]: the time embedding plus the label's (the "no label" entry when ``y`` is None)."""

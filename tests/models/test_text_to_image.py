@@ -88,6 +88,7 @@ def test_the_word_tokenizer_reads_captions_and_refuses_what_it_cannot_encode():
     assert ids.shape == (3, 5) and ids.dtype == torch.long
     assert ids[0, :2].tolist() == [tok.index["red"], tok.index["apple"]] and ids[0, 2:].tolist() == [PAD] * 3
     assert ids[1].tolist() == [EMPTY] + [PAD] * 4  # the empty caption is one token, never all padding
+    assert torch.equal(tok.empty(2), ids[1:2].expand(2, -1))
     assert ids[2, :2].tolist() == [tok.index["apple"], tok.index["red"]]
     with pytest.raises(FieldError, match=r"'aple'.*did you mean 'apple'"):
         tok.encode(["red aple"])

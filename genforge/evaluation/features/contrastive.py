@@ -31,6 +31,8 @@ from genforge.evaluation.features.evaluator_training import _reproducible
 from genforge.evaluation.progress import log
 from genforge.io import atomic_path
 from genforge.metrics.text_image import contrastive_loss, r_precision
+from genforge.models.base import eval_mode
+from genforge.models.layers import group_norm
 from genforge.models.text_encoder import TextEncoder, WordTokenizer
 
 __all__ = ["ContrastiveConfig", "ContrastiveEvaluator", "train_contrastive", "save_contrastive",
@@ -57,10 +59,6 @@ class ContrastiveConfig:
     num_threads: int = 1
 
 
-def _groups(c: int) -> int:
-    return math.gcd(c, 8)
-
-
 class ContrastiveEvaluator(nn.Module):
     """Image and caption embeddings in one space: ``embed_images`` uint8 [N, C, S, S] → [N, D] and
     ``embed_texts`` captions → [N, D], L2-normalised."""
@@ -73,8 +71,8 @@ class ContrastiveEvaluator(nn.Module):
         w_in, w = config.channels, config.image_width
         for i in range(4):
             w_out = config.image_width * min(2 ** i, 8)
-            layers += [nn.Conv2d(w_in, w_out, 3, stride=2 if i else 1, padding=1), nn.GroupNorm(_groups(w_out), w_out),
-                       nn.SiLU(), nn.Conv2d(w_out, w_out, 3, stride=2, padding=1), nn.GroupNorm(_groups(w_out), w_out),
+            layers += [nn.Conv2d(w_in, w_out, 3, stride=2 if i else 1, padding=1), group_norm(w_out),
+                       nn.SiLU(), nn.Conv2d(w_out, w_out, 3, stride=2, padding=1), group_norm(w_out),
                        nn.SiLU()]
             w_in = w = w_out
         self.image_tower = nn.Sequential(*layers)
@@ -96,23 +94,15 @@ class ContrastiveEvaluator(nn.Module):
         c, s = self.config.channels, self.config.image_size
         if x.dtype != torch.uint8 or tuple(x.shape[1:]) != (c, s, s):
             raise ValueError(f"the contrastive evaluator takes uint8 [N, {c}, {s}, {s}], got {x.dtype} {list(x.shape)}")
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return torch.cat([self._images(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-        finally:
-            self.train(was)
 
     @torch.no_grad()
     def embed_texts(self, captions: list[str], batch_size: int = 256) -> Tensor:
         """Captions → float32 [N, D]; words it never saw read as "unknown", long captions are cut."""
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             ids = self.tokenizer.encode(captions, strict=False)
             return torch.cat([self._texts(ids[i:i + batch_size]) for i in range(0, ids.shape[0], batch_size)])
-        finally:
-            self.train(was)
 
     def r_precision(self, images: Tensor, captions: list[str], pool: list[str], *, k: int = 100,
                     seed: int = 0) -> float:
