@@ -39,22 +39,21 @@ def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
     if m.prompted and not m.text_words:  # a resumed or derived run keeps the vocabulary it was trained with
         tokenizer = WordTokenizer.fit(data.train_text, m.text_len or MAX_TEXT_LEN)
         model = dataclasses.replace(model, text_words=tokenizer.words, text_len=tokenizer.length,
-                                    sample_prompts=m.sample_prompts or preview_prompts(data))
+                                    sample_prompts=m.sample_prompts or preview_prompts(data, tokenizer))
     return dataclasses.replace(cfg, model=model)
 
 
 MAX_TEXT_LEN = 32  # words read per caption when the recipe does not say
 
 
-def preview_prompts(data: ImageData, n_train: int = 12, n_test: int = 4) -> list[str]:
+def preview_prompts(data: ImageData, tokenizer: WordTokenizer, n_train: int = 12, n_test: int = 4) -> list[str]:
     """Captions for preview grids: ``n_train`` training captions and ``n_test`` held-out ones (whose words the
-    vocabulary knows), spread evenly over each list."""
+    ``tokenizer`` fitted on the training captions knows), spread evenly over each list."""
     def spread(captions: list[str], k: int) -> list[str]:
         unique = list(dict.fromkeys(captions))
         return [unique[i * len(unique) // k] for i in range(min(k, len(unique)))]
 
-    known = set(word for c in data.train_text for word in words_of(c))
-    held_out = [c for c in data.test_text if all(w in known for w in words_of(c))]
+    held_out = [c for c in data.test_text if all(w in tokenizer.index for w in words_of(c))]
     return spread(data.train_text, n_train) + spread(held_out, n_test)
 
 
