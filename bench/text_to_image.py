@@ -17,8 +17,6 @@ its config under the genforge cache (``evaluators/``); its file's sha256 is prin
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -30,23 +28,11 @@ from common import print_machine, require_idle  # noqa: E402
 
 
 def _evaluator(data, cache: Path, steps: int, seed: int):
-    from genforge.evaluation.features.contrastive import (CONTRASTIVE_VERSION, ContrastiveConfig, load_contrastive,
-                                                          save_contrastive, train_contrastive)
-    from genforge.evaluation.features.evaluators import data_sha256
+    from genforge.evaluation.features.contrastive import contrastive_for
 
-    config = ContrastiveConfig(channels=data.channels, image_size=data.image_size, steps=steps, seed=seed)
-    key = hashlib.sha256(f"{data_sha256(data)}|{'|'.join(data.train_text)}|{dataclasses.asdict(config)}|"
-                         f"{CONTRASTIVE_VERSION}".encode()).hexdigest()[:16]
-    path = cache / f"contrastive-{data.name}-{key}.safetensors"
-    if not path.is_file():
-        t0 = time.perf_counter()
-        net, report = train_contrastive(data, config)
-        save_contrastive(net, path, report)
-        print(f"trained the contrastive evaluator in {time.perf_counter() - t0:.0f} s", flush=True)
-    net, report, sha = load_contrastive(path)
-    print(f"evaluator: {path.name} (sha256 {sha[:16]}…, seed {seed}, {steps} steps); held-out R-precision of "
-          f"real test images among {report['heldout_r_precision_k']}: {report['heldout_r_precision']:.3f}",
-          flush=True)
+    net, report, sha = contrastive_for(data, cache, steps=steps, seed=seed)
+    print(f"evaluator: sha256 {sha[:16]}… (seed {seed}, {steps} steps); held-out R-precision of real test images "
+          f"among {report['heldout_r_precision_k']}: {report['heldout_r_precision']:.3f}", flush=True)
     return net
 
 
@@ -94,7 +80,7 @@ def main() -> None:
     data_cfg = from_dict(DataConfig, {**cfg["data"], **({"data_dir": args.data_dir} if args.data_dir else {}),
                                       **({"image_size": args.size} if args.size else {})})
     data = load_images(data_cfg)
-    net = _evaluator(data, default_cache_dir() / "evaluators", args.evaluator_steps, args.seed)
+    net = _evaluator(data, default_cache_dir(), args.evaluator_steps, args.seed)
     classify, label_of = None, {}
     if data.labelled:
         from genforge.evaluation.features.evaluators import evaluator_for

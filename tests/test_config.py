@@ -88,6 +88,14 @@ def test_every_recipe_parses(name):
     assert cfg.description, f"recipe {name} needs a description"
     assert cfg.model.family in FAMILIES
     if FAMILIES[cfg.model.family].parent_roles:  # stands on a run the user names (--set parents.ROLE=RUN)
+        from genforge.training.chain import parent_recipes
+
+        chain = parent_recipes(raw)
+        if chain:  # or on runs it trains first from shipped recipes (a chain)
+            assert set(chain) == set(FAMILIES[cfg.model.family].parent_roles)
+            for spec in chain.values():
+                assert resolve_run_config(load_yaml(recipe_path(spec["recipe"])), config_class).model.family
+            return
         with pytest.raises(ConfigError, match="stands on parents"):
             resolve(raw)
         return

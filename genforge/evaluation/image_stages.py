@@ -220,9 +220,17 @@ def nll_stage(ev: ImageEval) -> None:
     ev.add("bits_per_dim", bits_per_dim(nll_i, dims), proto)
 
 
+def align_stage(ev: ImageEval) -> None:
+    """CLIP score, R-precision and category accuracy of a text-to-image model (:mod:`.alignment`)."""
+    from genforge.evaluation.alignment import alignment_stage
+
+    alignment_stage(ev)
+
+
 Stage = Callable[[ImageEval], None]
 METRIC_STAGES: dict[str, Stage] = {"fid": fid_stage, "kid": kid_stage, "pr": prdc_stage, "dc": prdc_stage,
-                                   "is": is_stage, "modes": modes_stage, "recon": recon_stage, "nll": nll_stage}
+                                   "is": is_stage, "modes": modes_stage, "recon": recon_stage, "nll": nll_stage,
+                                   "align": align_stage}
 
 
 def run_stages(ev: ImageEval) -> None:

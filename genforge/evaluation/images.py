@@ -86,7 +86,7 @@ __all__ = [
     "reference_features",
 ]
 
-SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll")
+SAMPLE_METRICS = ("fid", "kid", "pr", "dc", "is", "modes", "recon", "nll", "align")
 IMAGE_METRICS = SAMPLE_METRICS + APP_METRICS  # --metrics names; the application metrics run only when asked
 FEATURE_METRICS = {"fid", "kid", "pr", "dc"}
 PRDC_MIN_N = 1000  # k-NN manifold metrics below this many images: skipped / refused / warned (see module doc)
@@ -200,11 +200,12 @@ def _resolve_metrics(requested: tuple[str, ...] | None, model: GenerativeModel |
            "nll": "the model has no likelihood" if model is not None else no_model,
            "inpaint": "the model cannot inpaint" if model is not None else no_model,
            "upscale": "the model does not generate from a source image" if model is not None else no_model,
-           "cas": "it needs a class-conditional model" if model is not None else no_model}
+           "cas": "it needs a class-conditional model" if model is not None else no_model,
+           "align": "it needs a text-to-image model" if model is not None else no_model}
     why["augment"] = why["cas"]
     ok = {"recon": can_recon, "nll": can_nll, "inpaint": "inpaint" in caps,
           "upscale": model is not None and "image" in model.accepted_conditions(), "cas": conditional,
-          "augment": conditional}
+          "augment": conditional, "align": model is not None and "text" in model.accepted_conditions()}
     needs_source = model is not None and "image" in model.required_conditions()
     if needs_source:  # it draws nothing from noise: only the metrics of generating from sources apply
         why.update({m: "the model draws no samples without a source image" for m in SAMPLE_METRICS})
@@ -229,15 +230,16 @@ def _extractors(data: ImageData, data_cfg: DataConfig, opts: ImageEvalOptions, m
     need_features = bool(FEATURE_METRICS & set(metrics))
     need_classifier = bool((CLASSIFIER_METRICS | set(APP_METRICS)) & set(metrics))
     evaluator = None
-    if need_classifier or (need_features and opts.features == "evaluator"):
+    align_categories = "align" in metrics and data.labelled  # category accuracy, where there is an evaluator
+    if need_classifier or (need_features and opts.features == "evaluator") or align_categories:
         with clock("load_extractor"):
             try:
                 evaluator = evaluator_extractor(data, data_cfg, batch_size=opts.batch_size, device=opts.device,
                                                 cache_dir=opts.cache_dir, progress=opts.progress)
             except EvaluatorError as e:
-                if opts.features == "evaluator" or (opts.metrics is not None and need_classifier):
+                if (need_features and opts.features == "evaluator") or (opts.metrics is not None and need_classifier):
                     raise
-                notes.append(f"is, modes: skipped ({e})")
+                notes.append(f"is, modes, category accuracy: skipped ({e})")
                 metrics[:] = [m for m in metrics if m not in CLASSIFIER_METRICS]
     features = None
     if need_features:

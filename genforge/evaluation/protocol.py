@@ -236,6 +236,7 @@ class MetricInfo:
 _SAMPLES = "Samples vs reference images"
 _RECON = "Reconstruction of reference images"
 _IMAGE_NLL = "Likelihood of reference images"
+_ALIGN = "Text–image alignment (images drawn from the reference captions)"
 _TEXT_NLL = "Likelihood of the validation text"
 _TEXT_SAMPLES = "Diversity of generated text"
 _TEXT_BLEU = "Continuations of held-out prompts"
@@ -252,6 +253,11 @@ METRICS: dict[str, MetricInfo] = {
     "is": MetricInfo("IS (classifier)", "higher", ".3f", "image", _SAMPLES),
     "modes_hit": MetricInfo("modes hit", "higher", ".0f", "image", _SAMPLES),
     "modes_kl": MetricInfo("mode KL", "lower", ".4f", "image", _SAMPLES),
+    "clip_score": MetricInfo("CLIP score", "higher", ".2f", "image", _ALIGN),
+    "r_precision": MetricInfo("R-precision", "higher", ".3f", "image", _ALIGN),
+    "r_precision_real": MetricInfo("R-precision of real images", "", ".3f", "image", _ALIGN),
+    "r_precision_chance": MetricInfo("R-precision by chance", "", ".3f", "image", _ALIGN),
+    "category_accuracy": MetricInfo("category accuracy", "higher", ".3f", "image", _ALIGN),
     "mse": MetricInfo("MSE", "lower", ".5f", "image", _RECON),
     "psnr": MetricInfo("PSNR dB", "higher", ".2f", "image", _RECON),
     "ssim": MetricInfo("SSIM", "higher", ".4f", "image", _RECON),
@@ -267,7 +273,7 @@ METRICS: dict[str, MetricInfo] = {
     "cas": MetricInfo("CAS (trained on generated)", "higher", ".4f", "image", _APP_TABLES["augment"]),
     "cas_real": MetricInfo("same, trained on real", "", ".4f", "image", _APP_TABLES["augment"]),
 }
-TABLES = (_SAMPLES, _RECON, _IMAGE_NLL, *_APP_TABLES.values(), _TEXT_NLL, _TEXT_SAMPLES, _TEXT_BLEU)  # leaderboard order
+TABLES = (_SAMPLES, _ALIGN, _RECON, _IMAGE_NLL, *_APP_TABLES.values(), _TEXT_NLL, _TEXT_SAMPLES, _TEXT_BLEU)  # leaderboard order
 
 
 _APP_MEASURES = {"psnr": ("PSNR dB", "higher", ".2f"), "ssim": ("SSIM", "higher", ".4f"),

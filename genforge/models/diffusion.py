@@ -1,7 +1,8 @@
 """Diffusion models (Ho et al. 2020) and flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023),
 unconditional or class-conditional with classifier-free guidance (Ho & Salimans 2022).
 
-The family is a U-Net denoiser (``genforge.models.unet``) plus a schedule object; samplers
+The family is a denoiser (a U-Net, ``genforge.models.unet``, or with ``backbone: dit`` a diffusion transformer,
+``genforge.models.dit``) plus a schedule object; samplers
 (``genforge.models.schedules``: DDPM ancestral, DDIM, DPM-Solver++ 2M, Euler for flow) are chosen at
 sampling time, so one trained model samples with any of them. Objectives (``model.objective``):
 
@@ -43,6 +44,7 @@ from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, 
 from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
 from genforge.models.text_encoder import Captioned, TextEncoder, WordTokenizer
+from genforge.models.dit import DiT
 from genforge.models.unet import UNet
 from genforge.models.diffusion_vlb import VLBLikelihood
 
@@ -61,10 +63,14 @@ class DiffusionConfig(ImageModelConfig):
     # flow only: training times s ~ U(0, 1), or sigmoid(N(0, 1)) (logit-normal, Esser et al. 2024: more of the
     # steps on the middle noise levels, where the velocity is hardest to predict)
     time_sampling: Literal["uniform", "logit-normal"] = "uniform"
-    width: int = 32  # U-Net channels at full resolution, ×2 per level down (up to ×max_mult)
+    backbone: Literal["unet", "dit"] = "unet"  # the denoiser: a U-Net, or a diffusion transformer (DiT)
+    width: int = 32  # U-Net channels at full resolution, ×2 per level down (up to ×max_mult); DiT token width
     max_mult: int = 4
     blocks: int = 1  # residual blocks per level
     attention: bool = True  # self-attention at the lowest resolution
+    depth: int = 6  # DiT: transformer blocks
+    heads: int = 4  # DiT: attention heads
+    patch: int = 2  # DiT: a token per patch × patch pixels (latent cells)
     dropout: float = 0.0
     label_dropout: float = 0.1  # conditional / prompted: probability of training on no label / the empty caption
     text_width: int = 128  # prompted: width of the caption encoder
@@ -80,6 +86,15 @@ class DiffusionConfig(ImageModelConfig):
         for name in ("width", "max_mult", "blocks"):
             if not 1 <= getattr(self, name) <= 4096:
                 raise ValueError(f"{name} must be in [1, 4096], got {getattr(self, name)}")
+        if not 1 <= self.depth <= 64:
+            raise FieldError("depth", f"must be in [1, 64], got {self.depth}")
+        if not 1 <= self.heads <= 64:
+            raise FieldError("heads", f"must be in [1, 64], got {self.heads}")
+        if self.backbone == "dit" and (self.width % 4 or self.width % self.heads):
+            raise FieldError("width", f"a DiT's width must be a multiple of 4 and of heads={self.heads}, got "
+                             f"{self.width}")
+        if self.patch not in (1, 2, 4, 8):
+            raise FieldError("patch", f"must be 1, 2, 4 or 8, got {self.patch}")
         if not 0.0 <= self.dropout < 1.0:
             raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -138,19 +153,32 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         self.config: DiffusionConfig = config
         self.prompted = config.prompted
         c, side = self.space[0], self.space[1]
-        self.unet = UNet(c, side, width=config.width, blocks=config.blocks,
-                         max_mult=config.max_mult, attention=config.attention, dropout=config.dropout,
-                         num_classes=self.num_classes, context=config.text_width if config.prompted else 0)
+        context = config.text_width if config.prompted else 0
+        if config.backbone == "dit":
+            if side % config.patch:
+                raise FieldError("patch", f"must divide the denoised side {side}, got {config.patch}")
+            self.dit = DiT(c, side, width=config.width, depth=config.depth, heads=config.heads,
+                           patch=config.patch, dropout=config.dropout, num_classes=self.num_classes,
+                           context=context)
+        else:
+            self.unet = UNet(c, side, width=config.width, blocks=config.blocks,
+                             max_mult=config.max_mult, attention=config.attention, dropout=config.dropout,
+                             num_classes=self.num_classes, context=context)
         if config.prompted:
             self.tokenizer = WordTokenizer(config.text_words, config.text_len)
             self.text = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.text_width, config.text_layers)
-            self.text_pool = nn.Linear(config.text_width, 4 * config.width)  # pooled caption → time embedding
+            self.text_pool = nn.Linear(config.text_width, self.net.emb_dim)  # pooled caption → time embedding
         if config.objective == "ddpm":
             self.schedule: NoiseSchedule | FlowSchedule = NoiseSchedule(config.schedule, config.timesteps)
         else:
             self.schedule = FlowSchedule(config.timesteps)
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+
+    @property
+    def net(self) -> UNet | DiT:
+        """The denoiser: the U-Net, or the DiT (``backbone: dit``)."""
+        return self.dit if self.config.backbone == "dit" else self.unet
 
     @property
     def space(self) -> tuple[int, int, int]:
@@ -184,7 +212,7 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         inputs = (x, t, torch.zeros(2, dtype=torch.long, device=self.device)) if self.num_classes else (x, t)
         names = ["x_t", "t", "y"][:len(inputs)]
         axes = {n: {0: "batch"} for n in [*names, "output"]}
-        return {"denoiser": (self.unet, inputs, names, ["output"], axes)}
+        return {"denoiser": (self.net, inputs, names, ["output"], axes)}
 
     # ---- training
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
@@ -216,12 +244,12 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         """The U-Net's prediction for x [B, C, S, S] at times t [B] under y: labels / class weights, or (prompted)
         caption ids int64 [B, L] through the text encoder; None = no label."""
         if not self.prompted:
-            return self.unet(x, t, y)
+            return self.net(x, t, y)
         if y is None:
             y = self.tokenizer.empty(x.shape[0]).to(x.device)
         tokens, keep, pooled = self.text(y)  # [B, L, D], [B, L], [B, D]
-        emb = self.unet.embed(t, None) + self.text_pool(pooled).to(x.dtype)
-        return self.unet.trunk(x, emb, (tokens, keep))
+        emb = self.net.embed(t, None) + self.text_pool(pooled).to(x.dtype)
+        return self.net.trunk(x, emb, (tokens, keep))
 
     def _training_pair(self, x0: Tensor, noise: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(noisy x, what the U-Net is fed, its target) at times ``u`` [B]: int64 timesteps (DDPM) or s in
@@ -249,7 +277,7 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
                 u = (u * self.config.timesteps).long()
             x_t, fed, target = self._training_pair(x0, noise, u)
             for c in range(k):  # one class at a time: [B] forward each
-                out = self.unet(x_t, fed, torch.full((b,), c, dtype=torch.long, device=x0.device))
+                out = self.net(x_t, fed, torch.full((b,), c, dtype=torch.long, device=x0.device))
                 err[:, c] += ((out.float() - target.float()).pow(2) * known).flatten(1).sum(1)
         return err.argmin(dim=1)
 
@@ -380,7 +408,7 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         y = None if y is None else y.to(self.device)
         h = self.to_space(x.to(self.device).float())
         n, device = h.shape[0], h.device
-        with eval_mode(self.unet):
+        with eval_mode(self.net):
             if self.config.objective == "flow":
                 sigmas = FlowEuler(self.schedule, opts.steps).sigmas.tolist()[::-1]  # 0 → 1
                 for lo, hi in zip(sigmas, sigmas[1:]):
@@ -424,7 +452,7 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         else:
             y = None if condition is None else labels_for(b, condition, self.num_classes, self.device, None)
         if y is None and self.num_classes and opts.classify > 0:
-            with eval_mode(self.unet):
+            with eval_mode(self.net):
                 y = self.classify_known(x0, ~fill_space, opts.classify, generator)
         guidance = 1.0 if opts.guidance is None else opts.guidance
         sampler = self._sampler(opts.sampler or REPAINT_SAMPLERS[self.config.objective][0], opts.steps)

@@ -148,6 +148,9 @@ class DiffusionDistill(GenerativeModel, ImageModel):
                               f"family {teacher.family!r}" + (f" objective {tc.objective!r}"
                                                              if teacher.family == "diffusion" else ""),
                               key="parents.teacher")
+        if tc.backbone != "unet":
+            raise ConfigError(f"distilling a {tc.backbone!r} teacher is not supported: the student is a U-Net",
+                              key="parents.teacher")
         if tc.prompted:
             raise ConfigError("distilling a text-to-image teacher (model.prompted) is not supported yet: the student "
                               "has no caption encoder", key="parents.teacher")

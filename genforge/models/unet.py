@@ -101,7 +101,7 @@ class UNet(nn.Module):
         super().__init__()
         self.shape = plan_levels(image_size, width, max_mult)
         self.num_classes = num_classes
-        emb = 4 * width
+        self.emb_dim = emb = 4 * width
         self.width = width
         self.time = nn.Sequential(nn.Linear(width, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.label = nn.Embedding(num_classes + 1, emb) if num_classes else None

@@ -25,6 +25,7 @@ from genforge.rundir import (LOCK, RESTARTABLE, SAMPLE_SUFFIX, TOKENIZER, WEIGHT
                              resolve_parents)
 from genforge.sampling.options import as_dict
 from genforge.tasks import Task, get_task
+from genforge.training.chain import PARENTS_DIR, parent_recipes, train_parent_recipes
 from genforge.training.checkpoint import latest_checkpoint, remove_stale_temporaries, seed_everything
 from genforge.training.trackers import check_installed, open_trackers
 from genforge.training.distributed import World, broadcast, local_device, setup, teardown, world_from_env
@@ -108,7 +109,7 @@ def _default_run_dir(name: str) -> Path:
 def _never_trained(run: RunDir) -> bool:
     """Whether ``run`` is a genforge run that never wrote a checkpoint: only files of ``RESTARTABLE`` (the
     step-0 weights, a metric log, samples) and no best model, so nothing trained would be lost."""
-    entries = {p.name for p in run.path.iterdir() if not p.name.startswith(".") or p.name == LOCK}
+    entries = {p.name for p in run.path.iterdir() if not p.name.startswith(".") or p.name == LOCK} - {PARENTS_DIR}
     if not run.config.is_file() or not entries <= RESTARTABLE:
         return False
     try:
@@ -155,8 +156,8 @@ def _decide(run: RunDir, resume: bool) -> tuple[bool, str]:
             raise RunDirError(f"--resume: no checkpoint in {run.checkpoints}, and {run.path} holds more than a run "
                               f"that never checkpointed; nothing was changed")
         return False, "from-zero"
-    if not [p for p in run.path.iterdir() if not p.name.startswith(".")]:
-        return False, ""
+    if not [p for p in run.path.iterdir() if not p.name.startswith(".") and p.name != PARENTS_DIR]:
+        return False, ""  # new, or only the parent runs a chain trained for it
     if _never_trained(run):
         return False, "restart"
     raise RunDirError(f"run directory {run.path} already exists and is not empty; pass --resume to continue "
@@ -188,6 +189,9 @@ def _resume_raw(run_dir: Path, overrides: Sequence[str], data_dir: str | Path | 
     """The run's own config (upgraded from older formats by ``rundir``) with the CLI's changes applied."""
     run = RunDir(run_dir)
     if not run.config.is_file():
+        if (run.path / PARENTS_DIR).is_dir():
+            raise RunDirError(f"--resume: {run_dir} holds only the parent runs of a chain, not yet the run itself: "
+                              f"run the same command without --resume (with the recipe) to continue the chain")
         raise RunDirError(f"--resume: {run_dir} is not a genforge run (no {run.config.name})")
     raw = run.read_config()
     raw.pop("genforge_version", None)
@@ -292,6 +296,11 @@ def train(recipe: str | None = None, *, config_file: str | Path | None = None, o
         raw, name = _resume_raw(Path(out), overrides, data_dir), Path(out).name
     else:
         raw, name = load_recipe(recipe, config_file=config_file, overrides=overrides, data_dir=data_dir)
+    if parent_recipes(raw):  # a chain: its parent runs are trained first, inside the run directory
+        out = Path(out) if out is not None else _default_run_dir(name)
+        _decide(RunDir(out), resume)  # refuse a used directory before training anything
+        raw = train_parent_recipes(raw, out, data_dir=data_dir, cache_dir=cache_dir, progress=progress,
+                                   multi_process=world_from_env().size > 1)
     cfg = resolve(raw)
     check_installed(cfg.train.trackers)
     world = world_from_env()  # a launcher's (torchrun) data-parallel job, or one rank

@@ -244,3 +244,22 @@ def test_evaluation_draws_from_the_reference_captions(t2i_run, tmp_path, capsys)
     assert report["generation"]["conditioning"].startswith("the captions of the test reference images")
     model = models.load(t2i_run)
     assert model.readable_prompt("A RED triangle, circle!") == "a red circle"  # unknown words dropped
+
+
+def test_alignment_metrics_rank_prompt_following_against_its_ceiling_and_floor(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("genforge.evaluation.alignment.EVALUATOR_STEPS", 150)
+    digits = tmp_path / "digits"  # captions "digit 3": the contrastive evaluator learns them on the training split
+    assert main(["train", "tiny-t2i", "--out", str(digits), "--no-progress", "--set", "train.max_steps=2"]) == 0
+    assert main(["eval", str(digits), "--metrics", "align", "--n", "40", "--no-progress"]) == 0
+    capsys.readouterr()
+    report = json.loads((digits / "eval.json").read_text())
+    got = {r["metric"]: r for r in report["results"]}
+    assert set(got) == {"clip_score", "r_precision", "r_precision_real", "r_precision_chance", "category_accuracy"}
+    k = got["r_precision"]["protocol"]["params"]["k"]
+    assert k == 10 and got["r_precision_chance"]["value"] == pytest.approx(0.1)  # ten distinct captions
+    assert got["r_precision_real"]["value"] > 0.5  # real digits are found among their ten captions
+    assert 0.0 <= got["r_precision"]["value"] <= 1.0 and -100.0 <= got["clip_score"]["value"] <= 100.0
+    assert got["clip_score"]["protocol"]["extractor"] == "contrastive:digits"
+    assert len(got["clip_score"]["protocol"]["extractor_sha256"]) == 64
+    code = main(["eval", "--samples", str(tmp_path / "none.npz"), "--dataset", "digits", "--metrics", "align"])
+    assert code != 0

@@ -36,7 +36,9 @@ from genforge.models.layers import group_norm
 from genforge.models.text_encoder import TextEncoder, WordTokenizer
 
 __all__ = ["ContrastiveConfig", "ContrastiveEvaluator", "train_contrastive", "save_contrastive",
-           "load_contrastive", "CONTRASTIVE_VERSION"]
+           "load_contrastive", "contrastive_for", "at_side", "CONTRASTIVE_VERSION", "ALIGN_SIDE"]
+
+ALIGN_SIDE = 32  # the side the evaluator works at: larger images are resized to it (antialiased bicubic)
 
 CONTRASTIVE_VERSION = 1  # bump when training changes what a config produces
 
@@ -186,3 +188,34 @@ def load_contrastive(path: str | Path) -> tuple[ContrastiveEvaluator, dict, str]
     net = ContrastiveEvaluator(ContrastiveConfig(**json.loads(meta["config"])))
     net.load_state_dict(load_file(str(path)), strict=True)
     return net.eval(), json.loads(meta.get("report", "{}")), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def at_side(data: ImageData, side: int = ALIGN_SIDE) -> ImageData:
+    """``data`` with both splits resized to at most ``side`` (antialiased bicubic; as is when no larger)."""
+    from dataclasses import replace
+
+    from genforge.data.transforms import resize_center_crop
+
+    if data.image_size <= side:
+        return data
+    return replace(data, train_x=resize_center_crop(data.train_x, side), test_x=resize_center_crop(data.test_x, side))
+
+
+def contrastive_for(data: ImageData, cache_dir: str | Path, *, steps: int = 1500, seed: int = 0,
+                    progress: bool = True) -> tuple[ContrastiveEvaluator, dict, str]:
+    """The contrastive evaluator of ``data`` (at :data:`ALIGN_SIDE` at most), trained once and cached under
+    ``cache_dir/evaluators`` by the data's sha256, its captions, the config and :data:`CONTRASTIVE_VERSION`:
+    (evaluator, its training report, its file's sha256)."""
+    from genforge.evaluation.features.evaluators import data_sha256
+
+    data = at_side(data)
+    config = ContrastiveConfig(channels=data.channels, image_size=data.image_size, steps=steps, seed=seed)
+    key = hashlib.sha256(f"{data_sha256(data)}|{'|'.join(data.train_text)}|{asdict(config)}|"
+                         f"{CONTRASTIVE_VERSION}".encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "evaluators" / f"contrastive-{data.name}-{key}.safetensors"
+    if not path.is_file():
+        log(progress, f"training the contrastive text–image evaluator of {data.name} ({steps} steps, once; cached "
+                      f"in {path.parent}) …")
+        net, report = train_contrastive(data, config, progress=progress)
+        save_contrastive(net, path, report)
+    return load_contrastive(path)
