@@ -17,7 +17,7 @@ trained by genforge on the training split, cached, never the model under test), 
 from __future__ import annotations
 
 from genforge.data.transforms import resize_center_crop
-from genforge.evaluation.features.contrastive import ALIGN_SIDE, contrastive_for
+from genforge.evaluation.features.contrastive import contrastive_for
 from genforge.evaluation.image_stages import ImageEval, classifier_logits
 from genforge.evaluation.progress import log
 from genforge.metrics.text_image import clip_score

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genforge.config import ConfigError
 from genforge.models.base import GenerativeModel, Likelihood, OnnxGraphs
@@ -41,13 +42,24 @@ class LatentDiffusionConfig(DiffusionConfig):
             raise ValueError(f"latent_factor {self.latent_factor} does not divide the image side {self.image_size}")
 
 
+class _Decoder(nn.Module):
+    """Scaled latents → images in [0, 1] (:meth:`LatentDiffusion.from_space` as a module)."""
+
+    def __init__(self, model: LatentDiffusion) -> None:
+        super().__init__()
+        self.decoder, self.std = model.autoencoder.decoder, model.autoencoder.latent_std
+
+    def forward(self, z: Tensor) -> Tensor:
+        return ((self.decoder(z * self.std) + 1) / 2).clamp(0, 1)
+
+
 class LatentDiffusion(Diffusion):
     """A diffusion U-Net on the latents of the ``autoencoder`` parent run."""
 
     config_class: ClassVar[type[LatentDiffusionConfig]] = LatentDiffusionConfig
     family: ClassVar[str] = "latent-diffusion"
     parent_roles: ClassVar[tuple[str, ...]] = ("autoencoder",)
-    export_formats: ClassVar[tuple[str, ...]] = ("hf",)
+    export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
 
     @property
     def space(self) -> tuple[int, int, int]:
@@ -86,8 +98,12 @@ class LatentDiffusion(Diffusion):
         return F.max_pool2d(fill.float(), f).bool()
 
     def onnx_graphs(self) -> OnnxGraphs:
-        raise NotImplementedError("ONNX export of a latent diffusion model is not supported yet: export --format "
-                                  "hf, or serve the run with genforge serve")
+        """The diffusion graphs on latents, and ``decoder``: scaled latents z float32 [B, Z, S/f, S/f] → images
+        float32 [B, C, S, S] in [0, 1] (the autoencoder's decoder, so the folder holds the whole chain)."""
+        graphs = super().onnx_graphs()
+        z = torch.randn(2, *self.space, device=self.device)
+        graphs["decoder"] = (_Decoder(self), (z,), ["z"], ["images"], {"z": {0: "batch"}, "images": {0: "batch"}})
+        return graphs
 
     def describe_likelihood(self, *, k: int | None = None) -> Likelihood | None:
         return None

@@ -180,3 +180,46 @@ class Captioned:
         if len(text) != n:
             raise FieldError("prompt", f"must be one prompt or {n}, got {len(text)}")
         return self.tokenizer.encode(list(text)).to(self.device)
+
+
+class TextGraph(nn.Module):
+    """ONNX graph of a prompted model's caption side: ids int64 [n, L] → (tokens [n, L, D], keep bool [n, L],
+    the pooled caption's embedding [n, E] that is added to the denoiser's time embedding)."""
+
+    def __init__(self, text: TextEncoder, pool: nn.Linear) -> None:
+        super().__init__()
+        self.text, self.pool = text, pool
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        tokens, keep, pooled = self.text(ids)
+        return tokens, keep, self.pool(pooled)
+
+
+class PromptedDenoiser(nn.Module):
+    """ONNX graph of a prompted denoiser (a U-Net or DiT with ``embed`` and ``trunk``): (x_t [B, C, S, S],
+    t float [B], tokens [B, L, D], keep bool [B, L], caption embedding [B, E]) → prediction [B, C, S, S]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, keep: Tensor, caption: Tensor) -> Tensor:
+        return self.net.trunk(x, self.net.embed(t, None) + caption, (tokens, keep))
+
+
+def prompted_graphs(model: Any, space: tuple[int, int, int]) -> dict[str, tuple]:
+    """``text_encoder`` and ``denoiser`` graphs of a prompted diffusion model whose denoiser works on ``space``
+    (C, S, S): guidance runs the denoiser twice, once on the empty caption (:meth:`WordTokenizer.empty`)."""
+    ids = model.tokenizer.encode(list(model.config.sample_prompts[:1] or [""]) * 2).to(model.device)
+    with torch.no_grad():
+        tokens, keep, pooled = model.text(ids)
+        caption = model.text_pool(pooled)
+    x = torch.randn(2, *space, device=model.device)
+    t = torch.tensor([1.0, float(model.config.timesteps // 2)], device=model.device)
+    batch = {0: "batch"}
+    text_axes = {"ids": batch, "tokens": batch, "keep": batch, "caption": batch}
+    den_axes = {"x_t": batch, "t": batch, "tokens": batch, "keep": batch, "caption": batch, "output": batch}
+    return {"text_encoder": (TextGraph(model.text, model.text_pool), (ids,), ["ids"], ["tokens", "keep", "caption"],
+                             text_axes),
+            "denoiser": (PromptedDenoiser(model.net), (x, t, tokens, keep, caption),
+                         ["x_t", "t", "tokens", "keep", "caption"], ["output"], den_axes)}

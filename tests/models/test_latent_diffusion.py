@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,3 +174,43 @@ def test_the_chain_trains_samples_and_refuses_a_changed_autoencoder(tmp_path, ca
     capsys.readouterr()
     assert main(["sample", str(ldm), "--prompt", "digit 3", "-o", str(tmp_path / "x.png")]) != 0
     assert "autoencoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backbone", ["unet", "dit"])
+def test_the_onnx_chain_samples_in_onnxruntime_what_pytorch_samples(tmp_path, backbone):
+    """text_encoder → guided Euler loop over the denoiser → decoder, all in onnxruntime, against render()."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from genforge.export.onnx import export_onnx
+    from genforge.models.samplers import FlowEuler
+
+    ae = make_autoencoder(1)
+    ae.latent_std.fill_(0.7)
+    torch.manual_seed(0)
+    kw = dict(objective="flow", **(dict(backbone="dit", width=16, depth=1, heads=2, patch=2) if backbone == "dit"
+                                   else {}))
+    model = models.build(ldm_config(**kw), {"autoencoder": ae}).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # open the DiT's zero gates; any weights must agree
+            p.add_(0.05 * torch.randn_like(p))
+    report = export_onnx(model, tmp_path)
+    assert set(report["graphs"]) == {"text_encoder", "denoiser", "decoder"}
+    run = {n: ort.InferenceSession(str(tmp_path / f"{n}.onnx"), providers=["CPUExecutionProvider"]).run
+           for n in report["graphs"]}
+    prompts, w, steps = ["red apple", "cat face"], 3.0, 4
+    ids = model.tokenizer.encode(prompts)
+    z = torch.randn(2, *model.space, generator=torch.Generator().manual_seed(3))
+    want = model.render(z, ids, steps=steps, guidance=w)  # [2, 3, 8, 8] in [0, 1]
+    both = torch.cat([ids, model.tokenizer.empty(2)]).numpy()
+    tokens, keep, caption = run["text_encoder"](None, {"ids": both})
+    x = z.numpy()
+    sampler = FlowEuler(model.schedule, steps)
+    for i, t in enumerate(sampler.timesteps.tolist()):
+        fed = torch.full((4,), t).numpy()
+        out = run["denoiser"](None, {"x_t": np.concatenate([x, x]), "t": fed, "tokens": tokens, "keep": keep,
+                                     "caption": caption})[0]
+        cond, uncond = out[:2], out[2:]
+        x = x + float(sampler.sigmas[i + 1] - sampler.sigmas[i]) * (uncond + w * (cond - uncond))
+    got = run["decoder"](None, {"z": x.astype(np.float32)})[0]
+    assert got.shape == (2, 3, 8, 8)
+    assert np.abs(got - want.numpy()).max() < 1e-4

@@ -217,11 +217,12 @@ def test_the_official_openai_client_generates_from_a_prompt(t2i_run):
     assert len(images) == 2 and images[0].size == (12, 12) and images[0].mode == "RGB"
 
 
-def test_onnx_export_is_refused_in_one_line_and_the_hf_export_loads(t2i_run, tmp_path, capsys):
-    assert main(["export", str(t2i_run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 2
-    err = capsys.readouterr().err
-    assert "ONNX export of a text-to-image diffusion model is not supported yet" in err
-    assert not (tmp_path / "onnx").exists()
+def test_onnx_export_writes_the_caption_encoder_and_the_denoiser_and_the_hf_export_loads(t2i_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(t2i_run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    verify = json.loads((tmp_path / "onnx" / "verify.json").read_text())
+    assert set(verify["graphs"]) == {"text_encoder", "denoiser"}  # checked against PyTorch at batch 2 and 5
+    assert verify["graphs"]["denoiser"]["inputs"] == ["x_t", "t", "tokens", "keep", "caption"]
     assert main(["export", str(t2i_run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert cfg["model"]["prompted"] and set(cfg["model"]["text_words"]) == set(models.load(t2i_run).config.text_words)
