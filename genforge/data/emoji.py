@@ -1,10 +1,13 @@
-"""``emoji``: Twemoji's 64 px colour drawings with captions made from their names (a built-in data set).
+"""``emoji`` and ``emoji-google``: one vendor's 64 px colour emoji drawings with captions made from their names
+(built-in data sets): Twemoji (``emoji``) and Google's Noto Emoji (``emoji-google``, a second drawing style
+of the same emoji, to check defaults tuned on the first).
 
 Source: two npm packages, version 16.0.0, downloaded once from the npm registry and checked by sha256:
-``emoji-datasource-twitter`` (``package/img/twitter/64/*.png``; graphics by Twemoji, (c) Twitter, Inc. and
-other contributors, CC-BY 4.0) and ``emoji-datasource`` (``package/emoji.json``: names, categories,
-skin-tone variations; MIT, (c) 2013 Cal Henderson). ``--data-dir DIR`` reads either the two ``.tgz``
-files or their unpacked form (``DIR/emoji.json`` and ``DIR/img/twitter/64/*.png``) instead.
+``emoji-datasource-<vendor>`` (``package/img/<vendor>/64/*.png``; Twemoji graphics (c) Twitter, Inc. and
+other contributors, CC-BY 4.0; Noto Emoji graphics (c) Google, Apache 2.0) and ``emoji-datasource``
+(``package/emoji.json``: names, categories, skin-tone variations; MIT, (c) 2013 Cal Henderson).
+``--data-dir DIR`` reads either the two ``.tgz`` files or their unpacked form (``DIR/emoji.json`` and
+``DIR/img/<vendor>/64/*.png``) instead.
 
 Each emoji and each of its skin-tone variations is one image (3,781 with the 5 "Component" colour
 swatches left out), captioned "<name>[, <skin tones>] — <category>", e.g. "woman in a wheelchair, medium
@@ -22,6 +25,7 @@ import io
 import json
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -39,26 +43,51 @@ from .transforms import convert_channels, split_groups
 if TYPE_CHECKING:
     from .registry import DatasetInfo
 
-__all__ = ["FILES", "MIRRORS", "URLS", "CATEGORIES", "SKIN_TONES", "caption", "load_emoji"]
+__all__ = ["FILES", "MIRRORS", "URLS", "VENDORS", "CATEGORIES", "SKIN_TONES", "Vendor", "caption", "load_emoji"]
 
-IMAGES = RemoteFile("emoji-datasource-twitter-16.0.0.tgz", md5="19fb55ef34e83997e985f687762798eb",
-                    sha256="f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877")
+
+@dataclass(frozen=True)
+class Vendor:
+    """One vendor's drawings: its npm package's tarball, the credit line its licence asks for."""
+
+    key: str  # "twitter": emoji.json's has_img_<key>, the package's img/<key>/64 folder
+    images: RemoteFile
+    credit: str
+
+    @property
+    def image_dir(self) -> str:
+        return f"img/{self.key}/64"
+
+    @property
+    def package(self) -> str:
+        return f"emoji-datasource-{self.key}"
+
+
 NAMES = RemoteFile("emoji-datasource-16.0.0.tgz", md5="c83822ed3e55bfbf46abb541243e94cc",
                    sha256="2006725061dc0098daa832d65f854a7bec0740af2eb47cb5b23d89f7e2c849f9")
-FILES = (IMAGES, NAMES)
+VENDORS = {  # data.name → vendor
+    "emoji": Vendor("twitter", RemoteFile("emoji-datasource-twitter-16.0.0.tgz", md5="19fb55ef34e83997e985f687762798eb",
+                                          sha256="f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877"),
+                    "Twemoji, (c) Twitter, Inc. and other contributors, CC-BY 4.0"),
+    "emoji-google": Vendor("google", RemoteFile("emoji-datasource-google-16.0.0.tgz",
+                                                md5="afdb2b1eb6e038ffd8c59dd6f654720f",
+                                                sha256="fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438"),
+                           "Noto Emoji, (c) Google, Apache 2.0"),
+}
+IMAGES = VENDORS["emoji"].images
+FILES = (IMAGES, NAMES)  # Twemoji's; each vendor's: (vendor.images, NAMES)
 # npm's registry and two registries that serve its tarballs unchanged; a package's tarball is
 # <registry>/<package>/-/<package>-<version>.tgz
 MIRRORS = ("https://registry.npmjs.org/", "https://registry.yarnpkg.com/", "https://registry.npmmirror.com/")
-PACKAGES = {IMAGES.name: "emoji-datasource-twitter", NAMES.name: "emoji-datasource"}
+PACKAGES = {NAMES.name: "emoji-datasource", **{v.images.name: v.package for v in VENDORS.values()}}
 URLS = {name: tuple(f"{base}{package}/-/" for base in MIRRORS) for name, package in PACKAGES.items()}
 JSON = RemoteFile("emoji.json", sha256="1d602e65be88772bf8cc368ce16b855d719eeddbafe128d471b80203f494d29f")
-IMAGE_DIR = "img/twitter/64"
+IMAGE_DIR = VENDORS["emoji"].image_dir
 CATEGORIES = ("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
               "Smileys & Emotion", "Symbols", "Travel & Places")
 SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
               "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
 SIDE = 64
-CREDIT = "Twemoji, (c) Twitter, Inc. and other contributors, CC-BY 4.0"
 
 
 def caption(name: str, category: str, tones: str = "") -> str:
@@ -69,16 +98,18 @@ def caption(name: str, category: str, tones: str = "") -> str:
     return f"{described} — {category.lower()}"
 
 
-def _examples(entries: list[dict]) -> Iterator[tuple[str, str, int, str]]:
-    """(image file name, caption, category index, group key) of every drawing, in emoji.json's order."""
+def _examples(entries: list[dict], vendor: str = "twitter") -> Iterator[tuple[str, str, int, str]]:
+    """(image file name, caption, category index, group key) of every drawing ``vendor`` has, in emoji.json's
+    order."""
+    has = f"has_img_{vendor}"
     for e in entries:
-        if not isinstance(e, dict) or e.get("category") not in CATEGORIES or not e.get("has_img_twitter"):
-            continue  # the "Component" swatches, and emoji Twemoji does not draw
+        if not isinstance(e, dict) or e.get("category") not in CATEGORIES or not e.get(has):
+            continue  # the "Component" swatches, and emoji the vendor does not draw
         name, category = e.get("name") or e.get("short_name") or "", e["category"]
         label = CATEGORIES.index(category)
         yield e["image"], caption(name, category), label, e["unified"]
         for tones, variant in sorted((e.get("skin_variations") or {}).items()):
-            if variant.get("has_img_twitter", True):
+            if variant.get(has, True):
                 yield variant["image"], caption(name, category, tones), label, e["unified"]
 
 
@@ -95,10 +126,10 @@ def _decode(data: bytes, where: str) -> np.ndarray:
 
 
 class _Folder:
-    """The unpacked layout: ``root/emoji.json`` and ``root/img/twitter/64/*.png``."""
+    """The unpacked layout: ``root/emoji.json`` and ``root/img/<vendor>/64/*.png``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, vendor: Vendor) -> None:
+        self.root, self.vendor = root, vendor
 
     def entries(self, verify: bool) -> list[dict]:
         path = self.root / JSON.name
@@ -107,7 +138,7 @@ class _Folder:
         return _json(path.read_bytes(), str(path))
 
     def image(self, name: str) -> np.ndarray:
-        path = self.root / IMAGE_DIR / name
+        path = self.root / self.vendor.image_dir / name
         if not path.is_file():
             raise DataError(f"{path} is missing: the emoji folder needs every image emoji.json names")
         return _decode(path.read_bytes(), str(path))
@@ -116,8 +147,8 @@ class _Folder:
 class _Tarballs:
     """The two npm tarballs (verified by sha256): images read straight from the first, names from the second."""
 
-    def __init__(self, images: Path, names: Path) -> None:
-        self.images, self.names = images, names
+    def __init__(self, images: Path, names: Path, vendor: Vendor) -> None:
+        self.images, self.names, self.vendor = images, names, vendor
 
     def entries(self, verify: bool) -> list[dict]:
         with _open_tar(self.names) as tar:
@@ -126,7 +157,7 @@ class _Tarballs:
 
     def read_all(self, wanted: set[str]) -> dict[str, np.ndarray]:
         found = {}
-        prefix = f"package/{IMAGE_DIR}/"
+        prefix = f"package/{self.vendor.image_dir}/"
         with _open_tar(self.images) as tar:
             for member in tar:  # one pass over the stream: members are read in archive order
                 name = member.name[len(prefix):] if member.name.startswith(prefix) else None
@@ -159,45 +190,49 @@ def _json(data: bytes, where: str) -> list[dict]:
     return entries
 
 
-def _source(cfg: DataConfig, cache_dir: Path, download: bool, progress: bool) -> _Folder | _Tarballs:
+def _source(cfg: DataConfig, vendor: Vendor, cache_dir: Path, download: bool,
+            progress: bool) -> _Folder | _Tarballs:
     """Where the files are: ``--data-dir`` (unpacked or the tarballs), else the cache (downloading)."""
+    files = (vendor.images, NAMES)
     if cfg.data_dir is not None:
         root = Path(cfg.data_dir).expanduser()
-        if (root / JSON.name).is_file():
-            return _Folder(root)
-        paths = [root / f.name for f in FILES]
+        if (root / JSON.name).is_file() and (root / vendor.image_dir).is_dir():
+            return _Folder(root, vendor)
+        paths = [root / f.name for f in files]
         if not all(p.is_file() for p in paths):
-            raise DataError(f"--data-dir {root} holds neither emoji.json + {IMAGE_DIR}/*.png nor "
-                            f"{' and '.join(f.name for f in FILES)}")
+            raise DataError(f"--data-dir {root} holds neither emoji.json + {vendor.image_dir}/*.png nor "
+                            f"{' and '.join(f.name for f in files)}")
         if cfg.verify:
-            for path, spec in zip(paths, FILES):
-                verify_local_file(path, spec, "emoji")
-        return _Tarballs(*paths)
+            for path, spec in zip(paths, files):
+                verify_local_file(path, spec, cfg.name)
+        return _Tarballs(*paths, vendor)
     folder = cache_dir / "emoji"
     paths = []
-    for spec in FILES:
+    for spec in files:
         path = folder / spec.name
         if path.is_file():
             verify_file(path, spec)
         elif not download:
-            raise DataError(f"dataset 'emoji' is not in the cache: {folder} lacks {spec.name} and downloads are "
+            raise DataError(f"dataset {cfg.name!r} is not in the cache: {folder} lacks {spec.name} and downloads are "
                             f"off; pass --data-dir with the unpacked files or the two tarballs")
         else:
             urls = [base.rstrip("/") + "/" + spec.name for base in URLS[spec.name]]
             download_url(urls, path, spec.digest, progress=progress,
                          hint=f"put {spec.name} into {folder}, or pass --data-dir")
         paths.append(path)
-    return _Tarballs(*paths)
+    return _Tarballs(*paths, vendor)
 
 
 def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool = True,
                progress: bool = True) -> ImageData:
-    """The emoji data set at 64 px: uint8 [N, 3, 64, 64] over ``data.background`` (white by default), or
-    RGBA with ``data.channels=4``; captions, category labels, a split by whole emoji."""
-    source = _source(cfg, cache_dir, download, progress)
-    examples = list(_examples(source.entries(cfg.verify)))
+    """An emoji data set (``cfg.name``: a key of :data:`VENDORS`) at 64 px: uint8 [N, 3, 64, 64] over
+    ``data.background`` (white by default), or RGBA with ``data.channels=4``; captions, category labels, a
+    split by whole emoji."""
+    vendor = VENDORS[cfg.name]
+    source = _source(cfg, vendor, cache_dir, download, progress)
+    examples = list(_examples(source.entries(cfg.verify), vendor.key))
     if not examples:
-        raise DataError("emoji.json lists no emoji Twemoji draws")
+        raise DataError(f"emoji.json lists no emoji the {vendor.key} package draws")
     if isinstance(source, _Tarballs):
         pixels = source.read_all({name for name, *_ in examples})
         missing = [name for name, *_ in examples if name not in pixels]
@@ -213,7 +248,7 @@ def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bo
     y = torch.tensor([k for _, _, k, _ in examples], dtype=torch.int64)
     train, test = split_groups([g for *_, g in examples], cfg.test_fraction, cfg.split_seed, what="emoji")
     if progress:
-        print(f"emoji: {len(examples)} drawings ({CREDIT})", file=sys.stderr, flush=True)
+        print(f"{cfg.name}: {len(examples)} drawings ({vendor.credit})", file=sys.stderr, flush=True)
     return ImageData(name=cfg.name, train_x=x[train].contiguous(), train_y=y[train], test_x=x[test].contiguous(),
                      test_y=y[test], classes=list(CATEGORIES),
                      train_text=[captions[i] for i in train.tolist()],

@@ -21,6 +21,8 @@ from .digits import load_digits
 from .download import RemoteFile
 from .emoji import FILES as EMOJI_FILES
 from .emoji import MIRRORS as EMOJI_MIRRORS
+from .emoji import NAMES as EMOJI_NAMES
+from .emoji import VENDORS as EMOJI_VENDORS
 from .emoji import load_emoji
 from .errors import DataError
 from .imagedata import ImageData
@@ -144,6 +146,16 @@ DATASETS: dict[str, DatasetInfo] = {
                      "Smileys & Emotion", "Symbols", "Travel & Places"),
             loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
             files=EMOJI_FILES, mirrors=EMOJI_MIRRORS,  # registries; each file's URL adds its package's path
+        ),
+        DatasetInfo(
+            name="emoji-google",
+            description="Google's Noto Emoji colour drawings of the same emoji, 64x64, captioned from their names "
+                        "(test split by whole emoji; Apache 2.0 Noto Emoji): a second style to check emoji defaults",
+            labelled=True, image_size=64, channels=3,
+            classes=("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
+                     "Smileys & Emotion", "Symbols", "Travel & Places"),
+            loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
+            files=(EMOJI_VENDORS["emoji-google"].images, EMOJI_NAMES), mirrors=EMOJI_MIRRORS,
         ),
     )
 }

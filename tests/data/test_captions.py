@@ -184,33 +184,38 @@ def test_emoji_from_an_unpacked_folder(tmp_path):
         load_images(DataConfig(name="emoji", data_dir=str(tmp_path)))
 
 
-def test_emoji_downloads_both_tarballs_once_and_checks_them(tmp_path, monkeypatch):
-    images = _images()
+@pytest.mark.parametrize("name", ["emoji", "emoji-google"])
+def test_emoji_downloads_both_tarballs_once_and_checks_them(tmp_path, monkeypatch, name):
+    images, vendor = _images(), emoji.VENDORS[name]
+    entries = [{**e, f"has_img_{vendor.key}": e["has_img_twitter"]} for e in ENTRIES]
+    entries[1]["skin_variations"] = {t: {**v, f"has_img_{vendor.key}": True}
+                                     for t, v in ENTRIES[1]["skin_variations"].items()}
     site = tmp_path / "site"
     site.mkdir()
-    _tar(site / emoji.IMAGES.name, {f"package/img/twitter/64/{n}": d for n, d in images.items()}
-         | {"package/img/twitter/32/1f600.png": images["1f600.png"]})
-    _tar(site / emoji.NAMES.name, {"package/emoji.json": json.dumps(ENTRIES).encode()})
+    _tar(site / vendor.images.name, {f"package/img/{vendor.key}/64/{n}": d for n, d in images.items()}
+         | {f"package/img/{vendor.key}/32/1f600.png": images["1f600.png"]})
+    _tar(site / emoji.NAMES.name, {"package/emoji.json": json.dumps(entries).encode()})
     specs = tuple(emoji.RemoteFile(f.name, sha256=hashlib.sha256((site / f.name).read_bytes()).hexdigest())
-                  for f in emoji.FILES)
+                  for f in (vendor.images, emoji.NAMES))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        monkeypatch.setattr(emoji, "FILES", specs)
+        monkeypatch.setitem(emoji.VENDORS, name, emoji.Vendor(vendor.key, specs[0], vendor.credit))
+        monkeypatch.setattr(emoji, "NAMES", specs[1])
         monkeypatch.setattr(emoji, "URLS", {f.name: (url,) for f in specs})
         cache = tmp_path / "cache"
-        data = load_images(DataConfig(name="emoji", test_fraction=0.3), cache_dir=cache)
+        data = load_images(DataConfig(name=name, test_fraction=0.3), cache_dir=cache)
         _check_emoji(data, images)
         assert sorted(p.name for p in (cache / "emoji").iterdir()) == sorted(f.name for f in specs)
         server.shutdown()  # the second load reads the cache
-        again = load_images(DataConfig(name="emoji", test_fraction=0.3), cache_dir=cache)
+        again = load_images(DataConfig(name=name, test_fraction=0.3), cache_dir=cache)
         assert again.train_text == data.train_text and torch.equal(again.train_x, data.train_x)
         (cache / "emoji" / specs[1].name).write_bytes(b"not a tarball")
         with pytest.raises(DataError, match="is not the expected"):
-            load_images(DataConfig(name="emoji"), cache_dir=cache)
+            load_images(DataConfig(name=name), cache_dir=cache)
     finally:
         server.server_close()
 
