@@ -264,3 +264,11 @@ def test_alignment_metrics_rank_prompt_following_against_its_ceiling_and_floor(t
     assert len(got["clip_score"]["protocol"]["extractor_sha256"]) == 64
     code = main(["eval", "--samples", str(tmp_path / "none.npz"), "--dataset", "digits", "--metrics", "align"])
     assert code != 0
+    longer = tmp_path / "longer"  # compare ranks text-to-image runs on the alignment metrics with their protocols
+    assert main(["train", "tiny-t2i", "--out", str(longer), "--no-progress", "--set", "train.max_steps=40"]) == 0
+    assert main(["eval", str(longer), "--metrics", "align", "--n", "40", "--no-progress"]) == 0
+    assert main(["compare", str(digits), str(longer), "--out", str(tmp_path / "board")]) == 0
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    section = board.split("Text–image alignment")[1]
+    assert "R-precision" in section and "CLIP score" in section and "R-precision of real images" in section
+    assert "digits" in section and "longer" in section
