@@ -3,8 +3,9 @@
     parents:
       autoencoder: {recipe: emoji-autoencoder}          # optionally: set: ["train.max_minutes=5"]
 
-``genforge train emoji-ldm --out RUN`` then trains each such parent first into ``RUN/parents/<role>`` (with the
-same ``--data-dir``), and the child stands on it as if ``--set parents.<role>=RUN/parents/<role>`` had been
+``genforge train emoji-ldm --out RUN`` then trains each such parent first into ``RUN/parents/<role>``, on the
+child's data (its recipe's ``data:`` section over the parent's, then the spec's ``set``; written to
+``RUN/parents/<role>.yaml``; the same ``--data-dir``), and the child stands on it as if ``--set parents.<role>=RUN/parents/<role>`` had been
 given. A parent that finished is written ``RUN/parents/<role>.json`` (its recipe, steps, why it stopped, the
 sha256 of its weights); running the same command again reuses it, continues a parent that was interrupted
 from its newest checkpoint, and then trains (or, with checkpoints, is refused to restart) the child as any
@@ -17,7 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from genforge.config import ConfigError
+import yaml
+
+from genforge.config import ConfigError, apply_overrides, load_yaml, recipe_path
 from genforge.io import atomic_write_text
 from genforge.rundir import PARENTS, RunDir, weights_sha256
 
@@ -64,8 +67,16 @@ def train_parent_recipes(raw: dict[str, Any], run_dir: Path, *, data_dir: str | 
             resume = RunDir(path).config.is_file()
             print(f"chain: {'continuing' if resume else 'training'} parents.{role} with the recipe {spec['recipe']!r} "
                   f"in {path}", flush=True)
-            outcome = train(None if resume else spec["recipe"], overrides=[str(s) for s in spec.get("set", [])],
-                            data_dir=data_dir, out=path, resume=resume, cache_dir=cache_dir, progress=progress)
+            recipe = None
+            if not resume:  # the parent's recipe on the child's data, then the spec's own settings
+                recipe = run_dir / PARENTS_DIR / f"{role}.yaml"
+                parent = load_yaml(recipe_path(spec["recipe"]))
+                parent["data"] = {**(parent.get("data") or {}), **(raw.get("data") or {})}
+                parent = apply_overrides(parent, [str(s) for s in spec.get("set", [])])
+                recipe.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(recipe, yaml.safe_dump(parent, sort_keys=False, allow_unicode=True))
+            outcome = train(config_file=recipe, data_dir=data_dir, out=path, resume=resume, cache_dir=cache_dir,
+                            progress=progress)
             if outcome.result.stopped not in ("max_steps", "max_minutes"):
                 raise KeyboardInterrupt(f"parents.{role} stopped ({outcome.result.stopped}) at step "
                                         f"{outcome.result.step}; run the same command again to continue it")

@@ -17,7 +17,7 @@ ONE_THREAD = ("--no-progress", "--set", "train.num_threads=1")
 
 def test_one_command_trains_the_parent_then_the_child_standing_on_it(tmp_path, capsys):
     run = tmp_path / "chain"
-    assert main(["train", "tiny-ldm", "--out", str(run), *ONE_THREAD]) == 0
+    assert main(["train", "tiny-ldm", "--out", str(run), *ONE_THREAD, "--set", "data.image_size=12"]) == 0
     parent = run / "parents" / "autoencoder"
     record = json.loads((run / "parents" / "autoencoder.json").read_text())
     assert record["recipe"] == "tiny-autoencoder" and record["stopped"] == "max_steps" and record["steps"] == 20
@@ -26,6 +26,8 @@ def test_one_command_trains_the_parent_then_the_child_standing_on_it(tmp_path, c
     assert cfg["parents"]["autoencoder"] == {"path": str(parent.resolve()), "sha256": record["sha256"]}
     model = models.load(run)
     assert model.family == "latent-diffusion" and model.autoencoder.family == "autoencoder"
+    trained_on = yaml.safe_load((parent / "config.yaml").read_text())["data"]
+    assert trained_on["image_size"] == 12 and trained_on["caption_template"] == "digit {label}"  # the child's data
     before = (parent / "model.safetensors").read_bytes()
     capsys.readouterr()
     assert main(["train", "tiny-ldm", "--out", str(run), *ONE_THREAD]) == 2  # a trained child is never overwritten
