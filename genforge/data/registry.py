@@ -19,6 +19,7 @@ from genforge.config import DataConfig, did_you_mean, parse_colour
 from .cache import default_cache_dir
 from .digits import load_digits
 from .download import RemoteFile
+from .emoji import CATEGORIES as EMOJI_CATEGORIES
 from .emoji import FILES as EMOJI_FILES
 from .emoji import MIRRORS as EMOJI_MIRRORS
 from .emoji import NAMES as EMOJI_NAMES
@@ -142,9 +143,7 @@ DATASETS: dict[str, DatasetInfo] = {
             description="Twemoji colour drawings, 64x64, captioned from their names (3781; test split by whole "
                         "emoji; CC-BY 4.0 Twemoji)",
             labelled=True, image_size=64, channels=3,
-            classes=("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
-                     "Smileys & Emotion", "Symbols", "Travel & Places"),
-            loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
+            classes=EMOJI_CATEGORIES, loader=load_emoji,
             files=EMOJI_FILES, mirrors=EMOJI_MIRRORS,  # registries; each file's URL adds its package's path
         ),
         DatasetInfo(
@@ -152,9 +151,7 @@ DATASETS: dict[str, DatasetInfo] = {
             description="Google's Noto Emoji colour drawings of the same emoji, 64x64, captioned from their names "
                         "(test split by whole emoji; Apache 2.0 Noto Emoji): a second style to check emoji defaults",
             labelled=True, image_size=64, channels=3,
-            classes=("Activities", "Animals & Nature", "Flags", "Food & Drink", "Objects", "People & Body",
-                     "Smileys & Emotion", "Symbols", "Travel & Places"),
-            loader=lambda cfg, info, root, download: load_emoji(cfg, info, root, download),
+            classes=EMOJI_CATEGORIES, loader=load_emoji,
             files=(EMOJI_VENDORS["emoji-google"].images, EMOJI_NAMES), mirrors=EMOJI_MIRRORS,
         ),
     )

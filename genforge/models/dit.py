@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .unet import timestep_embedding
+from .unet import embed_time_and_label
 
 
 def sincos_positions(side: int, width: int) -> Tensor:
@@ -126,17 +126,7 @@ class DiT(nn.Module):
         for zero in (self.ada[1].weight, self.ada[1].bias, self.head.weight, self.head.bias):
             nn.init.zeros_(zero)  # the network starts by predicting 0
 
-    def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
-        """[B, D]: the time embedding plus the label's (the "no label" entry when ``y`` is None)."""
-        e = self.time(timestep_embedding(t, self.width))
-        if self.label is not None:
-            if y is None:
-                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-            if y.is_floating_point():  # class weights [B, K] (or [B, K+1])
-                e = e + F.pad(y, (0, self.num_classes + 1 - y.shape[1])).to(e.dtype) @ self.label.weight
-            else:
-                e = e + self.label(y)
-        return e
+    embed = embed_time_and_label  # [B, D]: time + label (see unet.embed_time_and_label)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         return self.trunk(x, self.embed(t, y))

@@ -48,6 +48,21 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return F.pad(emb, (0, dim % 2))
 
 
+def embed_time_and_label(self: nn.Module, t: Tensor, y: Tensor | None) -> Tensor:
+    """A denoiser's conditioning [B, E]: ``self.time`` of the sinusoidal embedding of t (``self.width`` wide)
+    plus ``self.label``'s row of y (the "no label" entry ``self.num_classes`` when y is None; class weights
+    float [B, K] or [B, K+1] mix the rows); the U-Net's and the DiT's ``embed``."""
+    e = self.time(timestep_embedding(t, self.width))
+    if self.label is not None:
+        if y is None:
+            y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
+        if y.is_floating_point():
+            e = e + F.pad(y, (0, self.num_classes + 1 - y.shape[1])).to(e.dtype) @ self.label.weight
+        else:
+            e = e + self.label(y)
+    return e
+
+
 class ResBlock(nn.Module):
     """GroupNorm → SiLU → conv, plus the embedding as a per-channel scale and shift, → GroupNorm → SiLU → conv;
     a 1×1 conv on the skip when the width changes. [B, W_in, S, S] → [B, W_out, S, S]."""
@@ -139,18 +154,7 @@ class UNet(nn.Module):
             self.up.append(level)
         self.head = nn.Sequential(group_norm(w), nn.SiLU(), nn.Conv2d(w, channels, 3, padding=1))
 
-    def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
-        """[B, E]: the time embedding plus the label's (the "no label" entry when ``y`` is None)."""
-        e = self.time(timestep_embedding(t, self.width))
-        if self.label is not None:
-            if y is None:
-                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
-            if y.is_floating_point():  # class weights [B, K] (or [B, K+1] with the "no label" entry)
-                w = F.pad(y, (0, self.num_classes + 1 - y.shape[1])).to(e.dtype)
-                e = e + w @ self.label.weight
-            else:
-                e = e + self.label(y)
-        return e
+    embed = embed_time_and_label
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         return self.trunk(x, self.embed(t, y))
