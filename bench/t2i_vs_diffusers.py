@@ -15,7 +15,8 @@ unless ``--seconds`` says otherwise. The baseline's step budget is that time at 
 - denoiser: ``UNet2DConditionModel`` with RUN's level widths, one layer per block, cross-attention at every
   level (Stable Diffusion's block types), ε-prediction MSE under ``DDPMScheduler`` (1000 steps, linear betas);
 - the same optimiser settings as the recipe: AdamW at RUN's ``train.lr`` with its warm-up (then constant),
-  gradient clipping 1.0, EMA of RUN's decay, batch RUN's ``train.batch_size``, caption dropout RUN's
+  gradient clipping 1.0, EMA of RUN's decay with the usual warm-up (min(decay, (1 + n) / (10 + n)), as
+  diffusers' ``EMAModel`` and genforge), batch RUN's ``train.batch_size``, caption dropout RUN's
   ``label_dropout`` (the empty caption), bf16 autocast where RUN used it.
 
 Both then draw one image per test-split caption (N = the test split, 20 steps each, RUN's guidance;
@@ -121,9 +122,10 @@ def train_baseline(pipe, data, run_config: dict, seconds: float, out: Path) -> d
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
+        with torch.no_grad():  # EMA warmed up as diffusers' EMAModel and genforge do: min(decay, (1+n)/(10+n))
+            d = min(decay, (1 + steps) / (10 + steps))
             for e, p in zip(ema.parameters(), net.parameters()):
-                e.lerp_(p, 1 - decay)
+                e.lerp_(p, 1 - d)
         steps += 1
     seconds = time.perf_counter() - t0
     torch.save(ema.state_dict(), out)
@@ -172,6 +174,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32, help="side the contrastive evaluator works at")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--keep", type=Path, default=None, help="keep the baseline's weights and samples here")
+    ap.add_argument("--contenders", default="genforge,diffusers", help="rows to score (genforge's is deterministic)")
     args = ap.parse_args()
 
     from genforge.config import DataConfig, from_dict, load_yaml
@@ -218,6 +221,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     fids = {}
     for name, fn in draw.items():
+        if name not in args.contenders.split(","):
+            continue
         fid = score_fid(fn(list(data.test_text)), work / f"{name}.npz", cfg["data"], data_dir)
         fids[name] = fid["fid"]
         cells = []
@@ -230,7 +235,9 @@ def main() -> None:
         t16 = time.perf_counter() - t0
         print(f"| {name} | {fid['fid']:.3f} | {fid['precision']:.3f} | {fid['recall']:.3f} | {fid['coverage']:.3f} | "
               + " | ".join(cells) + f" | {t16:.2f} s |", flush=True)
-    print(f"\nFID ratio genforge / diffusers at {seconds:.0f} s of training: {fids['genforge'] / fids['diffusers']:.2f}")
+    if len(fids) == 2:
+        print(f"\nFID ratio genforge / diffusers at {seconds:.0f} s of training: "
+              f"{fids['genforge'] / fids['diffusers']:.2f}")
 
 
 if __name__ == "__main__":
