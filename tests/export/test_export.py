@@ -12,7 +12,6 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 
 from genforge.cli import main  # noqa: E402
-from genforge.export import ExportError, export_run  # noqa: E402
 from genforge.export.onnx import OnnxLanguageModel  # noqa: E402
 from genforge.models import FAMILIES, build, config_class, load  # noqa: E402
 from genforge.models.decoding import stream  # noqa: E402
@@ -176,11 +175,6 @@ def test_onnx_export_of_every_shipped_recipe_tiny_variant_verifies(tmp_path, rec
     model.save_pretrained(tmp_path / "run", run_config={"task": model.task})
     if "onnx" not in type(model).export_formats:
         pytest.skip(f"{recipe}: family {model.family} has no ONNX graphs")
-    if section.get("prompted"):
-        with pytest.raises(ExportError, match="text-to-image diffusion model is not supported yet"):
-            export_run(tmp_path / "run", "onnx", out=tmp_path / "onnx")
-        assert not (tmp_path / "onnx").exists()
-        return
     out = export_run(tmp_path / "run", "onnx", out=tmp_path / "onnx")
     report = json.loads((out / "verify.json").read_text())
     assert report["graphs"] and all(g["max_abs_diff"] <= 1e-4 for g in report["graphs"].values())
