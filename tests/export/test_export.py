@@ -12,6 +12,7 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 
 from genforge.cli import main  # noqa: E402
+from genforge.export import export_run  # noqa: E402
 from genforge.export.onnx import OnnxLanguageModel  # noqa: E402
 from genforge.models import FAMILIES, build, config_class, load  # noqa: E402
 from genforge.models.decoding import stream  # noqa: E402
