@@ -35,7 +35,8 @@ def alignment_stage(ev: ImageEval) -> None:
         return
     captions = [ref.text[i % ref.n] for i in range(ev.n_gen)]
     with ev.clock("contrastive_evaluator"):
-        net, report, sha = contrastive_for(ev.data, opts.cache_dir or _cache(), steps=EVALUATOR_STEPS, seed=0, progress=opts.progress)
+        net, report, sha = contrastive_for(ev.data, opts.cache_dir or _cache(), steps=EVALUATOR_STEPS, seed=0,
+                                           progress=opts.progress)
     side = net.config.image_size
     k = min(ALIGN_K, len(set(ref.text)))
     log(opts.progress, f"text–image alignment of {ev.n_gen} images in the contrastive evaluator ({side} px) …")
