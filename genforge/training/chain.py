@@ -7,7 +7,8 @@
 child's data (its recipe's ``data:`` section over the parent's, then the spec's ``set``; written to
 ``RUN/parents/<role>.yaml``; the same ``--data-dir``), and the child stands on it as if
 ``--set parents.<role>=RUN/parents/<role>`` had been given. A parent that finished is written
-``RUN/parents/<role>.json`` (its recipe, steps, why it stopped, the sha256 of its weights); running the same command again reuses it, continues a parent that was interrupted
+``RUN/parents/<role>.json`` (its recipe, steps, why it stopped, the sha256 of its weights); running the
+same command again reuses it, continues a parent that was interrupted
 from its newest checkpoint, and then trains (or, with checkpoints, is refused to restart) the child as any
 run. ``--set parents.<role>=DIR`` still names an existing run instead.
 """
