@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from genforge.models.capabilities import EmbedsTextAndImages
     from genforge.rundir import RunDir
     from genforge.tasks import get_task
     from genforge.training.run import train
@@ -243,7 +244,10 @@ def cmd_train(args) -> int:
         print(f"best          : {run.best.path} (step {b['step']}: {shown})")
     print(f"metrics       : {run.metrics_log}  (TensorBoard: tensorboard --logdir {run.tb})")
     print(f"checkpoint    : {r.checkpoint}")
-    print(f"next          : genforge sample {d} {task.hint(outcome.model)}")
+    if isinstance(outcome.model, EmbedsTextAndImages):  # an encoder: what text-to-image runs stand on
+        print(f"next          : genforge train TEXT_TO_IMAGE_RECIPE --set parents.text_encoder={d}")
+    else:
+        print(f"next          : genforge sample {d} {task.hint(outcome.model)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Text–image alignment from embeddings: the contrastive loss, CLIP score and R-precision.
+"""Text–image alignment from embeddings: CLIP score and R-precision (the contrastive loss is the ``clip``
+family's training loss, :func:`genforge.models.clip.contrastive_loss`).
 
 Embeddings are rows of float tensors, L2-normalised by the caller (cosine = dot product). Shape legend:
 N image–caption pairs, D embedding width, M captions in a pool, k candidates per query.
@@ -10,16 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["contrastive_loss", "clip_score", "r_precision"]
-
-
-def contrastive_loss(images: Tensor, texts: Tensor, logit_scale: Tensor | float) -> Tensor:
-    """CLIP's symmetric InfoNCE (Radford et al. 2021): pair i is the positive of row i and column i of the
-    [N, N] similarity matrix scaled by ``logit_scale`` (the inverse temperature); the mean of the image→text
-    and text→image cross-entropies, in nats."""
-    logits = logit_scale * images @ texts.T  # [N, N]
-    target = torch.arange(images.shape[0], device=images.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+__all__ = ["clip_score", "r_precision"]
 
 
 def clip_score(images: Tensor, texts: Tensor) -> float:

@@ -12,6 +12,7 @@ from genforge.config import ConfigError, from_dict
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, InvalidWeightsFile, ModelConfig, check_finite_weights
 from genforge.rundir import Parent, RunDir, check_parent
 from genforge.models.autoencoder import Autoencoder
+from genforge.models.clip import Clip
 from genforge.models.diffusion import Diffusion
 from genforge.models.distill import DiffusionDistill
 from genforge.models.gan import GAN
@@ -22,7 +23,8 @@ from genforge.models.vae import VAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {"gan": GAN, "vae": VAE, "gpt": GPT, "diffusion": Diffusion,
                                         "superres": SuperRes, "diffusion-distill": DiffusionDistill,
-                                        "autoencoder": Autoencoder, "latent-diffusion": LatentDiffusion}
+                                        "autoencoder": Autoencoder, "latent-diffusion": LatentDiffusion,
+                                        "clip": Clip}
 
 __all__ = ["FAMILIES", "GenerativeModel", "ModelConfig", "config_class", "build", "load", "load_parents"]
 
@@ -37,8 +39,7 @@ def config_class(family: str) -> type[ModelConfig]:
 def build(config: ModelConfig, parents: dict[str, GenerativeModel] | None = None) -> GenerativeModel:
     """Instantiate the family named by ``config.family``, standing on ``parents`` (role → loaded model)."""
     model = FAMILIES[config.family](config)
-    if parents or model.parent_roles:
-        model.attach_parents(parents or {})
+    model.attach_parents(parents or {})  # checks the roles: the required ones present, none unknown
     return model
 
 

@@ -84,6 +84,18 @@ class Likelihood:
     note: str = ""
 
 
+def check_parent_roles(family: type[GenerativeModel], roles: Any) -> None:
+    """Raise ``ValueError`` unless ``roles`` (names, or a mapping keyed by them) holds every required role of
+    ``family`` and no role it does not know."""
+    given, required = set(roles), set(family.parent_roles)
+    missing, unknown = required - given, given - required - set(family.optional_parent_roles)
+    if missing or unknown:
+        wants = ", ".join(family.parent_roles) or "none"
+        optional = f" (optional: {', '.join(family.optional_parent_roles)})" if family.optional_parent_roles else ""
+        raise ValueError(f"the {family.family} family stands on runs in the roles: {wants}{optional}; "
+                         f"missing {sorted(missing)}, unknown {sorted(unknown)} (name them under parents:)")
+
+
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Put ``module`` in eval mode for the block and restore its previous mode after, even on errors."""
@@ -213,6 +225,7 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str]
     sample_options: ClassVar[type[SampleOptions]] = SampleOptions
     parent_roles: ClassVar[tuple[str, ...]] = ()  # runs this family stands on (``autoencoder`` …), by role
+    optional_parent_roles: ClassVar[tuple[str, ...]] = ()  # runs it may stand on (a frozen ``text_encoder``)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -233,11 +246,7 @@ class GenerativeModel(nn.Module):
         Raises:
             ValueError: roles missing or unknown to the family (naming them).
         """
-        missing, unknown = set(self.parent_roles) - set(parents), set(parents) - set(self.parent_roles)
-        if missing or unknown:
-            wants = ", ".join(self.parent_roles) or "none"
-            raise ValueError(f"the {self.family} family stands on runs in the roles: {wants}; "
-                             f"missing {sorted(missing)}, unknown {sorted(unknown)} (name them under parents:)")
+        check_parent_roles(type(self), parents)
         for model in parents.values():
             model.eval().requires_grad_(False)
         self.__dict__["_parents"] = dict(parents)

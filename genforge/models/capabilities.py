@@ -19,6 +19,8 @@ methods.
 - :class:`ImageConditioned`: generates from a source image; says how real images become sources and
   which baseline it must beat (previews and evaluation use only this).
 - :class:`Upscales`: low-resolution images are turned into high-resolution ones.
+- :class:`EmbedsTextAndImages`: an encoder, not a generator: images and captions map to one embedding
+  space (a CLIP-style run other runs stand on as ``parents.text_encoder``); its ``sample`` refuses.
 
 Conditional image models take labels as int64 ``[B]`` or, where rendering
 latents, as class weights float ``[B, K]`` (rows summing to 1: a soft label
@@ -172,6 +174,29 @@ class Upscales(ImageConditioned):
 MAX_NEW_TOKENS = 1_000_000
 
 
+class EmbedsTextAndImages:
+    """Images and captions in one embedding space (CLIP-style); the family does not generate: ``sample`` raises
+    :class:`NotGenerative`, and its training previews rank real images for the run's prompts instead.
+
+    ``text_tower`` is what a text-to-image run standing on it (``parents.text_encoder``) reads captions with:
+    caption ids int64 [n, L] → (token vectors [n, L, D], keep bool [n, L], pooled [n, D])."""
+
+    text_tower: Any
+    tokenizer: Any
+
+    def embed_images(self, x: Tensor) -> Tensor:
+        """uint8 images [N, C, S, S] → L2-normalised embeddings float32 [N, E]."""
+        raise NotImplementedError
+
+    def embed_texts(self, ids: Tensor) -> Tensor:
+        """Caption ids int64 [N, L] → L2-normalised embeddings float32 [N, E]."""
+        raise NotImplementedError
+
+
+class NotGenerative(ValueError):
+    """Raised by ``sample`` of a family that only encodes (:class:`EmbedsTextAndImages`)."""
+
+
 @dataclass(kw_only=True)
 class LanguageModelOptions(SampleOptions):
     """Decoding options every language model takes (``genforge sample`` flags and ``sample.*`` keys).
@@ -317,7 +342,7 @@ def next_tokens(logits: Tensor, generator: rng.Generator, *, temperature: float 
 
 def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:
     """Names of ``model``'s declared capabilities, e.g. ``("sample", "conditional", "likelihood:bound")``."""
-    names = ["sample"]
+    names = ["embed"] if isinstance(model, EmbedsTextAndImages) else ["sample"]
     if isinstance(model, ImageModel) and model.num_classes:
         names.append("conditional")
     if isinstance(model, Reconstructs):

@@ -17,10 +17,11 @@ so one network gives conditional and unconditional predictions; ``guidance`` w c
 uncond + w · (cond - uncond): w = 0 is unconditional, 1 conditional, > 1 guided.
 
 Text-to-image (``prompted: true``): the caption is encoded by the model's own word tokenizer and small
-transformer (:mod:`genforge.models.text_encoder`); its tokens enter the U-Net through cross-attention at
-sides ≤ 16 and its pooled vector joins the time embedding. The caption is replaced by the empty caption
-with probability ``label_dropout``, so guidance works as for labels, and a ``negative_prompt`` takes the
-empty caption's place in the unconditional pass.
+transformer (:mod:`genforge.models.text_encoder`), trained jointly, or by the frozen text tower of a
+``clip`` run named as ``parents.text_encoder`` (``frozen_text``, :mod:`genforge.models.clip`); its tokens
+enter the U-Net through cross-attention at sides ≤ 16 and its pooled vector joins the time embedding.
+The caption is replaced by the empty caption with probability ``label_dropout``, so guidance works as for
+labels, and a ``negative_prompt`` takes the empty caption's place in the unconditional pass.
 Pixels are mapped from uint8 to [-1, 1]. Shape legend: B batch, C channels, S side, T timesteps, K classes.
 """
 
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from genforge.config import ConfigError, FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, OnnxGraphs, eval_mode, labels_for, unpack_image_batch
-from genforge.models.capabilities import ImageModel, Inpaints, Inverts
+from genforge.models.capabilities import EmbedsTextAndImages, ImageModel, Inpaints, Inverts
 from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
 from genforge.models.schedules import _eps_from, _x0_from
@@ -47,6 +48,12 @@ from genforge.models.unet import UNet
 from genforge.models.diffusion_vlb import VLBLikelihood
 from genforge.models.diffusion_config import DiffusionConfig, DiffusionSampleOptions
 
+
+
+def _shown(config: Any, name: str) -> str:
+    """A config field for a message: a vocabulary as its size."""
+    value = getattr(config, name)
+    return f"{len(value)} words" if name == "text_words" else str(value)
 
 
 class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, Inpaints):
@@ -77,7 +84,9 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
                              num_classes=self.num_classes, context=context)
         if config.prompted:
             self.tokenizer = WordTokenizer(config.text_words, config.text_len)
-            self.text = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.text_width, config.text_layers)
+            if not config.frozen_text:  # else the text_encoder parent's tower (attach_parents)
+                self.text = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.text_width,
+                                        config.text_layers)
             self.text_pool = nn.Linear(config.text_width, self.net.emb_dim)  # pooled caption → time embedding
         if config.objective == "ddpm":
             self.schedule: NoiseSchedule | FlowSchedule = NoiseSchedule(config.schedule, config.timesteps)
@@ -85,6 +94,31 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
             self.schedule = FlowSchedule(config.timesteps)
 
     export_formats: ClassVar[tuple[str, ...]] = ("onnx", "hf")
+    optional_parent_roles: ClassVar[tuple[str, ...]] = ("text_encoder",)
+
+    def attach_parents(self, parents: dict[str, GenerativeModel]) -> None:
+        """With ``parents.text_encoder`` (a ``clip`` run), captions are read by its frozen text tower: it must
+        have this model's vocabulary, caption length and width (``model.frozen_text`` says it is named)."""
+        super().attach_parents(parents)
+        encoder = parents.get("text_encoder")
+        if encoder is None:
+            if self.config.frozen_text:
+                raise ConfigError("model.frozen_text is set but no parents.text_encoder (a clip run) is named",
+                                  key="parents.text_encoder")
+            return
+        if not isinstance(encoder, EmbedsTextAndImages):
+            raise ConfigError(f"parents.text_encoder must be a clip run, got family {encoder.family!r}",
+                              key="parents.text_encoder")
+        if not (self.prompted and self.config.frozen_text):
+            raise ConfigError("parents.text_encoder needs model.prompted and model.frozen_text (a text-to-image "
+                              "model reading captions with the named run)", key="parents.text_encoder")
+        theirs = encoder.config
+        for mine, their in (("text_words", "text_words"), ("text_len", "text_len"), ("text_width", "text_width"),
+                            ("text_layers", "text_layers")):
+            if getattr(self.config, mine) != getattr(theirs, their):
+                raise ConfigError(f"model.{mine} must be the text_encoder run's ({_shown(theirs, their)}), got "
+                                  f"{_shown(self.config, mine)}", key=f"model.{mine}")
+        self.__dict__["text"] = encoder.text_tower  # not a submodule: its weights stay in the parent's run
 
     @property
     def net(self) -> UNet | DiT:

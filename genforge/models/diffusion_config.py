@@ -38,6 +38,8 @@ class DiffusionConfig(ImageModelConfig):
     label_dropout: float = 0.1  # conditional / prompted: probability of training on no label / the empty caption
     text_width: int = 128  # prompted: width of the caption encoder
     text_layers: int = 2  # prompted: its transformer layers
+    frozen_text: bool = False  # prompted: captions are read by the parents.text_encoder run (a clip run), frozen;
+    # set when that parent is named, with text_words / text_len / text_width / text_layers copied from it
     vlb_timesteps: int = 50  # k of log_likelihood: stratified timesteps per image (T = exact sum)
 
     def __post_init__(self) -> None:

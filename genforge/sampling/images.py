@@ -27,6 +27,7 @@ from torch import Tensor
 from genforge.config import FieldError
 from genforge.io import atomic_path
 from genforge.models.base import WEIGHTS_FILE, GenerativeModel, SampleOptions, eval_mode
+from genforge.models.capabilities import EmbedsTextAndImages
 from genforge.models.conditions import Condition, label_classes, label_id, parse_condition
 from genforge.rundir import RunDir, check_output
 from genforge.sampling.options import parse_options
@@ -203,7 +204,10 @@ class ImagePipeline:
         from genforge.models import load  # models/__init__ imports every family; keep it off import paths
 
         run = RunDir(run_dir)
-        return cls(load(run.path, weights=weights).to(device), name=run.path.resolve().name)
+        model = load(run.path, weights=weights)
+        if isinstance(model, EmbedsTextAndImages):
+            model.sample(1)  # raises NotGenerative: the one line that says what the run is for
+        return cls(model.to(device), name=run.path.resolve().name)
 
     @property
     def num_classes(self) -> int:
@@ -285,6 +289,8 @@ class ImagePipeline:
         The PNG's text chunks record model family, run, seed and label, plus the training
         ``step`` for grids written during training, or ``n`` for ``genforge sample``.
         """
+        if isinstance(self.model, EmbedsTextAndImages):
+            return self.write_retrieval(path, request, step=step)
         given = self.condition(request)
         if given is not None and given.image is None and "image" in self.model.required_conditions():
             given = None  # a strength alone: the preview draws its sources from the references
@@ -313,6 +319,23 @@ class ImagePipeline:
         if captions is not None:
             meta["prompts"] = " | ".join(captions)
         return save_grid(images, path, nrow=nrow, metadata=meta, captions=captions)
+
+    def write_retrieval(self, path: str | Path, request: ImageRequest, *, step: int | None = None) -> Path:
+        """The preview of a model that embeds rather than generates (a clip run): for each of the run's prompts
+        (one per tile, at most ``n``), the reference image it ranks first, with the prompt under it."""
+        if self.references is None:
+            self.model.sample(request.n)  # raises: this model does not generate
+        prompts = list(self.model.config.sample_prompts)
+        captions = [prompts[i % len(prompts)] for i in range(request.n)] if prompts else []
+        if not captions:
+            raise ValueError(f"{self.name} has no sample_prompts to rank the reference images for")
+        texts = self.model.embed_texts(self.model.tokenizer.encode(captions, strict=False))  # [n, E]
+        best = (texts @ self.model.embed_images(self.references).T).argmax(dim=1)  # [n] of N references
+        meta: dict[str, Any] = {"genforge_model": self.model.family, "run": self.name,
+                                "prompts": " | ".join(captions), "rows": "the reference ranked first per prompt"}
+        if step is not None:
+            meta["step"] = step
+        return save_grid(self.references[best], path, nrow=request.nrow, metadata=meta, captions=captions)
 
     def write_sources(self, path: str | Path, request: ImageRequest, options: SampleOptions | None = None, *,
                       step: int | None = None) -> Path:

@@ -12,7 +12,10 @@ from genforge.config import ConfigError, DataConfig, RunConfig
 from genforge.data import BatchStream, ImageData, is_text_dataset, load_images
 from genforge.evaluation.images import IMAGE_METRICS, ImageEvalOptions, evaluate_images, proxy_fid_hook
 from genforge.evaluation.protocol import Report
+from genforge.evaluation.retrieval import CAPTION_LOSS, retrieval_hook
 from genforge.models.base import GenerativeModel
+from genforge.models.capabilities import EmbedsTextAndImages
+from genforge.rundir import RunDir
 from genforge.models.text_encoder import WordTokenizer, words_of
 from genforge.sampling.images import ImagePipeline
 from genforge.sampling.options import pick_fields
@@ -36,11 +39,41 @@ def fit_model_to_data(cfg: RunConfig, data: ImageData) -> RunConfig:
     model = dataclasses.replace(m, channels=data.channels, image_size=data.image_size,
                                 num_classes=data.num_classes if m.conditional else 0,
                                 class_names=list(data.classes) if m.conditional else [])
-    if m.prompted and not m.text_words:  # a resumed or derived run keeps the vocabulary it was trained with
+    encoder = cfg.parents.get(TEXT_ENCODER)
+    if encoder is not None:
+        model = _read_with(model, encoder["path"])
+    if m.prompted and not model.text_words:  # a resumed or derived run keeps the vocabulary it was trained with
         tokenizer = WordTokenizer.fit(data.train_text, m.text_len or MAX_TEXT_LEN)
-        model = dataclasses.replace(model, text_words=tokenizer.words, text_len=tokenizer.length,
-                                    sample_prompts=m.sample_prompts or preview_prompts(data, tokenizer))
+        model = dataclasses.replace(model, text_words=tokenizer.words, text_len=tokenizer.length)
+    if m.prompted and not model.sample_prompts:
+        tokenizer = WordTokenizer(model.text_words, model.text_len)
+        model = dataclasses.replace(model, sample_prompts=preview_prompts(data, tokenizer))
     return dataclasses.replace(cfg, model=model)
+
+
+TEXT_ENCODER = "text_encoder"  # the parent role of a frozen caption encoder (a clip run)
+TEXT_FIELDS = ("text_words", "text_len", "text_width", "text_layers")
+
+
+def _read_with(model: Any, encoder_path: str) -> Any:
+    """``model`` (a prompted config) reading captions with the clip run at ``encoder_path``: its vocabulary,
+    caption length and text tower shape, ``frozen_text`` set; a field the recipe set otherwise is refused."""
+    if not getattr(model, "prompted", False) or not hasattr(model, "frozen_text"):
+        raise ConfigError(f"parents.{TEXT_ENCODER} is for text-to-image diffusion models (model.prompted: true)",
+                          key=f"parents.{TEXT_ENCODER}")
+    theirs = RunDir(encoder_path).read_config().get("model") or {}
+    if theirs.get("family") != "clip":
+        raise ConfigError(f"parents.{TEXT_ENCODER} must be a clip run, got family {theirs.get('family')!r}",
+                          key=f"parents.{TEXT_ENCODER}")
+    defaults = type(model)(family=model.family)
+    copied = {}
+    for name in TEXT_FIELDS:
+        given = getattr(model, name)
+        if given != getattr(defaults, name) and given != theirs[name]:
+            raise ConfigError(f"model.{name} is set, but the captions are read by the parents.{TEXT_ENCODER} run, "
+                              f"which fixes it: leave it out", key=f"model.{name}")
+        copied[name] = theirs[name]
+    return dataclasses.replace(model, frozen_text=True, **copied)
 
 
 MAX_TEXT_LEN = 32  # words read per caption when the recipe does not say
@@ -85,7 +118,12 @@ class ImageTask(Task):
                            hflip=cfg.data.hflip, text=text)
 
     def training_hooks(self, cfg: RunConfig, data: ImageData, *, cache_dir: Path | None = None) -> TrainingHooks:
+        from genforge.models import FAMILIES  # every family: kept off this module's import path
+
         evaluate = None
+        if cfg.train.eval_every > 0 and issubclass(FAMILIES[cfg.model.family], EmbedsTextAndImages):  # no FID
+            return TrainingHooks(save_extra=lambda directory: None, evaluate=retrieval_hook(data),
+                                 best_metric=CAPTION_LOSS)
         if cfg.train.eval_every > 0:  # proxy FID vs cached test-split statistics; None (warned) without an evaluator
             s = cfg.sample
             evaluate = proxy_fid_hook(data, cfg.data, n=cfg.train.eval_samples, seed=s.get("seed", 0),

@@ -82,10 +82,12 @@ def resolve(raw: dict[str, Any]) -> RunConfig:
     if cfg.task and cfg.task != family_task:
         raise ConfigError(f"task: {cfg.task!r} but model.family={cfg.model.family!r} is a {family_task} family")
     cfg.task = family_task
-    roles = FAMILIES[cfg.model.family].parent_roles
-    if set(roles) != set(cfg.parents):
+    family = FAMILIES[cfg.model.family]
+    roles, optional = family.parent_roles, family.optional_parent_roles
+    if not set(roles) <= set(cfg.parents) <= set(roles) | set(optional):
         wants = ", ".join(f"{r}: RUN_DIR" for r in roles) or "nothing"
-        raise ConfigError(f"model.family={cfg.model.family!r} stands on parents {{{wants}}}; the recipe names "
+        may = f" (and may stand on {', '.join(optional)})" if optional else ""
+        raise ConfigError(f"model.family={cfg.model.family!r} stands on parents {{{wants}}}{may}; the recipe names "
                           f"{sorted(cfg.parents) or 'none'}", key="parents")
     cfg.parents = resolve_parents(cfg.parents)  # path + sha256 of each parent's weights, checked now
     task = get_task(family_task)
@@ -258,7 +260,7 @@ def _weights_mismatch(cfg: RunConfig, run: RunDir) -> str:
         for k in shapes.keys() & saved.keys():
             if list(saved[k]) != shapes[k]:
                 return f"{k} is {list(saved[k])} in {folder.name}, the config builds {shapes[k]}"
-        if not FAMILIES[cfg.model.family].parent_roles:
+        if not cfg.parents:
             unbuilt, unsaved = sorted(saved.keys() - shapes.keys()), sorted(shapes.keys() - saved.keys() - aliases)
             if unbuilt:
                 return f"{folder.name} holds {unbuilt[0]}, which the config does not build"

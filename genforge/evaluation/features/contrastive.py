@@ -6,7 +6,7 @@ and its file's sha256 goes into every result it scores. Image tower: four conv s
 stride-2) → global mean → linear; text tower: :class:`~genforge.models.text_encoder.TextEncoder` over a
 :class:`~genforge.models.text_encoder.WordTokenizer` of the training captions (held-out words read as
 "unknown") → its pooled vector → linear. Both are L2-normalised; the loss is CLIP's symmetric InfoNCE with
-a learned temperature (:func:`~genforge.metrics.text_image.contrastive_loss`). Training is seeded, on one
+a learned temperature (:func:`~genforge.models.clip.contrastive_loss`). Training is seeded, on one
 thread, with deterministic algorithms (as the classifier evaluators), with random shifts of up to 1/8 of
 the side.
 
@@ -30,9 +30,9 @@ from genforge.data import ImageData
 from genforge.evaluation.features.evaluator_training import _reproducible
 from genforge.evaluation.progress import log
 from genforge.io import atomic_path
-from genforge.metrics.text_image import contrastive_loss, r_precision
+from genforge.metrics.text_image import r_precision
 from genforge.models.base import eval_mode
-from genforge.models.layers import group_norm
+from genforge.models.clip import MAX_LOGIT_SCALE, contrastive_loss, conv_tower
 from genforge.models.text_encoder import TextEncoder, WordTokenizer
 
 __all__ = ["ContrastiveConfig", "ContrastiveEvaluator", "train_contrastive", "save_contrastive",
@@ -69,15 +69,7 @@ class ContrastiveEvaluator(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = WordTokenizer(config.words, config.text_len)
-        layers: list[nn.Module] = []
-        w_in, w = config.channels, config.image_width
-        for i in range(4):
-            w_out = config.image_width * min(2 ** i, 8)
-            layers += [nn.Conv2d(w_in, w_out, 3, stride=2 if i else 1, padding=1), group_norm(w_out),
-                       nn.SiLU(), nn.Conv2d(w_out, w_out, 3, stride=2, padding=1), group_norm(w_out),
-                       nn.SiLU()]
-            w_in = w = w_out
-        self.image_tower = nn.Sequential(*layers)
+        self.image_tower, w = conv_tower(config.channels, config.image_width)  # the clip family's image tower
         self.image_head = nn.Linear(w, config.width)
         self.text_tower = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.width, config.text_layers)
         self.text_head = nn.Linear(config.width, config.width)
@@ -152,7 +144,7 @@ def train_contrastive(data: ImageData, config: ContrastiveConfig | None = None, 
                 group["lr"] = lr
             pick = torch.randperm(n, generator=g)[:b]
             images = _shift(data.train_x[pick], g)
-            loss = contrastive_loss(net._images(images), net._texts(ids[pick]), net.logit_scale.exp().clamp(max=100))
+            loss = contrastive_loss(net._images(images), net._texts(ids[pick]), net.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
