@@ -87,12 +87,14 @@ def test_every_recipe_parses(name):
     cfg = resolve_run_config(raw, config_class)
     assert cfg.description, f"recipe {name} needs a description"
     assert cfg.model.family in FAMILIES
-    if FAMILIES[cfg.model.family].parent_roles:  # stands on a run the user names (--set parents.ROLE=RUN)
+    family = FAMILIES[cfg.model.family]
+    if family.parent_roles or cfg.parents:  # stands on a run the user names (--set parents.ROLE=RUN)
         from genforge.training.chain import parent_recipes
 
         chain = parent_recipes(raw)
         if chain:  # or on runs it trains first from shipped recipes (a chain)
-            assert set(chain) == set(FAMILIES[cfg.model.family].parent_roles)
+            roles = set(family.parent_roles)
+            assert roles <= set(chain) <= roles | set(family.optional_parent_roles)
             for spec in chain.values():
                 assert resolve_run_config(load_yaml(recipe_path(spec["recipe"])), config_class).model.family
             return

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from genforge.data import ImageData
 from genforge.evaluation.features.contrastive import (ContrastiveConfig, load_contrastive, save_contrastive,
                                                       train_contrastive)
-from genforge.metrics.text_image import clip_score, contrastive_loss, r_precision
+from genforge.metrics.text_image import clip_score, r_precision
+from genforge.models.clip import contrastive_loss
 
 
 def test_the_contrastive_loss_is_clips_symmetric_cross_entropy():

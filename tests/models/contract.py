@@ -47,6 +47,19 @@ class ModelContract:
         super-resolution family returns ``Condition(image=...)`` of n source images)."""
         return None
 
+    @staticmethod
+    def generates(model: GenerativeModel) -> bool:
+        """False for a family that only encodes: its ``sample`` must refuse with :class:`NotGenerative`."""
+        from genforge.models.capabilities import EmbedsTextAndImages
+
+        return not isinstance(model, EmbedsTextAndImages)
+
+    def refuses_to_sample(self, model: GenerativeModel) -> None:
+        from genforge.models.capabilities import NotGenerative
+
+        with pytest.raises(NotGenerative, match="does not generate"):
+            model.sample(2, generator=torch.Generator().manual_seed(0))
+
     def make_model(self, seed: int = 0) -> GenerativeModel:
         torch.manual_seed(seed)
         return models.build(self.tiny_config())
@@ -154,6 +167,8 @@ class ModelContract:
         assert seen[0].keys() == seen[1].keys()
         for key in seen[0]:
             assert torch.equal(seen[0][key], seen[1][key]), key
+        if not self.generates(model):
+            return self.refuses_to_sample(loaded)
         s1 = model.sample(3, condition=self.sample_condition(model, 3), generator=torch.Generator().manual_seed(1))
         s2 = loaded.sample(3, condition=self.sample_condition(loaded, 3), generator=torch.Generator().manual_seed(1))
         assert torch.equal(s1, s2)
@@ -161,6 +176,8 @@ class ModelContract:
     # ---- sampling
     def test_sample_is_seeded(self):
         model = self.make_model()
+        if not self.generates(model):
+            return self.refuses_to_sample(model)
         a = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
         b = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
         c = model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(1))
@@ -171,6 +188,8 @@ class ModelContract:
         model = self.make_model()
         model.train()
         before = {k: v.clone() for k, v in model.state_dict().items()}
+        if not self.generates(model):
+            return self.refuses_to_sample(model)
         model.sample(4, condition=self.sample_condition(model, 4), generator=torch.Generator().manual_seed(0))
         assert model.training
         for k, v in model.state_dict().items():
@@ -196,7 +215,7 @@ class ModelContract:
     def test_capabilities_are_declared_names(self):
         model = self.make_model()
         caps = model.capabilities()
-        assert caps[0] == "sample" and len(set(caps)) == len(caps)
+        assert caps[0] == ("sample" if self.generates(model) else "embed") and len(set(caps)) == len(caps)
         info = model.describe_likelihood()
         assert (info is None) == (not any(c.startswith("likelihood:") for c in caps))
 
@@ -233,6 +252,8 @@ class ImageModelContract(ModelContract):
     def test_sample_shape_dtype_range(self):
         model = self.make_model()
         cfg = model.config
+        if not self.generates(model):
+            return self.refuses_to_sample(model)
         for n in (1, 5):
             x = model.sample(n, condition=self.sample_condition(model, n), generator=torch.Generator().manual_seed(0))
             assert x.shape == (n, cfg.channels, cfg.image_size, cfg.image_size)
@@ -244,6 +265,8 @@ class ImageModelContract(ModelContract):
         model = self.make_model()
         cfg = model.config
         g = torch.Generator().manual_seed(0)
+        if not self.generates(model):
+            return self.refuses_to_sample(model)
         if "label" not in model.accepted_conditions():
             with pytest.raises(ValueError, match="unconditional" if not model.required_conditions() else "image"):
                 model.sample(2, condition=1, generator=g)
