@@ -1,8 +1,8 @@
 """A contrastive text–image encoder (CLIP, Radford et al. 2021) trained as its own run: the caption encoder a
 text-to-image run can stand on, frozen (``parents: {text_encoder: RUN}``), instead of training its own jointly.
 
-Image tower: four conv stages (each: a conv, GroupNorm, SiLU, a stride-2 conv, GroupNorm, SiLU; widths
-``image_width`` × 1, 2, 4, 8) → global mean → linear to the embedding width E. Text tower: the
+Image tower: four conv stages (each: a conv, GroupNorm, SiLU, a conv, GroupNorm, SiLU; widths
+``image_width`` × 1, 2, 4, 8; stride 2 down to a 4 × 4 map) → global mean → linear to the embedding width E. Text tower: the
 :class:`~genforge.models.text_encoder.TextEncoder` a prompted diffusion model would otherwise train jointly
 (same word tokenizer over the training captions, ``text_width`` × ``text_layers``) → its pooled vector →
 linear to E. Both embeddings are L2-normalised; the loss is CLIP's symmetric InfoNCE with a learned
@@ -36,6 +36,7 @@ from genforge.models.text_encoder import Captioned, TextEncoder, WordTokenizer
 __all__ = ["ClipConfig", "Clip", "conv_tower", "contrastive_loss", "MAX_LOGIT_SCALE"]
 
 MAX_LOGIT_SCALE = 100.0
+MIN_SIDE = 4  # the image tower stops halving at this side (GroupNorm over a 1 × 1 map overflows bf16 gradients)
 
 
 @dataclass(kw_only=True)
@@ -68,15 +69,21 @@ class ClipConfig(ImageModelConfig):
             raise FieldError("shift", f"must be in [0, 0.5], got {self.shift}")
 
 
-def conv_tower(channels: int, width: int) -> tuple[nn.Sequential, int]:
-    """Four conv stages (stride 2 inside each, and at the first conv of stages 2–4): images [B, C, S, S] in
-    [-1, 1] → features [B, W, S/128·…, …] (S/2⁷ rounded up); returns the stack and W (``width`` × 8)."""
+def conv_tower(channels: int, width: int, side: int = 0, min_side: int = 1) -> tuple[nn.Sequential, int]:
+    """Four conv stages of two convs each (the first conv of the first stage keeps the side, every other
+    conv halves it while the side stays ≥ ``min_side`` × 2; ``side`` 0 = always halve): images [B, C, S, S] in
+    [-1, 1] → features [B, W, s, s]; returns the stack and W (``width`` × 8)."""
     layers: list[nn.Module] = []
     w_in = channels
     for i in range(4):
         w_out = width * min(2 ** i, 8)
-        layers += [nn.Conv2d(w_in, w_out, 3, stride=2 if i else 1, padding=1), group_norm(w_out), nn.SiLU(),
-                   nn.Conv2d(w_out, w_out, 3, stride=2, padding=1), group_norm(w_out), nn.SiLU()]
+        strides = []
+        for first in (True, False):
+            halve = not (first and i == 0) and (not side or side >= 2 * min_side)
+            strides.append(2 if halve else 1)
+            side = side // 2 if halve and side else side
+        layers += [nn.Conv2d(w_in, w_out, 3, stride=strides[0], padding=1), group_norm(w_out), nn.SiLU(),
+                   nn.Conv2d(w_out, w_out, 3, stride=strides[1], padding=1), group_norm(w_out), nn.SiLU()]
         w_in = w_out
     return nn.Sequential(*layers), w_in
 
@@ -139,7 +146,7 @@ class Clip(Captioned, GenerativeModel, ImageModel, EmbedsTextAndImages):
         self.config: ClipConfig = config
         self.prompted = True
         self.tokenizer = WordTokenizer(config.text_words, config.text_len)
-        self.image_tower, w = conv_tower(config.channels, config.image_width)
+        self.image_tower, w = conv_tower(config.channels, config.image_width, config.image_size, MIN_SIDE)
         self.image_head = nn.Linear(w, config.width)
         self.text_tower = TextEncoder(self.tokenizer.vocab_size, config.text_len, config.text_width,
                                       config.text_layers, config.heads)
@@ -147,11 +154,16 @@ class Clip(Captioned, GenerativeModel, ImageModel, EmbedsTextAndImages):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature 0.07
 
     def _images(self, x: Tensor) -> Tensor:
-        """Images float [B, C, S, S] in [-1, 1] → [B, E], normalised."""
-        return F.normalize(self.image_head(self.image_tower(x).mean(dim=(2, 3))), dim=-1)
+        """Images float [B, C, S, S] in [-1, 1] → [B, E] float32, normalised (the head in fp32 under autocast)."""
+        h = self.image_tower(x).float().mean(dim=(2, 3))  # [B, W]
+        with torch.autocast(h.device.type, enabled=False):
+            return F.normalize(self.image_head(h), dim=-1)
 
     def _texts(self, ids: Tensor) -> Tensor:
-        return F.normalize(self.text_head(self.text_tower(ids)[2]), dim=-1)
+        """Caption ids int64 [B, L] → [B, E] float32, normalised (the head in fp32 under autocast)."""
+        h = self.text_tower(ids)[2].float()  # [B, D]
+        with torch.autocast(h.device.type, enabled=False):
+            return F.normalize(self.text_head(h), dim=-1)
 
     def losses(self, batch: Batch, *, groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """Symmetric InfoNCE of the batch's images against their captions (the other rows are the negatives)."""
@@ -163,7 +175,7 @@ class Clip(Captioned, GenerativeModel, ImageModel, EmbedsTextAndImages):
         if self.training and self.config.shift:
             x = _shift(x, self.config.shift)
         scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        return {"loss": contrastive_loss(self._images(x).float(), self._texts(ids).float(), scale)}
+        return {"loss": contrastive_loss(self._images(x), self._texts(ids), scale)}
 
     @torch.no_grad()
     def embed_images(self, x: Tensor, batch_size: int = 256) -> Tensor:
