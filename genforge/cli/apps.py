@@ -1,4 +1,4 @@
-"""The application subcommands: ``inpaint``, ``upscale``, ``interpolate``, ``synth``. Parse, load, call the
+"""The application subcommands: ``inpaint``, ``img2img``, ``upscale``, ``interpolate``, ``synth``. Parse, load, call the
 sampling layer, write; no math here."""
 
 from __future__ import annotations
@@ -35,6 +35,28 @@ def _add_inpaint(sub) -> None:
     p.add_argument("--resize", action="store_true", help="scale images of another size to the model's (bicubic)")
     p.add_argument("-o", "--out", required=True, help="output file (one image) or folder (a folder of images)")
     p.set_defaults(func=cmd_inpaint)
+
+
+def _add_img2img(sub) -> None:
+    p = sub.add_parser("img2img", help="regenerate images from a strength of the way to noise (SDEdit)",
+                       description="Noise --image (a file, or a folder of images) to --strength of the way to "
+                                   "noise and denoise it under --prompt / --label (or none): 0 returns the image, "
+                                   "1 ignores it. Diffusion and latent diffusion (latents: up to the autoencoder's "
+                                   "round trip). Sampler options as flags: --steps, --sampler, --guidance, "
+                                   "--negative-prompt. A colour image given to a grayscale model is converted "
+                                   "(warned); another size is refused unless --resize.")
+    _common(p, options="sample")
+    p.add_argument("--image", required=True, help="an image file, or a folder of them")
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help=f"how far towards noise the source goes, in [0, 1] (default {DEFAULT_STRENGTH})")
+    p.add_argument("--prompt", help="what to regenerate it as (a text-to-image model)")
+    p.add_argument("--label", help="the class to regenerate it as, by id or name (a class-conditional model)")
+    p.add_argument("--resize", action="store_true", help="scale images of another size to the model's (bicubic)")
+    p.add_argument("-o", "--out", required=True, help="output file (one image) or folder (a folder of images)")
+    p.set_defaults(func=cmd_img2img)
+
+
+DEFAULT_STRENGTH = 0.6
 
 
 def _add_upscale(sub) -> None:
@@ -83,7 +105,7 @@ def _add_synth(sub) -> None:
     p.set_defaults(func=cmd_synth)
 
 
-APP_COMMANDS = {"inpaint": _add_inpaint, "upscale": _add_upscale, "interpolate": _add_interpolate,
+APP_COMMANDS = {"inpaint": _add_inpaint, "img2img": _add_img2img, "upscale": _add_upscale, "interpolate": _add_interpolate,
                 "synth": _add_synth}
 
 
@@ -177,6 +199,32 @@ def cmd_inpaint(args) -> int:
                          batch_size=args.batch_size, options=opts)
     _save(out, paths, {"genforge_model": pipe.model.family, "run": pipe.name, "seed": args.seed,
                        "inpaint": model.inpaint_method, "mask": args.mask})
+    return 0
+
+
+def cmd_img2img(args) -> int:
+    import torch
+
+    from genforge.models.conditions import parse_condition
+    from genforge.models.img2img import check_strength
+    from genforge.sampling.img2img import img2img_images, require_img2img
+    from genforge.sampling.masks import check_size, read_model_image
+
+    pipe = _open(args)
+    model = require_img2img(pipe.model, pipe.name)
+    strength = check_strength(args.strength)
+    opts = model.parse_sample_options(_options(args, "sample"))
+    condition = parse_condition(model, {"label": args.label, "prompt": args.prompt}, name=pipe.name)
+    inputs = _inputs(args.image)
+    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite, args.command)
+    c, s, _ = model.image_shape
+    images = torch.stack([check_size(read_model_image(p, c), s, str(p), resize=args.resize) for p in inputs])
+    out = img2img_images(model, images, strength=strength, condition=condition, seed=args.seed,
+                         batch_size=args.batch_size, options=opts)
+    meta = {"genforge_model": model.family, "run": pipe.name, "seed": args.seed, "strength": strength,
+            "img2img": "SDEdit"}
+    meta.update({k: v for k, v in (("prompt", args.prompt), ("label", args.label)) if v is not None})
+    _save(out, paths, meta)
     return 0
 
 

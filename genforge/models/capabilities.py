@@ -19,6 +19,8 @@ methods.
 - :class:`ImageConditioned`: generates from a source image; says how real images become sources and
   which baseline it must beat (previews and evaluation use only this).
 - :class:`Upscales`: low-resolution images are turned into high-resolution ones.
+- :class:`EditsImages`: img2img: a source image (``Condition(image=…, strength=…)``) is noised to a
+  strength and regenerated under a new condition.
 - :class:`EmbedsTextAndImages`: an encoder, not a generator: images and captions map to one embedding
   space (a CLIP-style run other runs stand on as ``parents.text_encoder``); its ``sample`` refuses.
 
@@ -172,6 +174,12 @@ class Upscales(ImageConditioned):
 
 
 MAX_NEW_TOKENS = 1_000_000
+
+
+class EditsImages:
+    """img2img (SDEdit): ``sample(n, condition=Condition(image=x, strength=s, label=… or text=…))`` regenerates
+    the sources x (uint8 or float in [0, 1], the model's shape) from the level ``s`` of the way to noise;
+    s = 0 returns them, s = 1 ignores them (the same as sampling the condition, seed for seed)."""
 
 
 class EmbedsTextAndImages:
@@ -355,6 +363,8 @@ def declared_capabilities(model: GenerativeModel) -> tuple[str, ...]:
         names.append("inpaint")
     if isinstance(model, Upscales):
         names.append("upscale")
+    if isinstance(model, EditsImages):
+        names.append("img2img")
     if isinstance(model, LanguageModel):
         names += ["token_nll", "stream"]
     info = model.describe_likelihood()

@@ -1,5 +1,6 @@
-"""A contrastive text–image encoder (CLIP, Radford et al. 2021) trained as its own run: the caption encoder a
-text-to-image run can stand on, frozen (``parents: {text_encoder: RUN}``), instead of training its own jointly.
+"""A contrastive text–image encoder (CLIP, Radford et al. 2021) trained as its own run: the caption encoder
+a text-to-image run can stand on, frozen (``parents: {text_encoder: RUN}``), instead of training its own
+jointly.
 
 Image tower: four conv stages (each: a conv, GroupNorm, SiLU, a conv, GroupNorm, SiLU; widths
 ``image_width`` × 1, 2, 4, 8; stride 2 down to a 4 × 4 map) → global mean → linear to the embedding width E. Text tower: the

@@ -37,13 +37,15 @@ from torch import Tensor, nn
 from genforge.config import ConfigError, FieldError
 from genforge.models import rng
 from genforge.models.base import Batch, GenerativeModel, OnnxGraphs, eval_mode, labels_for, unpack_image_batch
-from genforge.models.capabilities import EmbedsTextAndImages, ImageModel, Inpaints, Inverts
+from genforge.models.capabilities import EditsImages, EmbedsTextAndImages, ImageModel, Inpaints, Inverts
 from genforge.models.repaint import REPAINT_SAMPLERS, RePaintOptions, jump_schedule, levels, repaint
 from genforge.models.samplers import SAMPLERS, DDIMSampler, FlowEuler, Sampler, make_sampler
 from genforge.models.schedules import _eps_from, _x0_from
 from genforge.models.schedules import FlowSchedule, NoiseSchedule
 from genforge.models.text_encoder import Captioned, TextEncoder, WordTokenizer, prompted_graphs
 from genforge.models.dit import DiT
+from genforge.models.img2img import first_step, noised_to
+from genforge.models.conditions import Condition
 from genforge.models.unet import UNet
 from genforge.models.diffusion_vlb import VLBLikelihood
 from genforge.models.diffusion_config import DiffusionConfig, DiffusionSampleOptions
@@ -56,7 +58,7 @@ def _shown(config: Any, name: str) -> str:
     return f"{len(value)} words" if name == "text_words" else str(value)
 
 
-class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, Inpaints):
+class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, Inpaints, EditsImages):
     """U-Net denoiser + schedule; one parameter group ``loss``."""
 
     config_class: ClassVar[type[DiffusionConfig]] = DiffusionConfig
@@ -143,7 +145,8 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         return fill
 
     def accepted_conditions(self) -> tuple[str, ...]:
-        return ("text",) if self.prompted else super().accepted_conditions()
+        """A prompt (text-to-image) or a label (class-conditional), and a source image for img2img."""
+        return (*(("text",) if self.prompted else super().accepted_conditions()), "image")
 
     def onnx_graphs(self) -> OnnxGraphs:
         """``denoiser``: x_t float32 [B, *space], t float32 [B] (+ y int64 [B] when conditional; K = no label)
@@ -293,14 +296,22 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
 
     @torch.no_grad()
     def _integrate(self, x: Tensor, y: Tensor | None, opts: DiffusionSampleOptions,
-                   generator: rng.Generator) -> Tensor:
-        """Run the sampler from noise x [n, C, S, S] → images float32 [n, C, S, S] in [0, 1]."""
+                   generator: rng.Generator, source: Tensor | None = None, strength: float = 1.0) -> Tensor:
+        """Run the sampler from noise x [n, *space] → images float32 [n, C, S, S] in [0, 1]. With a ``source``
+        (images float [n, C, S, S] in [0, 1]): SDEdit, its last ``int(strength · steps)`` steps from the source
+        noised with x (:mod:`~genforge.models.img2img`)."""
         guidance = 1.0 if opts.guidance is None else opts.guidance
         sampler = self._sampler(opts.sampler, opts.steps, opts.eta)
         n, device = x.shape[0], x.device
         null = None if opts.negative_prompt is None else self.tokenizer.encode([opts.negative_prompt] * n).to(device)
+        start = 0
+        if source is not None:
+            start = first_step(opts.steps, strength)
+            if start:
+                x = noised_to(sampler, self.to_space(source.to(device).float()).to(x.dtype), x, start)
+                sampler.start_at(start)
         with eval_mode(self):
-            for i, t in enumerate(sampler.timesteps):
+            for i, t in enumerate(sampler.timesteps.tolist()[start:], start):
                 fed = torch.full((n,), float(t), device=device)
                 x = sampler.step(self._guided(x, fed, y, guidance, null), i, x, generator)
         return self.from_space(x)
@@ -317,15 +328,27 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         """
         opts = self.parse_sample_options(options)
         x, y = self.draw_latents(n, condition, generator)
-        return self._integrate(x, y, opts, generator)
+        source = condition.image if isinstance(condition, Condition) else None
+        if source is None:
+            return self._integrate(x, y, opts, generator)
+        shape = (n, *self.image_shape)
+        if tuple(source.shape) != shape:
+            raise FieldError("image", f"img2img takes {n} source images of [{', '.join(map(str, shape[1:]))}] "
+                                      f"(this model's shape), got {list(source.shape)}")
+        image = source.float() / 255 if source.dtype == torch.uint8 else source.float()  # [n, C, S, S] in [0, 1]
+        return self._integrate(x, y, opts, generator, image, condition.strength)
 
     # ---- latent space: the initial noise, rendered by a deterministic sampler
     def draw_latents(self, n: int, condition: Any = None,
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
             raise FieldError("n", f"must be >= 1, got {n}")
-        y = self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
-            n, condition, self.num_classes, self.device, generator)
+        if isinstance(condition, Condition) and condition.kinds() == ("image",) and (self.prompted or self.num_classes):
+            y = self._null(torch.zeros(n, dtype=torch.long, device=self.device) if not self.prompted else
+                           self.tokenizer.empty(n).to(self.device))  # img2img under no condition: unconditional
+        else:
+            y = self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
+                n, condition, self.num_classes, self.device, generator)
         return rng.randn((n, *self.space), generator).to(self.device), y  # noise [n, *space]
 
     def _deterministic(self, options: dict[str, Any]) -> DiffusionSampleOptions:

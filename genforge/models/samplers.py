@@ -52,6 +52,9 @@ class Sampler:
     def __len__(self) -> int:
         return self.steps
 
+    def start_at(self, i: int) -> None:
+        """Begin at step ``i`` instead of 0 (img2img); a multistep sampler's first step there is first order."""
+
     def step(self, output: Tensor, i: int, x: Tensor, generator: torch.Generator | None = None,
              noise: Tensor | None = None) -> Tensor:
         """The next x from the model's ``output`` at ``x`` fed ``timesteps[i]``; ``[B, ...]`` like x.
@@ -172,6 +175,9 @@ class DPMSolverPP2M(Sampler):
     def max_steps(cls, schedule: NoiseSchedule | FlowSchedule) -> int:
         """T - 1: more steps would round two timesteps onto the same one."""
         return schedule.timesteps - 1
+
+    def start_at(self, i: int) -> None:
+        self._next_i, self._prev_x0 = i, None
 
     def step(self, output: Tensor, i: int, x: Tensor, generator: torch.Generator | None = None,
              noise: Tensor | None = None) -> Tensor:
