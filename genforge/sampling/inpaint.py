@@ -16,6 +16,7 @@ from torch import Tensor
 
 from genforge.models.base import GenerativeModel, SampleOptions, eval_mode
 from genforge.models.capabilities import Inpaints
+from genforge.models.conditions import Condition
 from genforge.models.rng import RowGenerators
 from genforge.sampling.images import to_uint8
 
@@ -41,7 +42,8 @@ def inpaint_images(model: GenerativeModel, images: Tensor, fill: Tensor, *, labe
     Args:
         images: uint8 [B, C, S, S] of the model's shape.
         fill: bool [B, 1, S, S], True = restore (at least one per image).
-        labels: None (the model decides the class), an int, or B labels.
+        labels: None (the model decides the class), an int, B labels, or a :class:`Condition` (a label or a
+            prompt: one, or one per image).
         options: the family's ``inpaint_options``.
 
     Returns:
@@ -56,13 +58,16 @@ def inpaint_images(model: GenerativeModel, images: Tensor, fill: Tensor, *, labe
         raise ValueError(f"fill must be bool [{images.shape[0]}, 1, {s}, {s}], got {fill.dtype} {list(fill.shape)}")
     if not bool(fill.flatten(1).any(1).all()):
         raise ValueError("every mask needs at least one pixel to fill")
-    if labels is not None and not isinstance(labels, int):
+    if isinstance(labels, Condition):
+        labels = labels.expand(images.shape[0])
+    elif labels is not None and not isinstance(labels, int):
         labels = torch.as_tensor(labels, dtype=torch.long)
     out = []
     with eval_mode(model):
         for start in range(0, images.shape[0], batch_size):
             x, f = images[start:start + batch_size], fill[start:start + batch_size]
             cond = labels[start:start + len(x)] if isinstance(labels, Tensor) else labels
+            cond = cond.take(start, start + len(x)) if isinstance(cond, Condition) else cond
             y = painter.inpaint(x.float() / 255, f, condition=cond, generator=seeded_rows(seed, start, len(x)),
                                 **vars(opts))
             out.append(torch.where(f, to_uint8(y), x))

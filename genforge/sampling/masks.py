@@ -64,6 +64,19 @@ def read_mask(path: str | Path) -> Tensor:
     return x >= 128
 
 
+def read_edit_mask(path: str | Path) -> Tensor:
+    """An edit mask as OpenAI's image edits read it → bool [1, H, W] (True = a pixel to edit): the fully
+    transparent pixels of a mask with an alpha channel; for a mask without alpha, white (as :func:`read_mask`)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+        if has_alpha:
+            alpha = torch.frombuffer(bytearray(im.convert("RGBA").getchannel("A").tobytes()), dtype=torch.uint8)
+            return (alpha == 0).view(1, im.height, im.width)
+    return read_mask(path)
+
+
 def read_model_image(path: str | Path, channels: int, *, warn: bool = True) -> Tensor:
     """An image for a model of ``channels`` channels → uint8 [channels, H, W].
 

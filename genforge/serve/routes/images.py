@@ -112,8 +112,9 @@ def check_option_names(body: ImageGenerationRequest, model: ServedModel) -> None
 
 
 # ---------------------------------------------------------------------- predict
-async def predict(state: ServerState, call: ImageCall, request: Request) -> ImageJob:
-    """Queue the images on the model's batcher and wait for them (cancelled if the client leaves; 504)."""
+async def predict(state: ServerState, call: ImageCall, request: Request, *, condition: Any = None) -> ImageJob:
+    """Queue the images on the model's batcher and wait for them (cancelled if the client leaves; 504);
+    ``condition`` replaces the request's own (an edit's source images)."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -122,7 +123,8 @@ async def predict(state: ServerState, call: ImageCall, request: Request) -> Imag
 
     req, timeout = call.request, state.settings.timeout
     with errors.queue_errors():
-        job = call.model.batcher.submit(req.n, condition=call.model.pipe.condition(req), seed=req.seed,
+        given = condition if condition is not None else call.model.pipe.condition(req)
+        job = call.model.batcher.submit(req.n, condition=given, seed=req.seed,
                                         options=call.options, notify=notify)
     watcher = asyncio.create_task(cancel_on_disconnect(request, [job]))
     try:
