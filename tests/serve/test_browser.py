@@ -115,3 +115,38 @@ def test_a_text_to_image_model_gets_a_prompt_box(browser, tmp_path):
         box.send_keys("digit three")
         browser.find_element(By.ID, "go").click()
         _wait(lambda: "never saw in a caption" in browser.find_element(By.ID, "status").text, what="the refusal")
+
+
+def test_the_upload_box_edits_an_image(browser, tmp_path):
+    """A model that can img2img shows the upload box; strength 0 sends the image back unchanged."""
+    import base64
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from genforge.cli import main
+
+    from .conftest import FAST
+
+    run = tmp_path / "t2i"
+    assert main(["train", "tiny-t2i", "--out", str(run), "--set", "train.max_steps=2", *FAST]) == 0
+    source = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    Image.fromarray(source).save(tmp_path / "src.png")
+    with running_server([str(run)]) as (url, _):
+        browser.get(url + "/")
+        _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#model option")) == 1, what="the model list")
+        Select(browser.find_element(By.ID, "model")).select_by_value("t2i")
+        assert browser.find_element(By.ID, "source").is_displayed()
+        browser.find_element(By.ID, "source").send_keys(str(tmp_path / "src.png"))
+        strength = browser.find_element(By.ID, "strength")
+        strength.clear()
+        strength.send_keys("0")
+        browser.find_element(By.ID, "n").clear()
+        browser.find_element(By.ID, "n").send_keys("1")
+        browser.find_element(By.ID, "go").click()
+        _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#images img")) == 1, what="the edited image")
+        data = browser.find_element(By.CSS_SELECTOR, "#images img").get_attribute("src").split(",", 1)[1]
+        (tmp_path / "out.png").write_bytes(base64.b64decode(data))
+        assert np.array_equal(np.array(Image.open(tmp_path / "out.png")), source)
