@@ -1,12 +1,13 @@
 """A genforge latent text-to-image run against diffusers' ``UNet2DConditionModel`` + ``DDPMScheduler`` trained
 from scratch in a plain loop on the same latents, with the same caption encoder, for the same wall time.
 
-    python bench/t2i_vs_diffusers.py RUN [--seconds S] [--data-dir DIR] [--n 200] [--size 32]
+    python bench/t2i_vs_diffusers.py RUN [--seconds S | --budget-steps N] [--data-dir DIR] [--n 200] [--size 32]
 
 RUN is a ``latent-diffusion`` run with ``prompted: true`` (e.g. ``emoji-ldm``). The baseline stands on RUN's
 autoencoder parent and tokenizer, and trains for RUN's own training time (``elapsed_s`` of its last log line)
 unless ``--seconds`` says otherwise. The baseline's step budget is that time at its own rate over its steps
-5-30 (which need an idle machine; later load then slows the run but does not change its result):
+5-30 (which need an idle machine; later load then slows the run but does not change its result), or
+``--budget-steps N`` exactly (no probe: a budget probed before, on a machine that is not idle now):
 
 - latents: every training image encoded once up front by the autoencoder (mean / ``latent_std``, as genforge
   does), not counted in the time;
@@ -80,7 +81,9 @@ class Baseline(torch.nn.Module):
 PROBE = (5, 30)  # steps timed to set the step budget (the machine must be idle for them)
 
 
-def train_baseline(pipe, data, run_config: dict, seconds: float, out: Path) -> dict:
+def train_baseline(pipe, data, run_config: dict, seconds: float, out: Path, budget: int | None = None) -> dict:
+    """Train the baseline for ``budget`` steps (None: ``seconds`` at the rate probed over its steps
+    :data:`PROBE`) and save its EMA's state dict to ``out``."""
     from diffusers import DDPMScheduler
 
     from genforge.data import BatchStream
@@ -100,11 +103,11 @@ def train_baseline(pipe, data, run_config: dict, seconds: float, out: Path) -> d
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and tcfg["precision"] in ("auto", "bf16")
     stream = BatchStream(torch.arange(len(latents)), None, tcfg["batch_size"], seed=0)
     empty = model.tokenizer.empty(1)
-    steps, t0, budget = 0, time.perf_counter(), None
+    steps, t0, probe = 0, time.perf_counter(), budget is None
     while budget is None or steps < budget:
-        if steps == PROBE[0]:
+        if probe and steps == PROBE[0]:
             t_probe = time.perf_counter()
-        elif steps == PROBE[1]:  # the step budget of ``seconds`` at the probed rate, safe from later load
+        elif probe and steps == PROBE[1]:  # the step budget of ``seconds`` at the probed rate, safe from later load
             rate = (PROBE[1] - PROBE[0]) / (time.perf_counter() - t_probe)
             budget = max(PROBE[1], round(seconds * rate))
             print(f"probed {rate:.2f} steps/s: training {budget} steps", flush=True)
@@ -168,6 +171,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a prompted latent-diffusion run")
     ap.add_argument("--seconds", type=float, default=None, help="baseline training time (default: RUN's)")
+    ap.add_argument("--budget-steps", type=int, default=None,
+                    help="train the baseline exactly N steps, without probing its rate (overrides --seconds)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--n", type=int, default=200, help="prompts per list for CLIP score / R-precision")
     ap.add_argument("--k", type=int, default=100)
@@ -197,9 +202,10 @@ def main() -> None:
     guidance = cfg["sample"].get("guidance") or 1.0
     work = args.keep or Path(tempfile.mkdtemp())
     work.mkdir(parents=True, exist_ok=True)
-    print(f"training the diffusers baseline for {seconds:.0f} s ({args.run.name} trained {logs[-1]['step']} steps in "
+    budget = f"{args.budget_steps} steps" if args.budget_steps else f"{seconds:.0f} s"
+    print(f"training the diffusers baseline for {budget} ({args.run.name} trained {logs[-1]['step']} steps in "
           f"{logs[-1]['elapsed_s']:.0f} s)", flush=True)
-    info = train_baseline(pipe, data, cfg, seconds, work / "diffusers.pt")
+    info = train_baseline(pipe, data, cfg, seconds, work / "diffusers.pt", args.budget_steps)
     print(f"diffusers: {info['steps']} steps in {info['seconds']:.0f} s (bf16 {info['bf16']}), "
           f"U-Net {info['parameters'] / 1e6:.2f} M parameters; genforge's U-Net "
           f"{sum(p.numel() for p in pipe.model.net.parameters()) / 1e6:.2f} M", flush=True)

@@ -343,13 +343,18 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
                      generator: rng.Generator = None) -> tuple[Tensor, Tensor | None]:
         if n < 1:
             raise FieldError("n", f"must be >= 1, got {n}")
-        if isinstance(condition, Condition) and condition.kinds() == ("image",) and (self.prompted or self.num_classes):
-            y = self._null(torch.zeros(n, dtype=torch.long, device=self.device) if not self.prompted else
-                           self.tokenizer.empty(n).to(self.device))  # img2img under no condition: unconditional
-        else:
-            y = self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
-                n, condition, self.num_classes, self.device, generator)
+        y = self.condition_rows(n, condition, generator)
         return rng.randn((n, *self.space), generator).to(self.device), y  # noise [n, *space]
+
+    def condition_rows(self, n: int, condition: Any = None, generator: rng.Generator = None) -> Tensor | None:
+        """What the denoiser is conditioned on for ``n`` rows of ``condition``: caption ids int64 [n, L]
+        (prompted), labels int64 [n] / class weights [n, K] (class-conditional; drawn from ``generator`` when
+        none is given), or None. A condition holding only a source image (img2img) is unconditional."""
+        if isinstance(condition, Condition) and condition.kinds() == ("image",) and (self.prompted or self.num_classes):
+            return self._null(torch.zeros(n, dtype=torch.long, device=self.device) if not self.prompted else
+                              self.tokenizer.empty(n).to(self.device))
+        return self._prompt_ids(n, condition, generator) if self.prompted else labels_for(
+            n, condition, self.num_classes, self.device, generator)
 
     def _deterministic(self, options: dict[str, Any]) -> DiffusionSampleOptions:
         opts = self.parse_sample_options(options)
