@@ -59,6 +59,27 @@ def _add_img2img(sub) -> None:
 DEFAULT_STRENGTH = 0.6
 
 
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate images from one condition (domain, style) to another",
+                       description="Translate --image (a file or a folder) drawn in the --from domain (a label, or "
+                                   "a prompt with --from-prompt) into the --to domain. ddib (default): invert each "
+                                   "image with the deterministic ODE under --from, regenerate under --to (with "
+                                   "--to-run: by another model of the same latent shape); deterministic. sdedit: "
+                                   "img2img under --to from --strength. Sampler options as flags (--steps).")
+    _common(p, options="sample")
+    p.add_argument("--image", required=True, help="an image file, or a folder of them")
+    p.add_argument("--from", dest="source", help="the images' class (id or name)")
+    p.add_argument("--to", dest="target", help="the class to translate them to")
+    p.add_argument("--from-prompt", help="the images' caption (a text-to-image model)")
+    p.add_argument("--to-prompt", help="the caption to translate them to")
+    p.add_argument("--method", choices=("ddib", "sdedit"), default="ddib", help="default ddib")
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="sdedit's strength (default 0.6)")
+    p.add_argument("--to-run", help="regenerate with this run instead (ddib between two models)")
+    p.add_argument("--resize", action="store_true", help="scale images of another size to the model's (bicubic)")
+    p.add_argument("-o", "--out", required=True, help="output file (one image) or folder (a folder of images)")
+    p.set_defaults(func=cmd_translate)
+
+
 def _add_upscale(sub) -> None:
     p = sub.add_parser("upscale", help="super-resolve low-resolution images with a super-resolution run",
                        description="Upscale --image (a file or a folder) with a super-resolution run (e.g. "
@@ -105,7 +126,8 @@ def _add_synth(sub) -> None:
     p.set_defaults(func=cmd_synth)
 
 
-APP_COMMANDS = {"inpaint": _add_inpaint, "img2img": _add_img2img, "upscale": _add_upscale, "interpolate": _add_interpolate,
+APP_COMMANDS = {"inpaint": _add_inpaint, "img2img": _add_img2img, "translate": _add_translate,
+                "upscale": _add_upscale, "interpolate": _add_interpolate,
                 "synth": _add_synth}
 
 
@@ -224,6 +246,36 @@ def cmd_img2img(args) -> int:
     meta = {"genforge_model": model.family, "run": pipe.name, "seed": args.seed, "strength": strength,
             "img2img": "SDEdit"}
     meta.update({k: v for k, v in (("prompt", args.prompt), ("label", args.label)) if v is not None})
+    _save(out, paths, meta)
+    return 0
+
+
+def cmd_translate(args) -> int:
+    import torch
+
+    from genforge.models.conditions import parse_condition
+    from genforge.models.img2img import check_strength
+    from genforge.sampling.images import ImagePipeline
+    from genforge.sampling.masks import check_size, read_model_image
+    from genforge.sampling.translate import translate_images
+
+    pipe = _open(args)
+    model = pipe.model
+    other = ImagePipeline.from_run(args.to_run, device=args.device).model if args.to_run else model
+    strength = check_strength(args.strength)
+    opts = _options(args, "sample")
+    model.parse_sample_options(opts)
+    source = parse_condition(model, {"label": args.source, "prompt": args.from_prompt}, name=pipe.name)
+    target = parse_condition(other, {"label": args.target, "prompt": args.to_prompt}, name=args.to_run or pipe.name)
+    inputs = _inputs(args.image)
+    paths = _outputs(inputs, args.out, Path(args.image).is_dir(), args.overwrite, args.command)
+    c, s, _ = model.image_shape
+    images = torch.stack([check_size(read_model_image(p, c), s, str(p), resize=args.resize) for p in inputs])
+    out = translate_images(model, images, source=source, target=target, method=args.method, strength=strength,
+                           target_model=other, seed=args.seed, batch_size=args.batch_size, options=opts)
+    meta = {"genforge_model": model.family, "run": pipe.name, "method": args.method, "seed": args.seed}
+    meta.update({k: str(v) for k, v in (("from", args.source or args.from_prompt), ("to", args.target or args.to_prompt),
+                                         ("to_run", args.to_run)) if v is not None})
     _save(out, paths, meta)
     return 0
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from genforge.config import DataConfig, parse_colour
 
@@ -43,7 +44,8 @@ from .transforms import convert_channels, split_groups
 if TYPE_CHECKING:
     from .registry import DatasetInfo
 
-__all__ = ["FILES", "MIRRORS", "URLS", "VENDORS", "CATEGORIES", "SKIN_TONES", "Vendor", "caption", "load_emoji"]
+__all__ = ["FILES", "MIRRORS", "URLS", "VENDORS", "CATEGORIES", "SKIN_TONES", "STYLES", "Vendor", "caption",
+           "load_emoji", "load_emoji_styles"]
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,9 @@ def _source(cfg: DataConfig, vendor: Vendor, cache_dir: Path, download: bool,
     return _Tarballs(*paths, vendor)
 
 
-def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool = True,
-               progress: bool = True) -> ImageData:
-    """An emoji data set (``cfg.name``: a key of :data:`VENDORS`) at 64 px: uint8 [N, 3, 64, 64] over
-    ``data.background`` (white by default), or RGBA with ``data.channels=4``; captions, category labels, a
-    split by whole emoji."""
-    vendor = VENDORS[cfg.name]
+def _drawings(cfg: DataConfig, vendor: Vendor, cache_dir: Path, download: bool,
+              progress: bool) -> tuple[Tensor, list[tuple[str, str, int, str]]]:
+    """One vendor's drawings: uint8 [N, 4, 64, 64] RGBA and their (file, caption, category, group) rows."""
     source = _source(cfg, vendor, cache_dir, download, progress)
     examples = list(_examples(source.entries(cfg.verify), vendor.key))
     if not examples:
@@ -241,17 +240,52 @@ def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bo
         images = [pixels[name] for name, *_ in examples]
     else:
         images = [source.image(name) for name, *_ in examples]
-    x = torch.from_numpy(np.stack(images))  # [N, 4, 64, 64]
+    return torch.from_numpy(np.stack(images)), examples
+
+
+def _split_data(cfg: DataConfig, x: Tensor, labels: list[int], captions: list[str], groups: list[str],
+                classes: list[str]) -> ImageData:
+    """Colour over ``data.background`` (or RGBA), and the split by whole emoji (``groups``)."""
     if cfg.channels != 4:
         x = convert_channels(x, 3, parse_colour(cfg.background or "white"))
-    captions = [c for _, c, _, _ in examples]
-    y = torch.tensor([k for _, _, k, _ in examples], dtype=torch.int64)
-    train, test = split_groups([g for *_, g in examples], cfg.test_fraction, cfg.split_seed, what="emoji")
-    if progress:
-        print(f"{cfg.name}: {len(examples)} drawings ({vendor.credit})", file=sys.stderr, flush=True)
+    y = torch.tensor(labels, dtype=torch.int64)
+    train, test = split_groups(groups, cfg.test_fraction, cfg.split_seed, what="emoji")
     return ImageData(name=cfg.name, train_x=x[train].contiguous(), train_y=y[train], test_x=x[test].contiguous(),
-                     test_y=y[test], classes=list(CATEGORIES),
+                     test_y=y[test], classes=classes,
                      train_text=[captions[i] for i in train.tolist()],
                      test_text=[captions[i] for i in test.tolist()],
                      split=f"whole emoji (an emoji and its skin-tone variants on one side), test_fraction "
                            f"{cfg.test_fraction}, split_seed {cfg.split_seed}")
+
+
+def load_emoji(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool = True,
+               progress: bool = True) -> ImageData:
+    """An emoji data set (``cfg.name``: a key of :data:`VENDORS`) at 64 px: uint8 [N, 3, 64, 64] over
+    ``data.background`` (white by default), or RGBA with ``data.channels=4``; captions, category labels, a
+    split by whole emoji."""
+    vendor = VENDORS[cfg.name]
+    x, examples = _drawings(cfg, vendor, cache_dir, download, progress)  # [N, 4, 64, 64]
+    if progress:
+        print(f"{cfg.name}: {len(examples)} drawings ({vendor.credit})", file=sys.stderr, flush=True)
+    return _split_data(cfg, x, [k for _, _, k, _ in examples], [c for _, c, _, _ in examples],
+                       [g for *_, g in examples], list(CATEGORIES))
+
+
+STYLES = ("emoji", "emoji-google")  # the vendors of ``emoji-styles``, in label order
+
+
+def load_emoji_styles(cfg: DataConfig, info: DatasetInfo, cache_dir: Path, download: bool = True,
+                      progress: bool = True) -> ImageData:
+    """``emoji-styles``: every vendor's drawings of :data:`STYLES` together, labelled by vendor (the style),
+    with the emoji's caption; the split by whole emoji is shared, so a held-out emoji is held out in every
+    style and its drawings pair up across styles by caption."""
+    xs, labels, captions, groups = [], [], [], []
+    for k, name in enumerate(STYLES):
+        x, examples = _drawings(cfg, VENDORS[name], cache_dir, download, progress)
+        xs.append(x)
+        labels += [k] * len(examples)
+        captions += [c for _, c, _, _ in examples]
+        groups += [g for *_, g in examples]
+        if progress:
+            print(f"{cfg.name}: {len(examples)} drawings ({VENDORS[name].credit})", file=sys.stderr, flush=True)
+    return _split_data(cfg, torch.cat(xs), labels, captions, groups, [VENDORS[n].key for n in STYLES])

@@ -24,7 +24,8 @@ from .emoji import FILES as EMOJI_FILES
 from .emoji import MIRRORS as EMOJI_MIRRORS
 from .emoji import NAMES as EMOJI_NAMES
 from .emoji import VENDORS as EMOJI_VENDORS
-from .emoji import load_emoji
+from .emoji import STYLES as EMOJI_STYLES
+from .emoji import load_emoji, load_emoji_styles
 from .errors import DataError
 from .imagedata import ImageData
 from .imagefolder import PREFIX as IMAGEFOLDER
@@ -153,6 +154,15 @@ DATASETS: dict[str, DatasetInfo] = {
             labelled=True, image_size=64, channels=3,
             classes=EMOJI_CATEGORIES, loader=load_emoji,
             files=(EMOJI_VENDORS["emoji-google"].images, EMOJI_NAMES), mirrors=EMOJI_MIRRORS,
+        ),
+        DatasetInfo(
+            name="emoji-styles",
+            description="Twemoji and Noto Emoji drawings of the same emoji together, 64x64, labelled by vendor "
+                        "(the style) and captioned from their names; one split by whole emoji for both, so held-out "
+                        "drawings pair up across styles (CC-BY 4.0 Twemoji; Apache 2.0 Noto Emoji)",
+            labelled=True, image_size=64, channels=3,
+            classes=tuple(EMOJI_VENDORS[n].key for n in EMOJI_STYLES), loader=load_emoji_styles,
+            files=(*(EMOJI_VENDORS[n].images for n in EMOJI_STYLES), EMOJI_NAMES), mirrors=EMOJI_MIRRORS,
         ),
     )
 }
