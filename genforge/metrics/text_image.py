@@ -8,7 +8,6 @@ N image–caption pairs, D embedding width, M captions in a pool, k candidates p
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["clip_score", "r_precision"]
