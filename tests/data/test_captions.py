@@ -228,3 +228,26 @@ def test_the_real_emoji_set_has_3781_captioned_drawings_split_by_whole_emoji():
     assert len(data.train_text) + len(data.test_text) == 3781 and data.train_x.shape[1:] == (3, 32, 32)
     assert "woman in manual wheelchair, medium skin tone — people & body" in data.train_text + data.test_text
     assert 300 < len(data.test_text) < 500 and data.labelled and len(data.classes) == 9
+
+
+def test_emoji_styles_pairs_both_vendors_drawings_on_one_split(tmp_path):
+    images = _images()
+    entries = [{**e, "has_img_google": e["image"] != "1f34e.png"} for e in ENTRIES]  # Noto lacks the apple here
+    for vendor, shift in (("twitter", 0), ("google", 100)):
+        (tmp_path / f"img/{vendor}/64").mkdir(parents=True)
+        for i, (name, _) in enumerate(images.items()):
+            (tmp_path / f"img/{vendor}/64" / name).write_bytes(_png(i + shift))
+    (tmp_path / "emoji.json").write_text(json.dumps(entries), encoding="utf-8")
+    data = load_images(DataConfig(name="emoji-styles", data_dir=str(tmp_path), verify=False, test_fraction=0.4))
+    assert data.classes == ["twitter", "google"]
+    labels = torch.cat([data.train_y, data.test_y]).tolist()
+    assert labels.count(0) == 6 and labels.count(1) == 5  # the apple is drawn by one vendor only
+    for split_text, split_y in ((data.train_text, data.train_y), (data.test_text, data.test_y)):
+        by_vendor = [{c for c, y in zip(split_text, split_y.tolist()) if y == k} for k in (0, 1)]
+        assert by_vendor[1] <= by_vendor[0]  # an emoji is held out (or not) in both styles
+    assert not set(data.train_text) & set(data.test_text)
+    k_tw = (data.train_text + data.test_text).index("cat face — animals & nature")
+    k_go = len(data.train_text + data.test_text) - 1 - (data.train_text + data.test_text)[::-1].index(
+        "cat face — animals & nature")
+    x = torch.cat([data.train_x, data.test_x])
+    assert k_tw != k_go and not torch.equal(x[k_tw], x[k_go])  # two drawings of one emoji, one per vendor
