@@ -30,6 +30,15 @@ def browser():
     driver.quit()
 
 
+def _type(browser, element_id: str, text: str) -> None:
+    """Replace the text of the input ``element_id``."""
+    from selenium.webdriver.common.by import By
+
+    box = browser.find_element(By.ID, element_id)
+    box.clear()
+    box.send_keys(text)
+
+
 def _wait(predicate, timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,10 +113,8 @@ def test_a_text_to_image_model_gets_a_prompt_box(browser, tmp_path):
         box = browser.find_element(By.ID, "image_prompt")
         assert box.is_displayed() and not browser.find_element(By.ID, "label").is_displayed()
         assert box.get_attribute("value").startswith("digit ")  # the run's first preview prompt
-        box.clear()
-        box.send_keys("digit 3")
-        browser.find_element(By.ID, "n").clear()
-        browser.find_element(By.ID, "n").send_keys("2")
+        _type(browser, "image_prompt", "digit 3")
+        _type(browser, "n", "2")
         browser.find_element(By.ID, "go").click()
         _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#images img")) == 2, what="2 images")
         assert "prompt \u201cdigit 3\u201d" in browser.find_element(By.ID, "status").text
@@ -140,11 +147,8 @@ def test_the_upload_box_edits_an_image(browser, tmp_path):
         Select(browser.find_element(By.ID, "model")).select_by_value("t2i")
         assert browser.find_element(By.ID, "source").is_displayed()
         browser.find_element(By.ID, "source").send_keys(str(tmp_path / "src.png"))
-        strength = browser.find_element(By.ID, "strength")
-        strength.clear()
-        strength.send_keys("0")
-        browser.find_element(By.ID, "n").clear()
-        browser.find_element(By.ID, "n").send_keys("1")
+        _type(browser, "strength", "0")
+        _type(browser, "n", "1")
         browser.find_element(By.ID, "go").click()
         _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#images img")) == 1, what="the edited image")
         data = browser.find_element(By.CSS_SELECTOR, "#images img").get_attribute("src").split(",", 1)[1]
