@@ -59,10 +59,10 @@ def histogram_match(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     for ch in range(x.shape[1]):
         ref_cdf = torch.bincount(reference[:, ch].flatten().long(), minlength=256).cumsum(0).double()
-        ref_cdf /= ref_cdf[-1]
+        ref_cdf = ref_cdf / ref_cdf[-1]
         for i in range(x.shape[0]):
             cdf = torch.bincount(x[i, ch].flatten().long(), minlength=256).cumsum(0).double()
-            cdf /= cdf[-1]
+            cdf = cdf / cdf[-1]
             lut = torch.searchsorted(ref_cdf, cdf).clamp(max=255).to(torch.uint8)  # [256]
             out[i, ch] = lut[x[i, ch].long()]
     return out

@@ -117,6 +117,8 @@ PRESETS: dict[str, EvaluatorTrainConfig] = {
     # only: 99.48%), about 6 CPU minutes on one thread
     "mnist": EvaluatorTrainConfig(epochs=20.0, max_steps=20000),
     "fashion-mnist": EvaluatorTrainConfig(epochs=20.0, max_steps=20000),
+    # 6710 drawings, the vendor as the label: 1049 steps (the default 5 epochs, 300 steps: 87.6% held-out)
+    "emoji-styles": EvaluatorTrainConfig(epochs=20.0),
 }
 
 
