@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--strengths", default="0.2,0.4,0.6,0.8")
     ap.add_argument("--guidance", default="1,2", help="ddib's guidance values to score (comma-separated)")
+    ap.add_argument("--sdedit-guidance", default="1", help="sdedit's guidance values (comma-separated)")
+    ap.add_argument("--no-ddib", action="store_true", help="score the baselines and sdedit only")
     ap.add_argument("--n", type=int, default=0, help="pairs to score (0 = every held-out emoji)")
     ap.add_argument("--k", type=int, default=100, help="R-precision candidates")
     ap.add_argument("--grid", type=Path, default=None, help="write A, B and each method's first 12 as a PNG grid")
@@ -144,17 +146,22 @@ def main() -> None:
     ref_b = data.train_x[data.train_y == b]
     rows = {"copy (the source unchanged)": src, "histogram match to B": histogram_match(src, ref_b)}
     timings = {}
-    for w in (float(g) for g in args.guidance.split(",")):
+    for w in () if args.no_ddib else (float(g) for g in args.guidance.split(",")):
         opts = {"steps": args.steps, "guidance": w}
         name = f"ddib, guidance {w:g}"
         rows[name] = translate_images(model, src, source=Condition(label=a), target=Condition(label=b),
                                       method="ddib", options=opts)
         timings[name] = _time(lambda: translate_images(model, src[:16], source=Condition(label=a),
                                                        target=Condition(label=b), options=opts))
-    for s in (float(v) for v in args.strengths.split(",")):
-        name = f"sdedit, strength {s:g}"
-        rows[name] = translate_images(model, src, source=None, target=Condition(label=b), method="sdedit",
-                                      strength=s, options={"steps": args.steps})
+    for w in (float(g) for g in args.sdedit_guidance.split(",")):
+        for s in (float(v) for v in args.strengths.split(",")):
+            name = f"sdedit, strength {s:g}" + (f", guidance {w:g}" if w != 1 else "")
+            opts = {"steps": args.steps, **({"guidance": w} if w != 1 else {})}
+            rows[name] = translate_images(model, src, source=None, target=Condition(label=b), method="sdedit",
+                                          strength=s, options=opts)
+            if s == float(args.strengths.split(",")[-1]):
+                timings[name] = _time(lambda: translate_images(model, src[:16], source=None, target=Condition(label=b),
+                                                               method="sdedit", strength=s, options=opts))
     rows["real B (ceiling)"] = real_b
     print(f"\nR-precision among k = {k} (chance {1 / k:.3f}); 'called B' by the vendor classifier\n")
     print("| images | SSIM to B | PSNR to B (dB) | R-precision | called B | FID to B | 16 images |")

@@ -75,6 +75,7 @@ def _add_translate(sub) -> None:
     p.add_argument("--method", choices=("ddib", "sdedit"), default="ddib", help="default ddib")
     p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="sdedit's strength (default 0.6)")
     p.add_argument("--to-run", help="regenerate with this run instead (ddib between two models)")
+    p.add_argument("--refine", type=int, default=3, help="ddib: fixed-point refinements per inversion step (default 3)")
     p.add_argument("--resize", action="store_true", help="scale images of another size to the model's (bicubic)")
     p.add_argument("-o", "--out", required=True, help="output file (one image) or folder (a folder of images)")
     p.set_defaults(func=cmd_translate)
@@ -272,10 +273,11 @@ def cmd_translate(args) -> int:
     c, s, _ = model.image_shape
     images = torch.stack([check_size(read_model_image(p, c), s, str(p), resize=args.resize) for p in inputs])
     out = translate_images(model, images, source=source, target=target, method=args.method, strength=strength,
-                           target_model=other, seed=args.seed, batch_size=args.batch_size, options=opts)
+                           target_model=other, seed=args.seed, batch_size=args.batch_size, options=opts,
+                           refine=args.refine)
     meta = {"genforge_model": model.family, "run": pipe.name, "method": args.method, "seed": args.seed}
-    meta.update({k: str(v) for k, v in (("from", args.source or args.from_prompt), ("to", args.target or args.to_prompt),
-                                         ("to_run", args.to_run)) if v is not None})
+    given = (("from", args.source or args.from_prompt), ("to", args.target or args.to_prompt), ("to_run", args.to_run))
+    meta.update({k: str(v) for k, v in given if v is not None})
     _save(out, paths, meta)
     return 0
 

@@ -93,8 +93,10 @@ class LatentSpace:
 class Inverts(LatentSpace):
     """Real images map to latents that render back to (approximately) them."""
 
-    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
-        """Images float32 [B, C, S, S] in [0, 1] (+ labels [B]) → latents [B, ...] for :meth:`render`."""
+    def invert(self, x: Tensor, y: Tensor | None = None, *, refine: int = 0, **options: Any) -> Tensor:
+        """Images float32 [B, C, S, S] in [0, 1] (+ labels [B]) → latents [B, ...] for :meth:`render`.
+        ``refine``: fixed-point refinements of each step of an iterative inversion (0 = one explicit step;
+        an exact encoder ignores it)."""
         raise NotImplementedError
 
 

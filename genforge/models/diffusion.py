@@ -52,12 +52,6 @@ from genforge.models.diffusion_config import DiffusionConfig, DiffusionSampleOpt
 
 
 
-def _shown(config: Any, name: str) -> str:
-    """A config field for a message: a vocabulary as its size."""
-    value = getattr(config, name)
-    return f"{len(value)} words" if name == "text_words" else str(value)
-
-
 class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, Inpaints, EditsImages):
     """U-Net denoiser + schedule; one parameter group ``loss``."""
 
@@ -118,8 +112,9 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         for mine, their in (("text_words", "text_words"), ("text_len", "text_len"), ("text_width", "text_width"),
                             ("text_layers", "text_layers")):
             if getattr(self.config, mine) != getattr(theirs, their):
-                raise ConfigError(f"model.{mine} must be the text_encoder run's ({_shown(theirs, their)}), got "
-                                  f"{_shown(self.config, mine)}", key=f"model.{mine}")
+                shown = [len(v) if mine == "text_words" else v for v in (getattr(theirs, their), getattr(self.config, mine))]
+                raise ConfigError(f"model.{mine} must be the text_encoder run's ({shown[0]}), got {shown[1]}",
+                                  key=f"model.{mine}")
         self.__dict__["text"] = encoder.text_tower  # not a submodule: its weights stay in the parent's run
 
     @property
@@ -372,31 +367,45 @@ class Diffusion(VLBLikelihood, Captioned, GenerativeModel, ImageModel, Inverts, 
         return self._integrate(z.to(self.device), y, opts, None)
 
     @torch.no_grad()
-    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
+    def invert(self, x: Tensor, y: Tensor | None = None, *, refine: int = 0, **options: Any) -> Tensor:
         """The noise that renders to images x [B, C, S, S] in [0, 1]: the ODE run backwards (DDIM inversion for
-        the DDPM objective, reversed Euler for flow) over ``steps`` levels → [B, C, S, S]."""
+        the DDPM objective, reversed Euler for flow) over ``steps`` levels → [B, C, S, S]. Each step is first
+        taken explicitly (the prediction at the lower level); ``refine`` > 0 then solves the sampler's own
+        step for its start by that many fixed-point iterations (prediction at the higher level, as the sampler
+        evaluates it: Pan et al. 2023), so rendering returns the images far more exactly."""
         opts = self._deterministic(options)
         guidance = 1.0 if opts.guidance is None else opts.guidance
+        if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= 50:
+            raise FieldError("refine", f"must be an int in [0, 50], got {refine!r}")
         y = None if y is None else y.to(self.device)
         h = self.to_space(x.to(self.device).float())
         n, device = h.shape[0], h.device
+        at = lambda level: torch.full((n,), float(level), device=device)  # noqa: E731 - fed times [n]
         with eval_mode(self.net):
             if self.config.objective == "flow":
                 sigmas = FlowEuler(self.schedule, opts.steps).sigmas.tolist()[::-1]  # 0 → 1
+                T = self.schedule.timesteps
                 for lo, hi in zip(sigmas, sigmas[1:]):
-                    fed = torch.full((n,), lo * self.schedule.timesteps, device=device)
-                    h = h + (hi - lo) * self._guided(h, fed, y, guidance)
+                    z = h + (hi - lo) * self._guided(h, at(lo * T), y, guidance)
+                    for _ in range(refine):  # z such that z + (lo - hi) v(z, hi) = h: Euler's step from hi
+                        z = h + (hi - lo) * self._guided(z, at(hi * T), y, guidance)
+                    h = z
                 return h
             sampler = DDIMSampler(self.schedule, opts.steps, prediction=self.config.prediction)
             ts = sampler.timesteps.tolist()[::-1]  # ascending
             ab = self.schedule.alphas_cumprod
             for i, t in enumerate(ts):  # from level ts[i-1] (ts[0]: ~clean) up to ts[i]
                 src = ts[i - 1] if i else 0
-                out = self._guided(h, torch.full((n,), float(src), device=device), y, guidance)
                 a_src, a_dst = float(ab[src]), float(ab[t])
-                x0 = _x0_from(out, h, a_src, self.config.prediction)
+                out = self._guided(h, at(src), y, guidance)
                 eps = _eps_from(out, h, a_src, self.config.prediction)
-                h = math.sqrt(a_dst) * x0 + math.sqrt(1 - a_dst) * eps
+                z = math.sqrt(a_dst) * _x0_from(out, h, a_src, self.config.prediction) + math.sqrt(1 - a_dst) * eps
+                for _ in range(refine):  # z whose DDIM step (eps predicted at z, t) lands on h
+                    out = self._guided(z, at(t), y, guidance)
+                    eps = _eps_from(out, z, a_dst, self.config.prediction)
+                    x0 = (h - math.sqrt(1 - a_src) * eps) / math.sqrt(a_src)
+                    z = math.sqrt(a_dst) * x0 + math.sqrt(1 - a_dst) * eps
+                h = z
             return h
 
     # ---- inpainting

@@ -302,8 +302,8 @@ class VAE(GenerativeModel, ImageModel, Reconstructs, Inverts, Inpaints):
         return self._mean(self.decode(z.to(self.device), y).float())
 
     @torch.no_grad()
-    def invert(self, x: Tensor, y: Tensor | None = None, **options: Any) -> Tensor:
-        """The posterior mean μ(x, y): images float32 [B, C, S, S] in [0, 1] → [B, L]."""
+    def invert(self, x: Tensor, y: Tensor | None = None, *, refine: int = 0, **options: Any) -> Tensor:
+        """The posterior mean μ(x, y): images float32 [B, C, S, S] in [0, 1] → [B, L] (exact: ``refine`` unused)."""
         self.parse_sample_options(options)
         return self.encode(x.to(self.device), None if y is None else y.to(self.device))[0]
 

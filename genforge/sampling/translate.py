@@ -6,9 +6,10 @@ trained on as labels or prompt words), or from one model to another.
 Methods:
 
 - ``ddib`` (dual diffusion implicit bridges, Su et al. 2022): the source model's deterministic ODE run
-  backwards under the source condition (its ``invert``: DDIM inversion, or reversed Euler for flow) gives
-  each image's noise, which the target model (the same one, or another of the same latent shape) renders
-  under the target condition. Deterministic: no seed.
+  backwards under the source condition (its ``invert``: DDIM inversion, or reversed Euler for flow, each
+  step refined ``refine`` times by fixed-point iteration, :data:`REFINE` by default) gives each image's
+  noise, which the target model (the same one, or another of the same latent shape) renders under the
+  target condition. Deterministic: no seed.
 - ``sdedit``: img2img (:mod:`~genforge.sampling.img2img`) of each image under the target condition from
   ``strength`` of the way to noise; image i seeded ``seed + i``. One model only.
 
@@ -28,9 +29,10 @@ from genforge.models.conditions import Condition
 from genforge.sampling.images import to_uint8
 from genforge.sampling.img2img import img2img_images
 
-__all__ = ["METHODS", "translate_images"]
+__all__ = ["METHODS", "REFINE", "translate_images"]
 
 METHODS = ("ddib", "sdedit")
+REFINE = 3  # fixed-point refinements per inversion step: a 20-step round trip of emoji-styles samples 10.8 → 31.2 dB
 
 
 def _rows(model: GenerativeModel, n: int, condition: Condition | None) -> Tensor | None:
@@ -41,7 +43,8 @@ def _rows(model: GenerativeModel, n: int, condition: Condition | None) -> Tensor
 @torch.no_grad()
 def translate_images(model: GenerativeModel, images: Tensor, *, source: Condition | None, target: Condition | None,
                      method: str = "ddib", strength: float = 0.6, target_model: GenerativeModel | None = None,
-                     seed: int = 0, batch_size: int = 256, options: dict[str, Any] | None = None) -> Tensor:
+                     seed: int = 0, batch_size: int = 256, options: dict[str, Any] | None = None,
+                     refine: int = REFINE) -> Tensor:
     """``images`` uint8 [B, C, S, S] (``model``'s shape) of the ``source`` condition, translated to ``target``
     (by ``target_model`` when given: ``ddib`` only) → uint8 [B, C, S, S]. ``options``: sample options of the
     model(s) (``steps``; ``ddib`` needs a deterministic sampler)."""
@@ -63,7 +66,7 @@ def translate_images(model: GenerativeModel, images: Tensor, *, source: Conditio
     with eval_mode(model), eval_mode(other):
         for start in range(0, images.shape[0], batch_size):
             x = images[start:start + batch_size]
-            z = model.invert(x.float() / 255, _rows(model, len(x), source), **dict(options or {}))
+            z = model.invert(x.float() / 255, _rows(model, len(x), source), refine=refine, **dict(options or {}))
             shape = tuple(other.draw_latents(1, None if target is None else target.expand(1),
                                              torch.Generator())[0].shape[1:])
             if tuple(z.shape[1:]) != shape:
