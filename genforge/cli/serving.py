@@ -79,9 +79,14 @@ def cmd_serve(args) -> int:
     from genforge.config import ConfigError
 
     try:
+        import importlib.util
+
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
+
+        if not any(importlib.util.find_spec(m) for m in ("python_multipart", "multipart")):  # /v1/images/edits
+            raise ImportError(name="python-multipart")
 
         from genforge import serve
     except ImportError as e:

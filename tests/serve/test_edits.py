@@ -14,7 +14,7 @@ from genforge.cli import main
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
+pytest.importorskip("python_multipart")
 
 
 @pytest.fixture(scope="module")
