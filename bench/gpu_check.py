@@ -181,6 +181,11 @@ def train_row(check: Check, recipe: str) -> tuple[Row, Path | None]:
         row.wall_s = time.perf_counter() - t0
         row.amount = f"{outcome.result.step} steps"
         row.rate = _rate(outcome.run_dir)
+        from genforge.models.capabilities import EmbedsTextAndImages
+
+        if isinstance(outcome.model, EmbedsTextAndImages):  # an encoder (clip): nothing to sample or serve
+            row.result = f"ok; {check.precision}, an encoder: not sampled" + (f"; {note}" if note else "")
+            return row, None
         sampled = sample_once(outcome.run_dir, dict(outcome.config.sample), check.device, check.tmp)
         row.result = f"ok; {check.precision}, sample {sampled:.1f} s" + (f"; {note}" if note else "")
         return row, outcome.run_dir

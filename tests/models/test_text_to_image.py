@@ -178,7 +178,7 @@ def t2i_run(caption_folder, tmp_path_factory):
 
 def test_a_captioned_folder_trains_with_no_other_change_and_samples_from_a_prompt(t2i_run, tmp_path, capsys):
     model = models.load(t2i_run)
-    assert model.accepted_conditions() == ("text",) and model.config.channels == 3
+    assert model.accepted_conditions() == ("text", "image") and model.config.channels == 3  # a prompt; img2img
     assert set(model.config.text_words) == {"a", "red", "green", "blue", "square", "circle"}
     grid = Image.open(t2i_run / "samples.png")  # the preview: one tile per prompt of the run's list, captioned
     assert grid.text["prompts"].split(" | ")[0] == model.config.sample_prompts[0]
